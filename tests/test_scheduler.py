@@ -1,0 +1,128 @@
+"""Property tests of the tile scheduler (format: docs/internals.md)."""
+import math
+import random
+
+import pytest
+import torch
+
+from flashmla import scheduler
+from flashmla.scheduler import (COL_BEGIN_BLOCK, COL_BEGIN_CHUNK, COL_BEGIN_REQ, COL_END_BLOCK, COL_END_REQ,
+                                FIXED_OVERHEAD_BLOCKS, compute_tile_scheduler_metadata, num_sm_parts)
+
+
+def expand(metadata: torch.Tensor, num_splits: torch.Tensor, seqlens: list[int]):
+    """Walk the schedule as a kernel would: {(req, block): (part, chunk)} and per-part costs."""
+    blocks = [math.ceil(n / 64) for n in seqlens]
+    owner, costs, chunk_of = {}, [], {}
+    for part, row in enumerate(metadata.tolist()):
+        if row[COL_BEGIN_REQ] < 0:
+            costs.append(0)
+            continue
+        cost = 0
+        for r in range(row[COL_BEGIN_REQ], row[COL_END_REQ] + 1):
+            lo = row[COL_BEGIN_BLOCK] if r == row[COL_BEGIN_REQ] else 0
+            hi = row[COL_END_BLOCK] if r == row[COL_END_REQ] else blocks[r]
+            if lo >= hi:
+                continue
+            chunk = row[COL_BEGIN_CHUNK] if r == row[COL_BEGIN_REQ] else 0
+            assert (r, chunk) not in chunk_of, f"chunk {chunk} of request {r} written by two parts"
+            chunk_of[(r, chunk)] = part
+            for blk in range(lo, hi):
+                assert (r, blk) not in owner, f"block {blk} of request {r} covered twice"
+                owner[(r, blk)] = part
+            cost += hi - lo + FIXED_OVERHEAD_BLOCKS
+        costs.append(cost)
+    return owner, costs, chunk_of
+
+
+def check_schedule(seqlens, rows_per_kv_head=16, h_kv=1, num_sms=132):
+    seq = torch.tensor(seqlens, dtype=torch.int32)
+    metadata, num_splits = compute_tile_scheduler_metadata(seq, rows_per_kv_head, h_kv, num_sms)
+    parts = num_sm_parts(num_sms, rows_per_kv_head, h_kv)
+    assert metadata.shape == (parts, 8) and metadata.dtype == torch.int32
+    assert num_splits.shape == (len(seqlens) + 1,) and num_splits.dtype == torch.int32
+    owner, costs, chunk_of = expand(metadata, num_splits, seqlens)
+    blocks = [math.ceil(n / 64) for n in seqlens]
+    expected = {(r, k) for r, n in enumerate(blocks) for k in range(n)}
+    assert set(owner) == expected, "every block must be covered exactly once"
+    splits = num_splits.tolist()
+    assert splits[0] == 0
+    for r, n in enumerate(blocks):
+        chunks = splits[r + 1] - splits[r]
+        assert chunks == (0 if n == 0 else len({c for (rr, c) in chunk_of if rr == r}))
+        assert {c for (rr, c) in chunk_of if rr == r} == set(range(chunks)), "chunk ids must be 0..n-1"
+    total = sum(n + FIXED_OVERHEAD_BLOCKS for n in blocks if n)
+    bound = math.ceil(total / parts) + FIXED_OVERHEAD_BLOCKS + 1
+    assert max(costs) <= bound, f"unbalanced: max part cost {max(costs)} > {bound}"
+    assert splits[-1] <= len(seqlens) + parts, "partial slots must fit in b + num_sm_parts"
+    return metadata, num_splits
+
+
+def test_worked_example():
+    metadata, num_splits = check_schedule([1000, 64, 5000, 200], num_sms=8)
+    assert num_splits.tolist() == [0, 2, 3, 9, 10]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_random_batches(seed):
+    rng = random.Random(seed)
+    b = rng.choice([1, 2, 3, 7, 33, 128, 300])
+    seqlens = [rng.choice([0, 0, 1, 63, 64, 65, rng.randint(0, 9000)]) for _ in range(b)]
+    rows = rng.choice([1, 16, 64, 65, 128, 256])
+    h_kv = rng.choice([1, 2, 8])
+    check_schedule(seqlens, rows, h_kv, num_sms=rng.choice([8, 78, 132]))
+
+
+def test_all_zero_lengths_mark_every_part_empty():
+    metadata, num_splits = check_schedule([0] * 5)
+    assert (metadata[:, COL_BEGIN_REQ] == -1).all() and (num_splits == 0).all()
+
+
+def test_padded_batch_rows_are_untouched():
+    """A CUDA-graph batch padded with seqlen-0 requests: no part touches the padding."""
+    metadata, num_splits = check_schedule([4096, 100, 0, 0, 0])
+    used = metadata[metadata[:, COL_BEGIN_REQ] >= 0]
+    assert int(used[:, COL_END_REQ].max()) <= 1
+    assert num_splits[2:].tolist() == [int(num_splits[2])] * 4
+
+
+def test_single_chunk_requests_need_no_combine():
+    _, num_splits = check_schedule([64] * 10, num_sms=132)
+    assert (num_splits[1:] - num_splits[:-1]).tolist() == [1] * 10
+
+
+@pytest.mark.parametrize("b", [1, 1000, 100000])
+def test_batch_sizes(b):
+    rng = random.Random(b)
+    seqlens = [rng.randint(0, 4000) for _ in range(b)]
+    seq = torch.tensor(seqlens, dtype=torch.int32)
+    metadata, num_splits = compute_tile_scheduler_metadata(seq, 128, 1, 132)
+    # cheap invariants at large b (the full walk is checked on smaller batches above)
+    blocks = (seq.long() + 63) // 64
+    used = metadata[:, COL_BEGIN_REQ] >= 0
+    g0, g1 = metadata[:, 5].long(), metadata[:, 6].long()
+    assert int((g1 - g0).sum()) == int(blocks.sum())
+    assert torch.all(g0[1:] == g1[:-1])
+    assert used.any()
+    chunks = num_splits[1:] - num_splits[:-1]
+    assert torch.all((chunks == 0) == (blocks == 0))
+    if b <= 1000:
+        check_schedule(seqlens, 128, 1, 132)
+
+
+@pytest.mark.parametrize("rows,h_kv,sms,expected", [
+    (16, 1, 132, 132), (64, 1, 132, 132), (65, 1, 132, 66), (128, 1, 132, 66), (256, 1, 132, 33),
+    (1024 * 16 // 8, 8, 132, 1),  # FlashMLA issue #28: s_q=1024, h_q=16, h_kv=8 gave 0 parts
+    (16, 200, 132, 1),
+])
+def test_num_sm_parts_never_zero(rows, h_kv, sms, expected):
+    assert num_sm_parts(sms, rows, h_kv) == expected
+
+
+def test_runs_on_the_tensors_device_without_python_loops():
+    seq = torch.tensor([5, 6000, 0, 130], dtype=torch.int32)
+    m1, n1 = compute_tile_scheduler_metadata(seq, 32, 1, 16)
+    m2, n2 = compute_tile_scheduler_metadata(seq.clone(), 32, 1, 16)
+    assert torch.equal(m1, m2) and torch.equal(n1, n2), "deterministic"
+    assert m1.device == seq.device
+    print(scheduler.describe(m1, n1))
