@@ -117,6 +117,34 @@ def cuda_extension_status() -> tuple[bool, str]:
     return True, str(spec.origin)
 
 
+def build_extension(log_path: Union[str, Path], timeout: float = 3600.0) -> tuple[bool, str]:
+    """Compile the Hopper kernel in place (``python setup.py build_ext --inplace``), with the
+    whole compiler log in ``log_path``. Returns (built and importable, last lines of the log)."""
+    setup = _REPO_ROOT / "setup.py"
+    if not setup.exists():
+        return False, f"{setup} not found: build from a checkout of the repository"
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(setup), "build_ext", "--inplace"]
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        try:
+            done = subprocess.run(cmd, cwd=_REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                  check=False)
+            returncode = done.returncode
+        except subprocess.TimeoutExpired:
+            returncode = None
+    importlib.invalidate_caches()  # let the import system see the new shared object
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+    if returncode is None:
+        return False, f"build timed out after {timeout:.0f} s\n{tail}"
+    built, detail = cuda_extension_status()
+    if returncode != 0 or not built:
+        return False, f"build failed (exit {returncode}; {detail})\n{tail}"
+    return True, tail
+
+
 # --------------------------------------------------------------------------- the report
 @dataclasses.dataclass
 class GPUInfo:
@@ -413,17 +441,13 @@ def resolve_device(device: str, smoke: bool) -> "torch.device":  # noqa: F821
 def use_triton_interpreter(device: "torch.device") -> bool:  # noqa: F821
     """On the CPU, run Triton kernels in Triton's interpreter (``TRITON_INTERPRET=1``).
 
-    The variable is read when ``@triton.jit`` functions are defined, so this must be called
-    before ``flashmla.triton_decode`` is imported; if it already was, raise instead of letting
-    the Triton step fail later with a confusing error. Returns whether the interpreter is on.
+    ``flashmla.triton_decode`` reads the variable when a kernel is first launched, so calling
+    this at the top of a notebook is enough. On a GPU the variable is left alone. Returns
+    whether the interpreter is on.
     """
-    if getattr(device, "type", str(device)) != "cpu":
-        return os.environ.get("TRITON_INTERPRET") == "1"
-    if os.environ.get("TRITON_INTERPRET") != "1" and "flashmla.triton_decode" in sys.modules:
-        raise RuntimeError("flashmla.triton_decode was imported before TRITON_INTERPRET=1 was set; "
-                           "restart the kernel and run the cells in order")
-    os.environ["TRITON_INTERPRET"] = "1"
-    return True
+    if getattr(device, "type", str(device)) == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 # --------------------------------------------------------------------------- the step log

@@ -443,10 +443,14 @@ def plot_roofline(gpu: GPUSpec, *, seqlen: int = 4096, batch: int = 128, head_co
     ax.plot(xs, [min(gpu.peak_tflops, x * gpu.bandwidth_tbs) for x in xs], color="black", label=f"{gpu.name} roofline")
     ax.axvline(gpu.ridge_point, color="gray", linestyle=":", label=f"ridge {gpu.ridge_point:.0f} FLOP/B")
     lengths = [seqlen] * batch
-    for s_q in s_q_values:
+    markers = ("o", "^", "s", "D")
+    for k, s_q in enumerate(s_q_values):
         pts = [roofline(lengths, s_q, h, gpu) for h in head_counts]
         ax.scatter([p.intensity for p in pts], [p.attainable_tflops for p in pts], zorder=3,
-                   label=f"MLA decode, s_q={s_q}, h_q={list(head_counts)}")
+                   marker=markers[k % len(markers)], s=70 / (k + 1), label=f"MLA decode, s_q={s_q}")
+        for h, p in zip(head_counts, pts):  # label each point with its head count
+            ax.annotate(f"h{h}", (p.intensity, p.attainable_tflops), textcoords="offset points",
+                        xytext=(-14, 6 - 14 * k), fontsize=7)
     mha = [(1, "MHA"), (8, "GQA group 8")]
     for group, label in mha:
         x = mha_intensity_limit(1, group)
