@@ -1,0 +1,418 @@
+"""Portable split-KV (flash-decoding) MLA decode in Triton: the backend for non-Hopper GPUs.
+
+Same API and semantics as the other backends (docs/internals.md); the design is in
+docs/triton-kernel.md. In short:
+
+* All ``s_q * h_q / h_kv`` query rows that read one kv head are folded into row tiles of
+  ``BLOCK_M`` rows, so every cache block is read once per kv head and row tile (vLLM's Triton
+  MLA kernel reads it once per 16 heads instead).
+* The 576-wide dot is two dots, 512 (latent) + 64 (rope), since Triton ranges are powers of
+  two; the 512-wide latent tile loaded for QK^T is reused as V for PV.
+* Each request's pages are cut into ``num_splits`` chunks of ``pages_per_split`` pages by a
+  shape-only plan (no host sync, CUDA-graph safe); each (row tile, chunk, request, kv head) is
+  one program. A request that fits in one chunk is written directly; others leave fp32
+  partials that a combine kernel merges by lse.
+* Masks use ``tl.where`` and masked loads (``other=0``) on both the scores and the loaded
+  cache rows, so NaN in unused cache rows never reaches the output (0 * NaN = NaN).
+* Rows with nothing to attend (zero-length requests, fully masked causal rows) give out = 0
+  and lse = +inf.
+
+The kernels also run in the Triton interpreter (``TRITON_INTERPRET=1``) on CPU tensors, which
+is how CI covers them.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Optional
+
+import torch
+
+from . import triton_configs
+from .triton_configs import KernelConfig
+
+try:  # Triton is optional: without it this backend reports itself unavailable.
+    import triton
+    import triton.language as tl
+    _IMPORT_ERROR = ""
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    triton = None
+    tl = None
+    _IMPORT_ERROR = f"triton is not installed ({exc})"
+
+PAGE_SIZE = 64
+HEAD_DIM_QK = 576
+HEAD_DIM_V = 512
+HEAD_DIM_ROPE = HEAD_DIM_QK - HEAD_DIM_V
+LOG2E = 1.4426950408889634
+# Planner constants, in units of "one program reading one 64-token page".
+PROGRAM_OVERHEAD_PAGES = 2  # Q load, pipeline fill and epilogue of one program
+COMBINE_LAUNCH_PAGES = 1  # the combine kernel's launch and tail
+MAX_SPLITS = 64
+COMBINE_BLOCK_ROWS = 8
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _imported_for_interpreter() -> bool:
+    """triton.language's library functions (tl.max, tl.sum, ...) are wrapped when triton is
+    first imported; the interpreter can call them only if TRITON_INTERPRET was set by then."""
+    return type(tl.max).__name__ == "InterpretedFunction"
+
+
+def _interpreter_numpy_problem() -> str:
+    """Triton < 3.7.1's interpreter calls int() on 1-element arrays (every runtime loop bound),
+    which numpy >= 2.4 rejects with a TypeError."""
+    import numpy
+
+    def version(text):
+        return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
+    if version(triton.__version__) < (3, 7, 1) and version(numpy.__version__) >= (2, 4):
+        return (f"the Triton {triton.__version__} interpreter fails with numpy {numpy.__version__}: "
+                "use numpy<2.4 or triton>=3.7.1")
+    return ""
+
+
+def is_available(device: torch.device) -> tuple[bool, str]:
+    """(usable on ``device``, reason when not)."""
+    device = torch.device(device)
+    if triton is None:
+        return False, _IMPORT_ERROR
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "torch sees no CUDA device"
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            return False, f"needs compute capability 8.0 or newer (bf16 tensor cores); device has {major}.{minor}"
+        return True, ""
+    if device.type == "cpu":
+        if not _interpreting():
+            return False, ("CPU tensors run only under the Triton interpreter: set TRITON_INTERPRET=1 "
+                           "before the first import of triton")
+        broken = _interpreter_numpy_problem()
+        if broken:
+            return False, broken
+        if not _imported_for_interpreter():
+            return False, ("TRITON_INTERPRET=1 was set after triton was imported, so triton.language's own "
+                           "functions were built for the GPU; set it before the first import of triton")
+        return True, "Triton interpreter (TRITON_INTERPRET=1): slow, meant for tests"
+    return False, f"device type {device.type!r} is not supported by the Triton backend"
+
+
+# --------------------------------------------------------------------------- kernels
+# The kernel bodies are plain functions; ``_kernels()`` wraps them with ``triton.jit`` on first
+# use, so whether they compile for the GPU or run in the interpreter follows TRITON_INTERPRET at
+# that moment and not at import time.
+
+def _mla_decode_split_kernel(
+    q_ptr, k_ptr, block_table_ptr, seqlens_ptr,
+    out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+    stride_q_b, stride_q_s, stride_q_h,
+    stride_k_block, stride_k_tok, stride_k_head,
+    stride_bt_b,
+    stride_o_b, stride_o_s, stride_o_h,
+    stride_lse_b, stride_lse_h,
+    s_q, group, rows, h_kv, pages_per_split, num_splits,
+    scale_log2, causal,
+    HAS_PARTIALS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE: tl.constexpr, D_V: tl.constexpr, D_ROPE: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    """One program: BLOCK_M query rows of one kv head of one request, over one chunk of pages."""
+    m_tile = tl.program_id(0)
+    split = tl.program_id(1)
+    batch_head = tl.program_id(2)
+    batch = batch_head // h_kv
+    kv_head = batch_head % h_kv
+
+    seqlen = tl.load(seqlens_ptr + batch)
+    num_pages = (seqlen + PAGE - 1) // PAGE
+    num_chunks = (num_pages + pages_per_split - 1) // pages_per_split
+    # Chunk 0 always runs: for a request with nothing to attend it writes out = 0, lse = +inf.
+    if split > 0 and split >= num_chunks:
+        return
+
+    # Query rows of this tile: row r is query token r // group of q head kv_head * group + r % group.
+    row = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = row < rows
+    token = row // group
+    head = kv_head * group + row % group
+    q_row = batch.to(tl.int64) * stride_q_b + token * stride_q_s + head * stride_q_h
+    dv = tl.arange(0, D_V)
+    dr = tl.arange(0, D_ROPE)
+    q_nope = tl.load(q_ptr + q_row[:, None] + dv[None, :], mask=row_ok[:, None], other=0.0)
+    q_rope = tl.load(q_ptr + q_row[:, None] + D_V + dr[None, :], mask=row_ok[:, None], other=0.0)
+    if DOT_FP32:  # exact upcast; see _dots_in_fp32
+        q_nope = q_nope.to(tl.float32)
+        q_rope = q_rope.to(tl.float32)
+
+    # Causal is bottom-right aligned: token t sees keys [0, seqlen - (s_q - 1 - t)).
+    key_limit = seqlen - causal * (s_q - 1 - token)
+    tok_begin = split * pages_per_split * PAGE
+    tok_end = tl.minimum(tok_begin + pages_per_split * PAGE, seqlen)
+    # Keys no row of the tile may see are not loaded at all.
+    last_token = (tl.minimum(m_tile * BLOCK_M + BLOCK_M, rows) - 1) // group
+    tok_end = tl.minimum(tok_end, seqlen - causal * (s_q - 1 - last_token))
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D_V], tl.float32)
+    offs_n = tl.arange(0, BLOCK_N)
+    k_head = k_ptr + kv_head * stride_k_head
+    bt_row = block_table_ptr + batch.to(tl.int64) * stride_bt_b
+    for start in range(tok_begin, tok_end, BLOCK_N):
+        # BLOCK_N divides the page and chunks are page-aligned: one step lies in one page, and
+        # only pages below ceil(seqlen / 64) are ever looked up in the block table.
+        page = tl.load(bt_row + start // PAGE).to(tl.int64)
+        key = start + offs_n
+        key_ok = key < tok_end
+        k_row = page * stride_k_block + (start % PAGE + offs_n) * stride_k_tok
+        # Rows past the end are not loaded (other=0): they may hold NaN, and 0 * NaN = NaN in PV.
+        k_nope = tl.load(k_head + k_row[:, None] + dv[None, :], mask=key_ok[:, None], other=0.0)
+        k_rope = tl.load(k_head + k_row[:, None] + D_V + dr[None, :], mask=key_ok[:, None], other=0.0)
+        p_dtype = k_nope.dtype
+        if DOT_FP32:
+            k_nope = k_nope.to(tl.float32)
+            k_rope = k_rope.to(tl.float32)
+        s = tl.dot(q_nope, tl.trans(k_nope))
+        s = tl.dot(q_rope, tl.trans(k_rope), s)
+        s = s * scale_log2
+        allowed = key_ok[None, :] & (key[None, :] < key_limit[:, None])
+        s = tl.where(allowed, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row with nothing allowed so far keeps m = -inf; subtract 0 instead (exp2(-inf) = 0).
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_sub)
+        p = tl.exp2(s - m_sub[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if DOT_FP32:
+            # The interpreter's fp32 -> bf16 cast truncates instead of rounding; keep P in fp32.
+            acc = tl.dot(p, k_nope, acc)
+        else:
+            acc = tl.dot(p.to(p_dtype), k_nope, acc)
+        m_i = m_new
+
+    has_keys = l_i > 0.0
+    l_safe = tl.where(has_keys, l_i, 1.0)
+    o = acc / l_safe[:, None]
+    lse = (m_i + tl.log2(l_safe)) / 1.4426950408889634  # natural log
+    if HAS_PARTIALS:
+        write_final = num_chunks <= 1
+    else:
+        write_final = num_chunks >= 0  # always: there is no partial buffer
+    if write_final:
+        out_row = batch.to(tl.int64) * stride_o_b + token * stride_o_s + head * stride_o_h
+        tl.store(out_ptr + out_row[:, None] + dv[None, :], o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+        lse_final = tl.where(has_keys, lse, float("inf"))
+        tl.store(lse_ptr + batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token, lse_final, mask=row_ok)
+    else:
+        part_row = ((batch.to(tl.int64) * num_splits + split) * h_kv + kv_head) * rows + row
+        tl.store(out_part_ptr + part_row[:, None] * D_V + dv[None, :], o, mask=row_ok[:, None])
+        tl.store(lse_part_ptr + part_row, tl.where(has_keys, lse, float("-inf")), mask=row_ok)
+
+
+def _mla_decode_combine_kernel(
+    seqlens_ptr, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+    stride_o_b, stride_o_s, stride_o_h,
+    stride_lse_b, stride_lse_h,
+    group, rows, h_kv, pages_per_split, num_splits,
+    BLOCK_R: tl.constexpr, PAGE: tl.constexpr, D_V: tl.constexpr,
+):
+    """Merge the chunk partials of BLOCK_R rows of one (request, kv head) by their lse."""
+    r_tile = tl.program_id(0)
+    batch_head = tl.program_id(1)
+    batch = batch_head // h_kv
+    kv_head = batch_head % h_kv
+    seqlen = tl.load(seqlens_ptr + batch)
+    num_chunks = ((seqlen + PAGE - 1) // PAGE + pages_per_split - 1) // pages_per_split
+    if num_chunks <= 1:  # written by the split kernel itself
+        return
+    row = r_tile * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = row < rows
+    dv = tl.arange(0, D_V)
+    m_i = tl.full([BLOCK_R], float("-inf"), tl.float32)
+    denom = tl.zeros([BLOCK_R], tl.float32)
+    acc = tl.zeros([BLOCK_R, D_V], tl.float32)
+    for chunk in range(0, num_chunks):
+        part_row = ((batch.to(tl.int64) * num_splits + chunk) * h_kv + kv_head) * rows + row
+        lse_c = tl.load(lse_part_ptr + part_row, mask=row_ok, other=float("-inf"))
+        o_c = tl.load(out_part_ptr + part_row[:, None] * D_V + dv[None, :], mask=row_ok[:, None], other=0.0)
+        m_new = tl.maximum(m_i, lse_c)
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        scale = tl.exp(m_i - m_sub)
+        weight = tl.exp(lse_c - m_sub)
+        denom = denom * scale + weight
+        acc = acc * scale[:, None] + weight[:, None] * o_c
+        m_i = m_new
+    has_keys = denom > 0.0
+    d_safe = tl.where(has_keys, denom, 1.0)
+    o = acc / d_safe[:, None]
+    lse = tl.where(has_keys, m_i + tl.log(d_safe), float("inf"))
+    token = row // group
+    head = kv_head * group + row % group
+    out_row = batch.to(tl.int64) * stride_o_b + token * stride_o_s + head * stride_o_h
+    tl.store(out_ptr + out_row[:, None] + dv[None, :], o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(lse_ptr + batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token, lse, mask=row_ok)
+
+
+# Integer arguments that change between calls of one shape family: not specialised, so a new
+# batch size or sequence-length plan does not trigger a recompile.
+_SPLIT_NO_SPECIALIZE = ["stride_bt_b", "stride_lse_b", "stride_lse_h", "s_q", "group", "rows", "h_kv",
+                        "pages_per_split", "num_splits", "causal"]
+_COMBINE_NO_SPECIALIZE = ["stride_lse_b", "stride_lse_h", "group", "rows", "h_kv", "pages_per_split",
+                          "num_splits"]
+
+
+def _dots_in_fp32(dtype: torch.dtype) -> bool:
+    """The Triton interpreter (3.6 to 3.9 at least) runs tl.dot as numpy.matmul on the raw
+    storage, and stores bf16 as uint16, so a bf16 dot returns garbage. Under the interpreter the
+    kernel upcasts the dot operands to fp32 first (exact: bf16 values are fp32 values)."""
+    return _interpreting() and dtype == torch.bfloat16
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(interpret: bool):
+    # `interpret` keys the cache; triton.jit itself reads TRITON_INTERPRET when it wraps.
+    split = triton.jit(_mla_decode_split_kernel, do_not_specialize=_SPLIT_NO_SPECIALIZE)
+    combine = triton.jit(_mla_decode_combine_kernel, do_not_specialize=_COMBINE_NO_SPECIALIZE)
+    return split, combine
+
+
+# --------------------------------------------------------------------------- planning
+def device_family(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "interpreter"
+    return triton_configs.family_of(torch.cuda.get_device_capability(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def kernel_config(device: torch.device, rows: int) -> KernelConfig:
+    """The block sizes used for ``rows`` query rows per kv head on ``device``."""
+    if device.type != "cuda":
+        return triton_configs.INTERPRETER_CONFIG
+    return triton_configs.config_for(device_family(device), rows)
+
+
+def plan_splits(batch: int, h_kv: int, row_tiles: int, max_pages: int, num_sms: int,
+                config: KernelConfig, rows: int) -> tuple[int, int]:
+    """Choose ``(num_splits, pages_per_split)`` from shapes alone (no host sync).
+
+    A cost model in units of "one program reads one page": the main kernel runs in waves of
+    ``num_sms * ctas_per_sm`` programs, each reading ``pages_per_split`` pages plus a fixed
+    overhead; more splits add fp32 partial traffic (written and read once) and a combine launch.
+    ``max_pages`` is the block table's width, the longest a request can be.
+    """
+    max_pages = max(1, max_pages)
+    slots = max(1, num_sms * config.ctas_per_sm)
+    base = max(1, batch * h_kv * row_tiles)
+    page_bytes = PAGE_SIZE * HEAD_DIM_QK * 2
+    best = None
+    for splits in range(1, min(max_pages, MAX_SPLITS) + 1):
+        pages_per_split = -(-max_pages // splits)
+        splits_used = -(-max_pages // pages_per_split)
+        if best is not None and splits_used == best[1]:
+            continue
+        waves = -(-base * splits_used // slots)
+        cost = waves * (pages_per_split + PROGRAM_OVERHEAD_PAGES)
+        if splits_used > 1:
+            partial_bytes = batch * h_kv * rows * splits_used * (HEAD_DIM_V + 1) * 4 * 2
+            cost += partial_bytes / (slots * page_bytes) + COMBINE_LAUNCH_PAGES
+        if best is None or cost < best[0]:
+            best = (cost, splits_used, pages_per_split)
+    return best[1], best[2]
+
+
+# --------------------------------------------------------------------------- entry point
+def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
+           tile_scheduler_metadata: Optional[torch.Tensor] = None, num_splits: Optional[torch.Tensor] = None):
+    """Paged MLA decode (see docs/internals.md). Returns ``(out, lse)``.
+
+    The scheduler metadata is accepted for API uniformity but not used: this kernel balances
+    work with its own shape-only split plan (``plan_splits``), which needs no host sync.
+    """
+    return decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale, causal)
+
+
+def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
+                       config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None):
+    """``decode`` with the table entry and/or the chunk length (in pages) overridden (tuning, tests)."""
+    ok, reason = is_available(q.device)
+    if not ok:
+        raise RuntimeError(f"Triton backend unavailable on {q.device}: {reason}")
+    b, s_q, h_q, d = q.shape
+    h_kv = k_cache.shape[2]
+    if d != HEAD_DIM_QK or k_cache.shape[-1] != HEAD_DIM_QK:
+        raise ValueError(f"q and k_cache must have head dim {HEAD_DIM_QK}; got {d} and {k_cache.shape[-1]}")
+    if k_cache.shape[1] != PAGE_SIZE:
+        raise ValueError(f"k_cache must have page size {PAGE_SIZE}; got {k_cache.shape[1]}")
+    if h_q % h_kv:
+        raise ValueError(f"h_q ({h_q}) must be a multiple of h_kv ({h_kv})")
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
+        raise ValueError("q and k_cache must be contiguous in their last dimension")
+    group = h_q // h_kv
+    rows = s_q * group
+    if config is None:
+        config = kernel_config(q.device, rows)
+    if PAGE_SIZE % config.block_n:
+        raise ValueError(f"BLOCK_N ({config.block_n}) must divide the page size {PAGE_SIZE}")
+    row_tiles = -(-rows // config.block_m)
+    max_pages = block_table.shape[1]
+    if pages_per_split is None:
+        num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) \
+            if q.device.type == "cuda" else 4
+        n_splits, pages_per_split = plan_splits(b, h_kv, row_tiles, max_pages, num_sms, config, rows)
+    else:
+        if pages_per_split < 1:
+            raise ValueError(f"pages_per_split must be >= 1; got {pages_per_split}")
+        n_splits = max(1, -(-max_pages // pages_per_split))
+
+    block_table = block_table.contiguous()
+    cache_seqlens = cache_seqlens.contiguous()
+    out = torch.empty(b, s_q, h_q, HEAD_DIM_V, dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
+    has_partials = n_splits > 1
+    if has_partials:
+        out_part = torch.empty(b, n_splits, h_kv, rows, HEAD_DIM_V, dtype=torch.float32, device=q.device)
+        lse_part = torch.empty(b, n_splits, h_kv, rows, dtype=torch.float32, device=q.device)
+    else:  # never written; any fp32 buffer will do as the pointer argument
+        out_part = lse_part = lse
+    if b == 0:
+        return out, lse
+
+    split_kernel, combine_kernel = _kernels(_interpreting())
+    scale_log2 = float(softmax_scale) * LOG2E
+    split_kernel[(row_tiles, n_splits, b * h_kv)](
+        q, k_cache, block_table, cache_seqlens,
+        out, lse, out_part, lse_part,
+        q.stride(0), q.stride(1), q.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        block_table.stride(0),
+        out.stride(0), out.stride(1), out.stride(2),
+        lse.stride(0), lse.stride(1),
+        s_q, group, rows, h_kv, pages_per_split, n_splits,
+        scale_log2, int(bool(causal)),
+        HAS_PARTIALS=has_partials,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
+        DOT_FP32=_dots_in_fp32(q.dtype),
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if has_partials:
+        combine_kernel[(-(-rows // COMBINE_BLOCK_ROWS), b * h_kv)](
+            cache_seqlens, out, lse, out_part, lse_part,
+            out.stride(0), out.stride(1), out.stride(2),
+            lse.stride(0), lse.stride(1),
+            group, rows, h_kv, pages_per_split, n_splits,
+            BLOCK_R=COMBINE_BLOCK_ROWS, PAGE=PAGE_SIZE, D_V=HEAD_DIM_V,
+            num_warps=4,
+        )
+    return out, lse

@@ -1,0 +1,332 @@
+"""Tests of the Triton MLA decode backend (flashmla/triton_decode.py).
+
+CPU: the kernels run in the Triton interpreter (TRITON_INTERPRET=1) on tiny odd shapes, in
+both dtypes, against the fp32 reference. GPU (marked ``gpu``): the foundation grid and the
+benchmark shapes. Every case draws fresh random data, poisons unused cache rows and unused
+pages with NaN, fills unused block-table slots with garbage, and permutes the pages.
+
+Interpreter versions (see docs/triton-kernel.md): Triton 3.6.x needs numpy < 2.4 (its
+interpreter calls int() on 1-element arrays, a TypeError from numpy 2.4 on); Triton >= 3.7.1
+works with numpy 2.4.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton", reason="Triton is not installed: pip install the pinned triton "
+                                              "(see docs/triton-kernel.md) to test the Triton backend")
+
+from flashmla import reference, triton_configs, triton_decode  # noqa: E402
+
+PAGE = 64
+OUT_RTOL = 1e-2
+LSE_RTOL = 1e-3
+GARBAGE_BLOCK_ID = 2**31 - 77  # an index no cache has: reading it would fault or read junk
+
+
+# --------------------------------------------------------------------------- inputs and checks
+def make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed, spare_pages=3, extra_table_cols=1):
+    """Paged inputs with permuted pages, NaN in every cache row no request uses, garbage in
+    block-table slots past each request's pages. Random values are drawn on ``device``."""
+    device = torch.device(device)
+    host_gen = torch.Generator().manual_seed(seed)
+    dev_gen = torch.Generator(device=device).manual_seed(seed)
+    b = len(seqlens)
+    pages = [math.ceil(s / PAGE) for s in seqlens]
+    table_cols = max(pages + [1]) + extra_table_cols
+    num_blocks = sum(pages) + spare_pages
+
+    def rand(*shape):
+        x = torch.randn(*shape, generator=dev_gen, device=device, dtype=torch.float32) / 10
+        return x.clamp_(-1, 1).to(dtype)
+
+    k_cache = rand(num_blocks, PAGE, h_kv, 576)
+    q = rand(b, s_q, h_q, 576)
+    perm = torch.randperm(num_blocks, generator=host_gen)
+    block_table = torch.full((b, table_cols), GARBAGE_BLOCK_ID, dtype=torch.int32)
+    used = torch.zeros(num_blocks, PAGE, dtype=torch.bool)
+    pos = 0
+    for i, (n, s) in enumerate(zip(pages, seqlens)):
+        ids = perm[pos:pos + n]
+        pos += n
+        block_table[i, :n] = ids.to(torch.int32)
+        used[ids, :] = True
+        if s % PAGE:
+            used[ids[-1], s % PAGE:] = False
+    if b:
+        block_table[0, -1] = -5  # negative garbage as well
+    k_cache[~used.to(device)] = float("nan")
+    return q, k_cache, block_table.to(device), torch.tensor(seqlens, dtype=torch.int32, device=device)
+
+
+def reference_fp32(q, k_cache, block_table, cache_seqlens, scale, causal):
+    return reference.decode(q.float(), k_cache.float(), block_table, cache_seqlens, scale, causal)
+
+
+def assert_matches_reference(out, lse, ref_out, ref_lse, what=""):
+    assert not torch.isnan(out).any(), f"NaN in out {what}"
+    assert not torch.isnan(lse).any(), f"NaN in lse {what}"
+    empty = torch.isinf(ref_lse)
+    assert torch.equal(torch.isinf(lse), empty), f"rows with nothing to attend differ {what}"
+    assert bool((lse[empty] > 0).all()), f"empty rows must have lse=+inf {what}"
+    # out [b, s_q, h_q, 512]; lse [b, h_q, s_q]: empty rows must be exactly zero.
+    empty_rows = empty.transpose(1, 2)
+    assert bool((out[empty_rows] == 0).all()), f"empty rows must have out=0 {what}"
+    ref = ref_out.float()
+    err = ((out.float() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    assert err <= OUT_RTOL, f"out relative error {err:.3e} > {OUT_RTOL} {what}"
+    finite = ~empty
+    if finite.any():
+        lse_err = ((lse[finite] - ref_lse[finite]).norm() / ref_lse[finite].norm()).item()
+        assert lse_err <= LSE_RTOL, f"lse relative error {lse_err:.3e} > {LSE_RTOL} {what}"
+    return err
+
+
+# --------------------------------------------------------------------------- pure-Python parts
+def test_config_table_fits_shared_memory():
+    limits = {"sm90": 227 * 1024, "sm80": 163 * 1024, "sm86": 99 * 1024}
+    for family, table in triton_configs.CONFIGS.items():
+        assert set(table) == set(triton_configs.ROW_BUCKETS), family
+        for bucket, cfg in table.items():
+            assert PAGE % cfg.block_n == 0 and cfg.block_n >= 16, (family, bucket, cfg)
+            assert cfg.block_m in (16, 32, 64) and cfg.num_warps in (4, 8), (family, bucket, cfg)
+            assert cfg.smem_bytes() <= limits[family], (family, bucket, cfg, cfg.smem_bytes())
+
+
+@pytest.mark.parametrize("capability,family", [((9, 0), "sm90"), ((8, 0), "sm80"), ((8, 9), "sm86"),
+                                               ((8, 6), "sm86"), ((10, 0), triton_configs.DEFAULT_FAMILY)])
+def test_family_of(capability, family):
+    assert triton_configs.family_of(capability) == family
+
+
+@pytest.mark.parametrize("batch,h_kv,row_tiles,max_pages", [
+    (1, 1, 1, 64), (1, 1, 2, 512), (128, 1, 1, 64), (128, 1, 4, 128), (32, 1, 2, 512), (3, 8, 1, 5),
+    (1, 1, 1, 1), (200, 2, 1, 300), (132, 1, 2, 64), (66, 2, 4, 100)])
+def test_plan_splits_covers_every_page(batch, h_kv, row_tiles, max_pages):
+    cfg = triton_configs.config_for("sm90", 64)
+    splits, per_split = triton_decode.plan_splits(batch, h_kv, row_tiles, max_pages, 132, cfg, 64)
+    assert 1 <= splits <= triton_decode.MAX_SPLITS
+    assert splits * per_split >= max_pages > (splits - 1) * per_split  # no empty trailing split
+    slots = 132 * cfg.ctas_per_sm
+    if batch * h_kv * row_tiles % slots == 0:
+        assert splits == 1  # whole waves already: partials would only add traffic
+
+
+def test_interpreter_set_too_late_is_reported(monkeypatch):
+    if triton_decode._imported_for_interpreter():
+        pytest.skip("this pytest process imported triton with TRITON_INTERPRET=1 already")
+    if triton_decode._interpreter_numpy_problem():
+        pytest.skip(triton_decode._interpreter_numpy_problem())  # the interpreter tests fail on it
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    ok, reason = triton_decode.is_available(torch.device("cpu"))
+    assert not ok and "after triton was imported" in reason
+
+
+def test_unavailable_on_cpu_without_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    ok, reason = triton_decode.is_available(torch.device("cpu"))
+    assert not ok and "TRITON_INTERPRET" in reason
+
+
+# --------------------------------------------------------------------------- interpreter (CPU)
+# The interpreter must be on when triton is first imported (triton.language's own functions are
+# wrapped then), and the GPU tests of this file must not run under it. So the kernels run in one
+# child process started with TRITON_INTERPRET=1 (``_interpreter_worker`` below), which rebuilds
+# each case's inputs from its seed and saves (out, lse); the checks run here.
+
+# name -> (seqlens, s_q, h_q, h_kv, causal, forced pages per split or None, dtype, seed). Tiny odd shapes
+# that still cover zero-length requests, partial pages, several row tiles, GQA, causal rows with
+# nothing to attend (seqlen < s_q), one and several chunks, and the combine kernel.
+_INTERPRETER_SHAPES = [
+    ([70, 0, 1], 1, 3, 1, False, None),
+    ([129, 5], 2, 5, 1, True, None),
+    ([65, 3, 64], 2, 4, 2, True, 1),
+    ([200, 2], 4, 3, 1, True, 1),
+    ([150, 0, 1], 2, 9, 1, False, 2),
+    ([1, 130], 4, 2, 2, True, 2),
+]
+INTERPRETER_CASES = {
+    f"L{'-'.join(map(str, c[0]))}_sq{c[1]}_hq{c[2]}_hkv{c[3]}_{'causal' if c[4] else 'full'}"
+    f"_pps{'auto' if c[5] is None else c[5]}_{dname}": (*c, dtype, 100 * i + j)
+    for i, c in enumerate(_INTERPRETER_SHAPES)
+    for j, (dname, dtype) in enumerate([("bf16", torch.bfloat16), ("fp16", torch.float16)])
+}
+SOFTMAX_SCALE = 576 ** -0.5 * 1.3
+
+
+def _interpreter_case_inputs(name):
+    seqlens, s_q, h_q, h_kv, causal, splits, dtype, seed = INTERPRETER_CASES[name]
+    return make_inputs(seqlens, s_q, h_q, h_kv, dtype, "cpu", seed), causal, splits
+
+
+def _strided_q_inputs():
+    q, k, bt, sl = make_inputs([77, 20], 2, 3, 1, torch.float16, "cpu", seed=11)
+    wide = torch.zeros(2, 2, 5, 576, dtype=q.dtype)
+    wide[:, :, 1:4] = q
+    return wide[:, :, 1:4], k, bt, sl
+
+
+def _api_inputs():
+    return make_inputs([90, 33], 2, 4, 1, torch.float16, "cpu", seed=7)
+
+
+def _interpreter_worker(out_path):
+    """Runs in the child process (TRITON_INTERPRET=1): every CPU case, results saved to a file."""
+    import traceback
+    import flashmla
+    results = {}
+
+    def run(name, fn):
+        try:
+            results[name] = fn()
+        except Exception:  # reported by the test of that case
+            results[name] = traceback.format_exc()
+
+    ok, reason = triton_decode.is_available(torch.device("cpu"))
+    results["available"] = (ok, reason)
+    for name in INTERPRETER_CASES:
+        def case(name=name):
+            (q, k, bt, sl), causal, pages_per_split = _interpreter_case_inputs(name)
+            return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal,
+                                                    pages_per_split=pages_per_split)
+        run(name, case)
+
+    def strided():
+        q, k, bt, sl = _strided_q_inputs()
+        assert not q.is_contiguous()
+        return triton_decode.decode(q, k, bt, sl, 0.05, True, None, None)
+    run("strided_q", strided)
+
+    def api():
+        q, k, bt, sl = _api_inputs()
+        md, ns = flashmla.get_mla_metadata(sl, 2 * 4 // 1, 1)
+        return flashmla.flash_mla_with_kvcache(q, k, bt, sl, 512, md, ns, causal=True, backend="triton")
+    run("public_api", api)
+    torch.save(results, out_path)
+
+
+@pytest.fixture(scope="module")
+def interpreter_results(tmp_path_factory):
+    import subprocess
+    import sys
+    out_path = tmp_path_factory.mktemp("triton_interpreter") / "results.pt"
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([repo_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--interpreter-worker", str(out_path)],
+                          env=env, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"interpreter worker failed:\n{proc.stdout}\n{proc.stderr}"
+    results = torch.load(out_path, weights_only=False)
+    ok, reason = results["available"]
+    assert ok, f"Triton backend unavailable under TRITON_INTERPRET=1: {reason}"
+    return results
+
+
+def _result(results, name):
+    value = results[name]
+    if isinstance(value, str):
+        pytest.fail(f"{name} raised in the interpreter:\n{value}")
+    return value
+
+
+@pytest.mark.parametrize("name", list(INTERPRETER_CASES))
+def test_interpreter_matches_reference(interpreter_results, name):
+    (q, k, bt, sl), causal, _ = _interpreter_case_inputs(name)
+    out, lse = _result(interpreter_results, name)
+    b, s_q, h_q, _ = q.shape
+    assert out.dtype == q.dtype and out.shape == (b, s_q, h_q, 512)
+    assert lse.dtype == torch.float32 and lse.shape == (b, h_q, s_q)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, SOFTMAX_SCALE, causal)
+    assert_matches_reference(out, lse, ref_out, ref_lse, name)
+
+
+def test_interpreter_strided_q(interpreter_results):
+    """q needs only a contiguous last dim: a slice of a wider tensor works."""
+    out, lse = _result(interpreter_results, "strided_q")
+    q, k, bt, sl = _strided_q_inputs()
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 0.05, True)
+    assert_matches_reference(out, lse, ref_out, ref_lse)
+
+
+def test_interpreter_through_public_api(interpreter_results):
+    """backend="triton" on CPU tensors goes through flashmla's interface to this kernel."""
+    out, lse = _result(interpreter_results, "public_api")
+    q, k, bt, sl = _api_inputs()
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, True)
+    assert_matches_reference(out, lse, ref_out, ref_lse)
+
+
+# --------------------------------------------------------------------------- GPU
+def _cuda_device():
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+FOUNDATION_SEQLENS = [0, 1, 63, 64, 65, 127, 200, 300, 5, 129]
+FOUNDATION_HEADS = [(h_q, h_kv) for h_q in (1, 3, 16, 63, 128) for h_kv in (1, 2, 8) if h_q % h_kv == 0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("s_q", [1, 2, 4])
+@pytest.mark.parametrize("heads", FOUNDATION_HEADS, ids=lambda hk: f"hq{hk[0]}-hkv{hk[1]}")
+def test_gpu_foundation_grid(heads, s_q, causal, dtype):
+    h_q, h_kv = heads
+    device = _cuda_device()
+    seed = h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2 + (dtype == torch.float16)
+    order = torch.randperm(len(FOUNDATION_SEQLENS), generator=torch.Generator().manual_seed(seed))
+    seqlens = [FOUNDATION_SEQLENS[i] for i in order]
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
+    out, lse = triton_decode.decode(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1, None, None)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1)
+    assert_matches_reference(out, lse, ref_out, ref_lse)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pages_per_split", [1, 2, 5])
+def test_gpu_forced_split_plans(pages_per_split):
+    """The combine path and the direct path, whatever the planner would have chosen."""
+    device = _cuda_device()
+    q, k, bt, sl = make_inputs([300, 0, 64, 65, 1], 2, 16, 1, torch.bfloat16, device, seed=3, extra_table_cols=0)
+    out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, True, pages_per_split=pages_per_split)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, True)
+    assert_matches_reference(out, lse, ref_out, ref_lse)
+
+
+def benchmark_seqlens(b, mean, s_q, varied):
+    """perf-targets.md's lengths: all at the mean, or FlashMLA's normal(mean, mean/2) draw."""
+    if not varied:
+        return [mean] * b
+    import random
+    rng = random.Random(0)
+    return [max(int(rng.normalvariate(mean, mean / 2)), s_q) for _ in range(b)]
+
+
+# Benchmark shapes (b, s_q, mean seqlen, h_q, varied), h_kv = 1, causal; the 8192-long rows of
+# the table are covered by their 4096 twins (same kernel paths, twice the pages).
+GPU_BENCH_SHAPES = [(128, s_q, 4096, h_q, varied) for s_q in (1, 2) for h_q in (16, 32, 64, 128)
+                    for varied in (False, True)] + [(1, 1, 4096, 16, False), (1, 1, 4096, 128, False),
+                                                    (32, 1, 32768, 128, False)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", GPU_BENCH_SHAPES, ids=lambda s: "b{}-sq{}-L{}-hq{}-{}".format(
+    *s[:4], "varied" if s[4] else "fixed"))
+def test_gpu_benchmark_shapes(shape):
+    b, s_q, mean, h_q, varied = shape
+    device = _cuda_device()
+    seqlens = benchmark_seqlens(b, mean, s_q, varied)
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=sum(shape), spare_pages=1)
+    out, lse = triton_decode.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, None, None)
+    # bf16 inputs: the reference upcasts one request at a time (the whole cache in fp32 would not fit).
+    ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)
+    assert_matches_reference(out, lse, ref_out, ref_lse, str(shape))
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--interpreter-worker":
+    _interpreter_worker(sys.argv[2])
