@@ -1,0 +1,66 @@
+// Plain C++ interface between the torch binding and the CUDA kernels.
+// Nothing here knows about torch: the binding validates tensors, fills these structs with raw
+// pointers and strides, and calls the launchers below. Every launcher returns a cudaError_t
+// (never exits or traps) so the binding can turn failures into Python exceptions.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime_api.h>
+
+namespace flashmla {
+
+constexpr int kPageSize = 64;      // tokens per KV-cache page = tokens per inner-loop block
+constexpr int kHeadDimQK = 576;    // 512 latent + 64 rope
+constexpr int kHeadDimV = 512;     // V = K[..., :512]
+constexpr int kRowsPerTile = 64;   // query rows per thread block (the wgmma M)
+constexpr int kFixedOverheadBlocks = 5;
+constexpr int kMetadataWidth = 8;
+
+enum class DType : int { kBF16 = 0, kFP16 = 1 };
+
+struct DecodeParams {
+  // q [b, s_q, h_q, 576]; strides in elements, last dim contiguous.
+  const void* q;
+  int64_t q_stride_b, q_stride_s, q_stride_h;
+  // k_cache [num_blocks, 64, h_kv, 576]; strides in elements, last dim contiguous.
+  const void* k_cache;
+  int64_t k_stride_block, k_stride_token, k_stride_head;
+  int num_blocks;
+  // block_table [b, max_blocks] int32, row stride in elements.
+  const int* block_table;
+  int64_t block_table_stride;
+  const int* cache_seqlens;         // [b]
+  const int* tile_metadata;         // [num_sm_parts, 8]
+  const int* num_splits;            // [b + 1]
+  int num_sm_parts;
+  // Outputs: out [b, s_q, h_q, 512] contiguous (q dtype), lse [b, h_q, s_q] fp32 contiguous.
+  void* out;
+  float* lse;
+  // Partials: out_accum [b + num_sm_parts, h_kv, rows, 512], lse_accum [b + num_sm_parts, h_kv, rows].
+  float* out_accum;
+  float* lse_accum;
+  int batch, s_q, h_q, h_kv;
+  int heads_per_kv;                 // h_q / h_kv
+  int rows;                         // s_q * h_q / h_kv query rows per kv head
+  int num_m_blocks;                 // ceil(rows / 64)
+  float softmax_scale;
+  bool causal;
+};
+
+struct MetadataParams {
+  const int* cache_seqlens;         // [b]
+  int batch;
+  int num_sm_parts;
+  int* tile_metadata;               // [num_sm_parts, 8] (output)
+  int* num_splits;                  // [b + 1] (output)
+  long long* workspace;             // [2 * b] scratch
+};
+
+// Main split-KV kernel followed by the combine kernel, on `stream`.
+cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStream_t stream);
+// The tile scheduler as one GPU thread block (no host synchronisation).
+cudaError_t launch_mla_metadata(const MetadataParams& params, cudaStream_t stream);
+// Shared memory the main kernel needs; the binding reports it when the device has less.
+int mla_decode_smem_bytes();
+
+}  // namespace flashmla

@@ -1,0 +1,105 @@
+// Combine kernel: merges the fp32 partial outputs of a request's chunks by their log-sum-exp,
+// and writes out = 0 / lse = +inf for requests with no chunk (seqlen 0, or padding rows of a
+// CUDA graph captured for a larger batch). Requests computed in one chunk were written directly
+// by the main kernel and are left alone.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "mla_api.h"
+
+namespace flashmla {
+
+namespace {
+
+constexpr int kCombineRowsPerBlock = 8;  // one warp per query row
+
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, float a, float b, float c, float d);
+template <>
+__device__ __forceinline__ void store4<__nv_bfloat16>(__nv_bfloat16* dst, float a, float b, float c, float d) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+  uint2 v;
+  v.x = *reinterpret_cast<uint32_t*>(&lo);
+  v.y = *reinterpret_cast<uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(dst) = v;
+}
+template <>
+__device__ __forceinline__ void store4<__half>(__half* dst, float a, float b, float c, float d) {
+  __half2 lo = __floats2half2_rn(a, b), hi = __floats2half2_rn(c, d);
+  uint2 v;
+  v.x = *reinterpret_cast<uint32_t*>(&lo);
+  v.y = *reinterpret_cast<uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(dst) = v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
+    mla_combine_kernel(const DecodeParams p) {
+  const int req = blockIdx.z;
+  const int kv_head = blockIdx.y;
+  const int lane = threadIdx.x % 32;
+  const int rho = blockIdx.x * kCombineRowsPerBlock + threadIdx.x / 32;
+  const int first_slot = p.num_splits[req];
+  const int num_chunks = p.num_splits[req + 1] - first_slot;
+  if (num_chunks == 1 || rho >= p.rows) return;
+
+  const int t = rho / p.heads_per_kv;
+  const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+  T* out_row = reinterpret_cast<T*>(p.out) +
+               ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV;
+  float* lse_out = p.lse + (static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t;
+  const float* lse_in = p.lse_accum + (static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho;
+  const int64_t lse_stride = static_cast<int64_t>(p.h_kv) * p.rows;
+
+  float lse_max = -INFINITY;
+  for (int c = lane; c < num_chunks; c += 32) lse_max = fmaxf(lse_max, lse_in[c * lse_stride]);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) lse_max = fmaxf(lse_max, __shfl_xor_sync(0xffffffff, lse_max, off));
+
+  float acc[16];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc[i] = 0.f;
+  float final_lse = INFINITY;  // nothing to attend: out = 0, lse = +inf
+  if (lse_max != -INFINITY) {
+    float sum = 0.f;
+    for (int c = lane; c < num_chunks; c += 32) sum += __expf(lse_in[c * lse_stride] - lse_max);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
+    const float inv_sum = 1.f / sum;
+    const float* o_in = p.out_accum + ((static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV;
+    const int64_t o_stride = lse_stride * kHeadDimV;
+    for (int c = 0; c < num_chunks; ++c) {
+      const float w = __expf(lse_in[c * lse_stride] - lse_max) * inv_sum;
+      if (w == 0.f) continue;  // also skips chunks whose rows saw no key (partial O = 0)
+      const float4* src = reinterpret_cast<const float4*>(o_in + c * o_stride);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float4 v = src[k * 32 + lane];
+        acc[4 * k + 0] += w * v.x;
+        acc[4 * k + 1] += w * v.y;
+        acc[4 * k + 2] += w * v.z;
+        acc[4 * k + 3] += w * v.w;
+      }
+    }
+    final_lse = lse_max + __logf(sum);
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    store4<T>(out_row + (k * 32 + lane) * 4, acc[4 * k], acc[4 * k + 1], acc[4 * k + 2], acc[4 * k + 3]);
+  }
+  if (lane == 0) *lse_out = final_lse;
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t stream) {
+  dim3 grid((params.rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv, params.batch);
+  mla_combine_kernel<T><<<grid, 32 * kCombineRowsPerBlock, 0, stream>>>(params);
+  return cudaGetLastError();
+}
+
+template cudaError_t launch_combine_kernel<__nv_bfloat16>(const DecodeParams&, cudaStream_t);
+template cudaError_t launch_combine_kernel<__half>(const DecodeParams&, cudaStream_t);
+
+}  // namespace flashmla

@@ -1,0 +1,532 @@
+// Split-KV MLA decode main kernel for sm_90a (one thread block = one "part" of the schedule for
+// one 64-row query tile of one kv head).
+//
+// Schedule inside a thread block (see docs/kernel-design.md for why):
+//   * 256 threads = 2 warpgroups. WG0 computes S = Q K^T (64 x 64 x 576) with wgmma from shared
+//     memory, the online softmax in fp32, and the left half of O (dims 0..255) with P taken from
+//     its registers. WG1 computes the right half of O (dims 256..511) from P that WG0 writes to
+//     shared memory; one thread of WG1 also issues the TMA loads.
+//   * K pages arrive by TMA, 9 boxes of 64 tokens x 64 dims (128-byte swizzle), into a 2-stage
+//     ring guarded by "full" (TMA bytes landed) and "empty" (both warpgroups done) mbarriers.
+//   * V is the first 512 dims of the same shared tile, read by wgmma as an N-major operand, so
+//     each page is loaded once for both GEMMs.
+//   * Handshake between the warpgroups per block: named barrier P_READY (WG0 -> WG1: P, the row
+//     rescale factors and, at a request's end, 1/rowsum are in shared memory) and P_FREE
+//     (WG1 -> WG0: the previous P has been consumed).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "mla_api.h"
+#include "ptx_utils.cuh"
+#include "wgmma_ops.cuh"
+
+namespace flashmla {
+
+constexpr int kNumThreads = 256;
+
+// Defined once per element type in mla_decode_{bf16,fp16}.cu.
+template <typename T>
+cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream);
+template <>
+cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
+template <>
+cudaError_t launch_main_kernel<__half>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
+constexpr int kBoxDim = 64;                                   // 64 dims x 64 tokens per TMA box
+constexpr int kBoxBytes = kBoxDim * kPageSize * 2;            // 8 KiB
+constexpr int kNumBoxes = kHeadDimQK / kBoxDim;               // 9
+constexpr int kTileBytes = kNumBoxes * kBoxBytes;             // 72 KiB: one page of one kv head
+constexpr int kNumStages = 2;
+
+// Shared memory map (byte offsets from a 1024-byte aligned base).
+constexpr int kSmemQ = 0;
+constexpr int kSmemK = kSmemQ + kTileBytes;
+constexpr int kSmemP = kSmemK + kNumStages * kTileBytes;
+constexpr int kSmemScale = kSmemP + kBoxBytes;                // 64 floats: per-row rescale
+constexpr int kSmemInvL = kSmemScale + kRowsPerTile * 4;      // 64 floats: 1 / row sum
+constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[2], empty[2]
+constexpr int kSmemUsed = kSmemBars + 4 * 8;
+constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
+static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
+
+// Named barrier ids (0 is __syncthreads).
+constexpr int kBarPReady = 1;
+constexpr int kBarPFree = 2;
+constexpr int kBarQLoaded = 3;
+constexpr int kBarTailZeroed = 4;
+
+template <typename T>
+struct ElemOps;
+
+template <>
+struct ElemOps<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ void qk(float* d, uint64_t a, uint64_t b, int acc) {
+    wgmmaM64N64K16SSBf16(d, a, b, acc);
+  }
+  static __device__ __forceinline__ void pv_regs(float* d, const uint32_t* a, uint64_t b) {
+    wgmmaM64N256K16RSBf16(d, a, b, 1);
+  }
+  static __device__ __forceinline__ void pv_smem(float* d, uint64_t a, uint64_t b) {
+    wgmmaM64N256K16SSTransBBf16(d, a, b, 1);
+  }
+};
+
+template <>
+struct ElemOps<__half> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ void qk(float* d, uint64_t a, uint64_t b, int acc) {
+    wgmmaM64N64K16SSF16(d, a, b, acc);
+  }
+  static __device__ __forceinline__ void pv_regs(float* d, const uint32_t* a, uint64_t b) {
+    wgmmaM64N256K16RSF16(d, a, b, 1);
+  }
+  static __device__ __forceinline__ void pv_smem(float* d, uint64_t a, uint64_t b) {
+    wgmmaM64N256K16SSTransBF16(d, a, b, 1);
+  }
+};
+
+// threadIdx.x read through asm volatile: the compiler cannot hoist index arithmetic built on it
+// out of the request loop. Without this it precomputes all 36 Q-load addresses and the epilogue
+// addresses once per thread, keeps them live across the main loop and spills them.
+__device__ __forceinline__ int opaque_tid() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t;
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// The (request, block) sequence a part walks; identical in every role so that the producer and
+// both consumers agree on what lives in each pipeline stage.
+struct PartCursor {
+  int req, block, block_hi;
+
+  __device__ __forceinline__ static int num_blocks(const DecodeParams& p, int r) {
+    return (max(p.cache_seqlens[r], 0) + kPageSize - 1) / kPageSize;
+  }
+  __device__ __forceinline__ void start(const DecodeParams& p, int begin_req, int begin_block,
+                                        int end_req, int end_block) {
+    req = begin_req;
+    block = begin_block;
+    block_hi = begin_req == end_req ? end_block : num_blocks(p, begin_req);
+  }
+  // Next block; zero-length requests between begin_req and end_req are skipped.
+  __device__ __forceinline__ void advance(const DecodeParams& p, int end_req, int end_block) {
+    ++block;
+    while (block >= block_hi && req < end_req) {
+      ++req;
+      block = 0;
+      block_hi = req == end_req ? end_block : num_blocks(p, req);
+    }
+  }
+};
+
+// Writes one warpgroup's half of the normalised output rows (and, for WG0, the lse).
+template <typename T>
+__device__ __forceinline__ void store_output_half(const DecodeParams& p, const float* o, int req,
+                                                  int chunk_idx, int m_block, int kv_head,
+                                                  int half, const float (&inv_l)[2]) {
+  const int ltid = opaque_tid();
+  const int lane = ltid % 32;
+  const int warp_in_wg = (ltid % 128) / 32;
+  const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
+  const int col0 = half * 256 + 2 * (lane & 3);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rho = m_block * kRowsPerTile + warp_in_wg * 16 + (lane >> 2) + 8 * h;
+    if (rho >= p.rows) continue;
+    const int t = rho / p.heads_per_kv;
+    const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+    if (num_chunks == 1) {
+      T* dst = reinterpret_cast<T*>(p.out) +
+               ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV + col0;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        *reinterpret_cast<uint32_t*>(dst + 8 * i) =
+            ElemOps<T>::pack(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
+      }
+    } else {
+      const int64_t slot = p.num_splits[req] + chunk_idx;
+      float* dst = p.out_accum + ((slot * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV + col0;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        *reinterpret_cast<float2*>(dst + 8 * i) =
+            make_float2(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
+      }
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kNumThreads, 1)
+    mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                             ~static_cast<uintptr_t>(1023));
+  uint8_t* sQ = smem + kSmemQ;
+  uint8_t* sK = smem + kSmemK;
+  uint8_t* sP = smem + kSmemP;
+  float* sScale = reinterpret_cast<float*>(smem + kSmemScale);
+  float* sInvL = reinterpret_cast<float*>(smem + kSmemInvL);
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + kSmemBars);
+  uint64_t* empty_bar = full_bar + kNumStages;
+
+  const int m_block = blockIdx.x;
+  const int kv_head = blockIdx.y;
+  const int part = blockIdx.z;
+  const int tid = threadIdx.x;
+  const int wg = tid / 128;
+  const int lane = tid % 32;
+  const int warp_in_wg = (tid % 128) / 32;
+
+  const int* md = p.tile_metadata + part * kMetadataWidth;
+  const int begin_req = md[0];
+  if (begin_req < 0) return;  // empty part (uniform across the block, before any barrier)
+  const int begin_block = md[1];
+  const int end_req = md[2];
+  const int end_block = md[3];
+  const int begin_chunk = md[4];
+  const int num_iters = md[6] - md[5];  // global blocks g1 - g0
+  if (num_iters <= 0) return;
+
+  if (tid == 0) {
+    for (int s = 0; s < kNumStages; ++s) {
+      mbar_init(&full_bar[s], 1);
+      mbar_init(&empty_bar[s], kNumThreads);
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
+
+  PartCursor cur;
+  cur.start(p, begin_req, begin_block, end_req, end_block);
+
+  if (wg == 0) {
+    // ------------------------------------------------------------------ WG0: QK^T, softmax, PV left
+    int it = 0;  // position in the part's block sequence = pipeline slot counter
+#pragma unroll 1
+    for (int req = begin_req; req <= end_req; ++req) {
+      const int seqlen = p.cache_seqlens[req];
+      const int block_lo = req == begin_req ? begin_block : 0;
+      const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
+      if (block_lo >= block_hi) continue;  // zero-length request
+      {
+        // Load this request's 64-row Q tile (rows past `rows` are zero) in the swizzled layout
+        // that TMA would produce, so the same descriptors describe Q and K.
+        const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
+        const int ltid = opaque_tid();
+        constexpr int kChunksPerRow = kHeadDimQK / 8;  // 16-byte chunks
+        constexpr int kPerThread = kRowsPerTile * kChunksPerRow / 128;  // 36
+        constexpr int kBatch = 9;
+#pragma unroll
+        for (int b0 = 0; b0 < kPerThread; b0 += kBatch) {
+          uint4 v[kBatch];
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {
+            const int idx = (b0 + u) * 128 + ltid;
+            const int row = idx / kChunksPerRow;
+            const int ch = idx % kChunksPerRow;
+            const int rho = m_block * kRowsPerTile + row;
+            v[u] = make_uint4(0, 0, 0, 0);
+            if (rho < p.rows) {
+              const int t = rho / p.heads_per_kv;
+              const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+              v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s +
+                                                          q_head * p.q_stride_h + ch * 8));
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {
+            const int idx = (b0 + u) * 128 + ltid;
+            const int row = idx / kChunksPerRow;
+            const int ch = idx % kChunksPerRow;
+            *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 +
+                                      (((ch % 8) ^ (row & 7)) << 4)) = v[u];
+          }
+        }
+        fence_proxy_async_smem();
+        named_barrier_sync(kBarQLoaded, 128);
+      }
+      float o[128];
+#pragma unroll
+      for (int i = 0; i < 128; ++i) o[i] = 0.f;
+      float row_max[2], row_sum[2];
+      int key_limit[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        row_max[h] = -INFINITY;
+        row_sum[h] = 0.f;
+        const int rho = m_block * kRowsPerTile + row_in_tile[h];
+        const int t = min(rho / p.heads_per_kv, p.s_q - 1);
+        key_limit[h] = p.causal ? seqlen - (p.s_q - 1 - t) : seqlen;
+      }
+      float inv_l[2] = {0.f, 0.f};
+      float total_l[2] = {0.f, 0.f};
+#pragma unroll 1
+      for (int block = block_lo; block < block_hi; ++block, ++it) {
+      const int stage = it & 1;
+      const bool last = block + 1 == block_hi;
+      uint8_t* sKs = sK + stage * kTileBytes;
+
+      mbar_wait(&full_bar[stage], (it >> 1) & 1);
+
+      const int valid_rows = seqlen - block * kPageSize;
+      if (last && valid_rows < kPageSize) {
+        // Rows past the sequence end may hold anything (NaN included). The softmax masks their
+        // scores, but P = 0 times V = NaN is still NaN, so zero them before any GEMM reads them.
+        const int zero_rows = kPageSize - valid_rows;
+        for (int idx = opaque_tid() % 128; idx < zero_rows * kNumBoxes * 8; idx += 128) {
+          const int box = idx / (zero_rows * 8);
+          const int rem = idx % (zero_rows * 8);
+          const int row = valid_rows + rem / 8;
+          *reinterpret_cast<uint4*>(sKs + box * kBoxBytes + row * 128 + (rem % 8) * 16) =
+              make_uint4(0, 0, 0, 0);
+        }
+        fence_proxy_async_smem();
+        named_barrier_sync(kBarTailZeroed, 128);
+      }
+
+      // S = Q K^T over 576 dims: 9 boxes x 4 k-steps of 16.
+      float s_acc[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
+      wgmma_fence();
+      const uint32_t k_addr = smem_addr(sKs);
+      {
+        // Descriptors advance by adding the byte offset >> 4 to the start-address field, which
+        // never carries out of its 14 bits inside shared memory.
+        const uint64_t q_desc = make_smem_desc_sw128(smem_addr(sQ), 16, 1024);
+        const uint64_t k_desc = make_smem_desc_sw128(k_addr, 16, 1024);
+#pragma unroll
+        for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
+          const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
+          ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
+        }
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+
+      // Online softmax in base 2 on this thread's two rows (16 columns each; a row's 64 columns
+      // live in the 4 lanes of a quad).
+      float rescale[2];
+      const int col_base = 2 * (lane & 3);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int limit = key_limit[h] - block * kPageSize;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = 8 * i + col_base + e;
+            float v = s_acc[4 * i + 2 * h + e] * scale_log2;
+            v = col < limit ? v : -INFINITY;
+            s_acc[4 * i + 2 * h + e] = v;
+            mx = fmaxf(mx, v);
+          }
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+        const float new_max = fmaxf(row_max[h], mx);
+        const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
+        rescale[h] = fast_exp2(row_max[h] - ref);
+        row_max[h] = new_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float pv = fast_exp2(s_acc[4 * i + 2 * h + e] - ref);
+            s_acc[4 * i + 2 * h + e] = pv;
+            sum += pv;
+          }
+        }
+        row_sum[h] = row_sum[h] * rescale[h] + sum;
+      }
+
+      // P in the register layout of a wgmma A operand (k-step k covers columns 16k..16k+15).
+      uint32_t p_frag[16];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        p_frag[4 * k + 0] = ElemOps<T>::pack(s_acc[8 * k + 0], s_acc[8 * k + 1]);
+        p_frag[4 * k + 1] = ElemOps<T>::pack(s_acc[8 * k + 2], s_acc[8 * k + 3]);
+        p_frag[4 * k + 2] = ElemOps<T>::pack(s_acc[8 * k + 4], s_acc[8 * k + 5]);
+        p_frag[4 * k + 3] = ElemOps<T>::pack(s_acc[8 * k + 6], s_acc[8 * k + 7]);
+      }
+
+      if (last) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float l = row_sum[h];
+          l += __shfl_xor_sync(0xffffffff, l, 1);
+          l += __shfl_xor_sync(0xffffffff, l, 2);
+          total_l[h] = l;
+          inv_l[h] = l > 0.f ? 1.f / l : 0.f;
+        }
+      }
+
+      // Hand P (swizzled K-major, like a TMA tile) and the rescale factors to WG1.
+      named_barrier_sync(kBarPFree, kNumThreads);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+#pragma unroll
+        for (int half8 = 0; half8 < 2; ++half8) {
+          const int chunk = 2 * k + half8;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = row_in_tile[h];
+            *reinterpret_cast<uint32_t*>(sP + row * 128 + ((chunk ^ (row & 7)) << 4) +
+                                         (lane & 3) * 4) = p_frag[4 * k + 2 * half8 + h];
+          }
+        }
+      }
+      if ((lane & 3) == 0) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          sScale[row_in_tile[h]] = rescale[h];
+          if (last) sInvL[row_in_tile[h]] = inv_l[h];
+        }
+      }
+      fence_proxy_async_smem();
+      named_barrier_arrive(kBarPReady, kNumThreads);
+
+      // O_left = O_left * rescale + P V[:, 0:256]
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          o[4 * i + 2 * h] *= rescale[h];
+          o[4 * i + 2 * h + 1] *= rescale[h];
+        }
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        ElemOps<T>::pv_regs(o, &p_frag[4 * k],
+                            make_smem_desc_sw128(k_addr + k * 2048, kBoxBytes, 1024));
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      mbar_arrive(&empty_bar[stage]);
+      }  // blocks of this request
+
+      const int chunk_idx = req == begin_req ? begin_chunk : 0;
+      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 0, inv_l);
+      if ((lane & 3) == 0) {
+        const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int rho = m_block * kRowsPerTile + row_in_tile[h];
+          if (rho >= p.rows) continue;
+          const float l = total_l[h];
+          const float lse_val = (row_max[h] + __log2f(l)) * 0.6931471805599453f;
+          if (num_chunks == 1) {
+            const int t = rho / p.heads_per_kv;
+            const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+            p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] =
+                l > 0.f ? lse_val : INFINITY;
+          } else {
+            const int64_t slot = p.num_splits[req] + chunk_idx;
+            p.lse_accum[(slot * p.h_kv + kv_head) * p.rows + rho] = l > 0.f ? lse_val : -INFINITY;
+          }
+        }
+      }
+    }  // requests
+    named_barrier_sync(kBarPFree, kNumThreads);  // matches WG1's last arrival
+  } else {
+    // ------------------------------------------------------------------ WG1: TMA producer, PV right
+    const bool producer = tid == 128;
+    PartCursor load_cur = cur;
+    uint64_t policy = 0;
+    auto issue_load = [&](int stage) {
+      const int page = p.block_table[static_cast<int64_t>(load_cur.req) * p.block_table_stride +
+                                     load_cur.block];
+      uint8_t* dst = sK + stage * kTileBytes;
+      mbar_arrive_expect_tx(&full_bar[stage], kTileBytes);
+#pragma unroll
+      for (int box = 0; box < kNumBoxes; ++box) {
+        tma_load_4d(dst + box * kBoxBytes, &kv_map, &full_bar[stage], box * kBoxDim, 0, kv_head, page,
+                    policy);
+      }
+      load_cur.advance(p, end_req, end_block);
+    };
+    if (producer) {
+      prefetch_tensor_map(&kv_map);
+      policy = make_evict_first_policy();
+      for (int it = 0; it < kNumStages && it < num_iters; ++it) issue_load(it);
+    }
+    __syncwarp();
+    named_barrier_arrive(kBarPFree, kNumThreads);  // P buffer starts free
+
+    int it = 0;
+#pragma unroll 1
+    for (int req = begin_req; req <= end_req; ++req) {
+      const int block_lo = req == begin_req ? begin_block : 0;
+      const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
+      if (block_lo >= block_hi) continue;
+      float o[128];
+#pragma unroll
+      for (int i = 0; i < 128; ++i) o[i] = 0.f;
+      float inv_l[2] = {0.f, 0.f};
+#pragma unroll 1
+      for (int block = block_lo; block < block_hi; ++block, ++it) {
+        const int stage = it & 1;
+        const bool last = block + 1 == block_hi;
+        named_barrier_sync(kBarPReady, kNumThreads);
+        float rescale[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          rescale[h] = sScale[row_in_tile[h]];
+          if (last) inv_l[h] = sInvL[row_in_tile[h]];
+        }
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            o[4 * i + 2 * h] *= rescale[h];
+            o[4 * i + 2 * h + 1] *= rescale[h];
+          }
+        }
+        const uint32_t p_addr = smem_addr(sP);
+        const uint32_t v_addr = smem_addr(sK + stage * kTileBytes + 4 * kBoxBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
+                              make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        named_barrier_arrive(kBarPFree, kNumThreads);
+        mbar_arrive(&empty_bar[stage]);
+        if (producer && it + kNumStages < num_iters) {
+          mbar_wait(&empty_bar[stage], (it >> 1) & 1);
+          issue_load(stage);
+        }
+        __syncwarp();
+      }
+      const int chunk_idx = req == begin_req ? begin_chunk : 0;
+      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 1, inv_l);
+    }
+  }
+#endif
+}
+
+}  // namespace flashmla

@@ -1,0 +1,72 @@
+// Host-side launcher: builds the TMA descriptor of the KV cache and launches the main kernel and
+// the combine kernel on the caller's stream. No torch here; errors come back as cudaError_t.
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cudaTypedefs.h>
+
+#include "mla_decode_kernel.cuh"
+
+namespace flashmla {
+
+template <typename T>
+cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t stream);
+
+namespace {
+
+// cuTensorMapEncodeTiled is a driver API; fetching it through the runtime avoids linking
+// libcuda directly (the runtime already loaded it).
+PFN_cuTensorMapEncodeTiled_v12000 get_encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  if (fn == nullptr) {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &status) == cudaSuccess &&
+        status == cudaDriverEntryPointSuccess) {
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+    }
+  }
+  return fn;
+}
+
+// The cache as a 4-d tensor (dims, token, kv head, page), innermost first. A box is 64 dims x
+// 64 tokens of one head of one page, written to shared memory with the 128-byte swizzle that
+// wgmma descriptors expect. Pages past num_blocks read as zeros instead of faulting.
+cudaError_t make_kv_tensor_map(const DecodeParams& p, DType dtype, CUtensorMap* map) {
+  auto encode = get_encode_fn();
+  if (encode == nullptr) return cudaErrorNotSupported;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDimQK), static_cast<cuuint64_t>(kPageSize),
+                              static_cast<cuuint64_t>(p.h_kv), static_cast<cuuint64_t>(p.num_blocks)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(p.k_stride_token) * 2,
+                                 static_cast<cuuint64_t>(p.k_stride_head) * 2,
+                                 static_cast<cuuint64_t>(p.k_stride_block) * 2};
+  const cuuint32_t box[4] = {static_cast<cuuint32_t>(kBoxDim), static_cast<cuuint32_t>(kPageSize), 1, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapDataType type =
+      dtype == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUresult res = encode(map, type, 4, const_cast<void*>(p.k_cache), dims, strides, box, elem_strides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return res == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+int mla_decode_smem_bytes() { return kSmemBytes; }
+
+cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStream_t stream) {
+  CUtensorMap map;
+  cudaError_t err = make_kv_tensor_map(params, dtype, &map);
+  if (err != cudaSuccess) return err;
+  if (dtype == DType::kBF16) {
+    err = launch_main_kernel<__nv_bfloat16>(params, map, stream);
+    if (err == cudaSuccess) err = launch_combine_kernel<__nv_bfloat16>(params, stream);
+  } else {
+    err = launch_main_kernel<__half>(params, map, stream);
+    if (err == cudaSuccess) err = launch_combine_kernel<__half>(params, stream);
+  }
+  return err;
+}
+
+}  // namespace flashmla

@@ -1,0 +1,65 @@
+"""The sm90a CUDA backend: a thin Python face over the compiled extension ``flashmla._C``.
+
+The kernels live in ``csrc/`` (see docs/kernel-design.md); the extension's binding validates the
+tensors again and raises ``ValueError``/``TypeError``/``RuntimeError`` naming the argument, so
+this module only decides whether the backend can run and forwards the call.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
+    from . import _C  # type: ignore[attr-defined]
+    _IMPORT_ERROR = ""
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _C = None
+    _IMPORT_ERROR = str(exc)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_status(index: int) -> tuple[bool, str]:
+    major, minor = torch.cuda.get_device_capability(index)
+    if (major, minor) != (9, 0):
+        name = torch.cuda.get_device_name(index)
+        return False, f"the kernel is built for sm_90a (Hopper); {name} is sm_{major}{minor}"
+    return True, ""
+
+
+def is_available(device: torch.device) -> tuple[bool, str]:
+    """(True, "") when the extension is built and ``device`` is a Hopper GPU, else (False, why)."""
+    device = torch.device(device)
+    if _C is None:
+        return False, f"flashmla._C is not built ({_IMPORT_ERROR}); build it with `pip install -e . --no-build-isolation` on a machine with nvcc and a CUDA torch"
+    if device.type != "cuda":
+        return False, f"the CUDA backend needs a CUDA device, got {device}"
+    if not torch.cuda.is_available():
+        return False, "torch.cuda.is_available() is False"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _device_status(index)
+
+
+def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
+           tile_scheduler_metadata, num_splits):
+    """Paged MLA decode on the sm90a kernel; returns ``(out [b,s_q,h_q,512], lse [b,h_q,s_q])``.
+
+    Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
+    """
+    if _C is None:
+        raise RuntimeError(is_available(q.device)[1])
+    if tile_scheduler_metadata is None or num_splits is None:
+        raise ValueError("the CUDA backend needs tile_scheduler_metadata and num_splits from get_mla_metadata")
+    out, lse = _C.decode(q, k_cache, block_table, cache_seqlens, float(softmax_scale), bool(causal),
+                         tile_scheduler_metadata, num_splits)
+    return out, lse
+
+
+def get_mla_metadata_gpu(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int,
+                         num_sms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tile scheduler as one GPU kernel: same tensors as ``flashmla.scheduler``, no host sync."""
+    if _C is None:
+        raise RuntimeError(is_available(cache_seqlens.device)[1])
+    metadata, num_splits = _C.get_mla_metadata(cache_seqlens, int(num_q_tokens_per_head_k), int(num_heads_k),
+                                               int(num_sms))
+    return metadata, num_splits

@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""A few small decodes for compute-sanitizer (memcheck/racecheck): zero-length and padded
+requests, NaN tails, garbage block-table slots, h_kv > 1, causal s_q > 1, split and direct paths."""
+import sys
+
+import torch
+
+sys.path.insert(0, "tests")
+from test_cuda import make_inputs, run_cuda  # noqa: E402
+
+device = torch.device("cuda")
+for i, (lens, s_q, h_q, h_kv, dtype, num_sms) in enumerate([
+        ([0, 65, 130, 1], 2, 16, 1, torch.bfloat16, 132),
+        ([200, 0, 64], 1, 9, 3, torch.float16, 5),
+        ([129], 4, 32, 2, torch.bfloat16, 132)]):
+    q, k, bt, sl = make_inputs(lens, s_q, h_q, h_kv, dtype, device, seed=i)
+    out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms)
+    torch.cuda.synchronize()
+    print(f"case {i}: out finite={bool(torch.isfinite(out).all())}")

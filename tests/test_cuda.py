@@ -1,0 +1,269 @@
+"""Tests of the sm90a CUDA backend (csrc/, flashmla/cuda_backend.py).
+
+GPU tests (marked ``gpu``; they also need the extension built and an sm_90 device, and say so
+when skipped): the GPU scheduler is bit-identical to flashmla.scheduler; the kernel matches the
+fp32 reference on the foundation grid (h_q not a multiple of 64, h_kv > 1, s_q > 1 causal,
+zero-length requests, NaN in unused cache rows, garbage block-table slots, forced splits) and
+on the benchmark shapes; CUDA-graph replay of a padded batch equals eager. Every case draws
+fresh random data. CPU tests check what can be checked without a GPU.
+
+Tolerances (issue 4): out within abs 1e-3 or rel 2e-2 elementwise and cosine distance <= 1e-5;
+lse relative error <= 1e-4; rows with nothing to attend give out = 0 and lse = +inf exactly.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from flashmla import cuda_backend, reference, scheduler
+
+PAGE = 64
+GARBAGE_IDS = (2**31 - 77, -5, 1234567)
+
+
+def _skip_reason():
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    ok, why = cuda_backend.is_available(torch.device("cuda"))
+    return None if ok else why
+
+
+def _device():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(f"CUDA backend unavailable: {reason}")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed, spare_pages=2):
+    """Random paged inputs drawn on ``device``: pages permuted, NaN in every cache row that no
+    request uses (tails of last pages and spare pages), garbage block-table slots."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    host = torch.Generator().manual_seed(seed)
+    pages = [math.ceil(n / PAGE) for n in seqlens]
+    num_blocks = sum(pages) + spare_pages
+    cols = max(pages + [1]) + 1
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=gen, device=device) / 10).clamp_(-1, 1).to(dtype)
+
+    k_cache = rand(num_blocks, PAGE, h_kv, 576)
+    q = rand(len(seqlens), s_q, h_q, 576)
+    perm = torch.randperm(num_blocks, generator=host)
+    table = torch.empty(len(seqlens), cols, dtype=torch.int32)
+    for j in range(cols):
+        table[:, j] = GARBAGE_IDS[j % len(GARBAGE_IDS)]
+    used = torch.zeros(num_blocks, PAGE, dtype=torch.bool)
+    pos = 0
+    for i, (n, npg) in enumerate(zip(seqlens, pages)):
+        ids = perm[pos:pos + npg]
+        pos += npg
+        table[i, :npg] = ids.to(torch.int32)
+        used[ids] = True
+        if n % PAGE:
+            used[ids[-1], n % PAGE:] = False
+    k_cache[~used.to(device)] = float("nan")
+    return q, k_cache, table.to(device), torch.tensor(seqlens, dtype=torch.int32, device=device)
+
+
+def check_against_reference(out, lse, ref_out, ref_lse, what=""):
+    assert out.shape == ref_out.shape and lse.shape == ref_lse.shape, what
+    assert not torch.isnan(out).any(), f"NaN in out {what}"
+    assert not torch.isnan(lse).any(), f"NaN in lse {what}"
+    empty = torch.isinf(ref_lse)
+    assert torch.equal(torch.isinf(lse) & (lse > 0), empty), f"rows with nothing to attend differ {what}"
+    assert bool((out[empty.transpose(1, 2)] == 0).all()), f"empty rows must have out = 0 {what}"
+    o, r = out.double(), ref_out.double()
+    bad = ((o - r).abs() > 1e-3) & ((o - r).abs() > 2e-2 * r.abs())
+    assert not bad.any(), (f"{int(bad.sum())} elements outside abs 1e-3 / rel 2e-2, max abs err "
+                           f"{(o - r).abs().max().item():.3e} {what}")
+    if r.norm() > 0:
+        cos = torch.nn.functional.cosine_similarity(o.flatten(), r.flatten(), dim=0).item()
+        assert 1 - cos <= 1e-5, f"cosine distance {1 - cos:.3e} > 1e-5 {what}"
+    finite = ~empty
+    if finite.any():
+        rel = ((lse[finite].double() - ref_lse[finite].double()).abs() / ref_lse[finite].double().abs().clamp_min(1e-6))
+        assert rel.max().item() <= 1e-4, f"lse rel error {rel.max().item():.3e} > 1e-4 {what}"
+
+
+def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5):
+    b, s_q, h_q, _ = q.shape
+    h_kv = k.shape[2]
+    if num_sms is None:
+        num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q // h_kv, h_kv, num_sms)
+    return cuda_backend.decode(q, k, bt, sl, scale, causal, md, ns)
+
+
+# --------------------------------------------------------------------------- CPU
+def test_unavailable_on_cpu_says_why():
+    ok, why = cuda_backend.is_available(torch.device("cpu"))
+    assert not ok and why
+
+
+# --------------------------------------------------------------------------- GPU: scheduler
+SCHED_CASES = [
+    ([4096] * 128, 64, 1), ([0] * 7, 16, 1), ([1], 128, 1), ([0, 1, 0, 64, 65, 0, 4097], 30, 2),
+    ([random.Random(3).randint(0, 20000) for _ in range(300)], 128, 1),
+    ([random.Random(7).choice([0, 0, 1, 63, 64, 65, 300, 9000]) for _ in range(1000)], 256, 8),
+    ([32768] * 32, 128, 1), ([5000, 3] * 40, 1024, 3),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", range(len(SCHED_CASES)))
+@pytest.mark.parametrize("num_sms", [132, 78, 1, 264])
+def test_gpu_scheduler_bit_identical(case, num_sms):
+    device = _device()
+    seqlens, rows, h_kv = SCHED_CASES[case]
+    sl = torch.tensor(seqlens, dtype=torch.int32, device=device)
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, rows, h_kv, num_sms)
+    ref_md, ref_ns = scheduler.compute_tile_scheduler_metadata(sl, rows, h_kv, num_sms)
+    assert md.dtype == ref_md.dtype == torch.int32 and ns.dtype == torch.int32
+    assert torch.equal(md, ref_md), f"metadata differs:\n{md}\n{ref_md}"
+    assert torch.equal(ns, ref_ns), f"num_splits differs:\n{ns}\n{ref_ns}"
+
+
+# --------------------------------------------------------------------------- GPU: kernel
+FOUNDATION_SEQLENS = [0, 1, 63, 64, 65, 127, 200, 300, 5, 129]
+FOUNDATION_HEADS = [(h_q, h_kv) for h_q in (1, 3, 9, 16, 63, 64, 126, 128) for h_kv in (1, 2, 3, 8)
+                    if h_q % h_kv == 0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("s_q", [1, 2, 4])
+@pytest.mark.parametrize("heads", FOUNDATION_HEADS, ids=lambda hk: f"hq{hk[0]}-hkv{hk[1]}")
+def test_gpu_foundation_grid(heads, s_q, causal, dtype):
+    h_q, h_kv = heads
+    device = _device()
+    seed = h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2 + (dtype == torch.float16)
+    rng = random.Random(seed)
+    seqlens = FOUNDATION_SEQLENS[:]
+    rng.shuffle(seqlens)
+    seqlens.append(rng.choice([140, 4096, 20]))
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
+    causal = causal and s_q > 1
+    # Plan for a random SM count too, so both the direct-write and the combine paths run.
+    for num_sms in (None, rng.choice([1, 7, 33, 200])):
+        out, lse = run_cuda(q, k, bt, sl, causal, num_sms)
+        ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
+        check_against_reference(out, lse, ref_out.float(), ref_lse, f"num_sms={num_sms}")
+
+
+@pytest.mark.gpu
+def test_gpu_softmax_scale_and_strided_q():
+    device = _device()
+    q, k, bt, sl = make_inputs([700, 0, 129], 2, 32, 1, torch.bfloat16, device, seed=11)
+    q_strided = torch.empty(3, 2, 48, 576, dtype=q.dtype, device=device)[:, :, 8:40]
+    q_strided.copy_(q)
+    out, lse = run_cuda(q_strided, k, bt, sl, True, scale=0.1352)
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 0.1352, True)
+    check_against_reference(out, lse, ref_out.float(), ref_lse)
+
+
+def benchmark_seqlens(b, mean, s_q, varied):
+    if not varied:
+        return [mean] * b
+    rng = random.Random(0)
+    return [max(int(rng.normalvariate(mean, mean / 2)), s_q) for _ in range(b)]
+
+
+GPU_BENCH_SHAPES = [(128, s_q, 4096, h_q, varied) for s_q in (1, 2) for h_q in (16, 32, 64, 128)
+                    for varied in (False, True)] + [(1, 1, 4096, 16, False), (1, 1, 4096, 128, False),
+                                                    (32, 1, 32768, 128, False), (128, 2, 8192, 128, True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", GPU_BENCH_SHAPES, ids=lambda s: "b{}-sq{}-L{}-hq{}-{}".format(
+    *s[:4], "varied" if s[4] else "fixed"))
+def test_gpu_benchmark_shapes(shape):
+    b, s_q, mean, h_q, varied = shape
+    device = _device()
+    seqlens = benchmark_seqlens(b, mean, s_q, varied)
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=sum(shape), spare_pages=1)
+    out, lse = run_cuda(q, k, bt, sl, s_q > 1)
+    ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)  # upcasts per request
+    check_against_reference(out, lse, ref_out.float(), ref_lse, str(shape))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gpu_cuda_graph_padded_batch(dtype):
+    """Metadata of the real batch copied into buffers of a padded batch (vLLM pads num_splits with
+    its last value, seqlens with 0): graph replay equals eager, padded rows give 0 / +inf."""
+    device = _device()
+    b_real, b_pad, s_q, h_q = 5, 9, 2, 16
+    seqlens = [300, 64, 0, 1000, 65] + [0] * (b_pad - b_real)
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, dtype, device, seed=5)
+    num_sms = torch.cuda.get_device_properties(device).multi_processor_count
+    rows = s_q * h_q
+
+    md_buf = torch.empty(scheduler.num_sm_parts(num_sms, rows, 1), 8, dtype=torch.int32, device=device)
+    ns_buf = torch.empty(b_pad + 1, dtype=torch.int32, device=device)
+
+    def plan():
+        md, ns = cuda_backend.get_mla_metadata_gpu(sl[:b_real], rows, 1, num_sms)
+        md_buf.copy_(md)
+        ns_buf[:b_real + 1].copy_(ns)
+        ns_buf[b_real + 1:].copy_(ns[-1].expand(b_pad - b_real))
+
+    def step():
+        plan()
+        return cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, True, md_buf, ns_buf)
+
+    eager_out, eager_lse = step()
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up on the capture stream
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        g_out, g_lse = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
+    check_against_reference(g_out, g_lse, ref_out.float(), ref_lse)
+    assert bool((g_out[b_real:] == 0).all()) and bool(torch.isinf(g_lse[b_real:]).all())
+
+    # New lengths and values in the same buffers: the replay recomputes metadata on the GPU.
+    # Each new length fits the request's pages and stays inside its non-NaN rows.
+    sl[:b_real] = torch.tensor([64, 1, 0, 700, 65], dtype=torch.int32, device=device)
+    q.copy_((torch.randn_like(q, dtype=torch.float32) / 10).to(dtype))
+    graph.replay()
+    torch.cuda.synchronize()
+    eager_out, eager_lse = step()
+    assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
+    check_against_reference(g_out, g_lse, ref_out.float(), ref_lse, "after update")
+
+
+@pytest.mark.gpu
+def test_gpu_public_api_uses_cuda_backend():
+    device = _device()
+    import flashmla
+    q, k, bt, sl = make_inputs([100, 0, 4000], 1, 128, 1, torch.bfloat16, device, seed=9)
+    md, ns = flashmla.get_mla_metadata(sl, 128, 1)
+    out, lse = flashmla.flash_mla_with_kvcache(q, k, bt, sl, 512, md, ns, causal=True, backend="cuda")
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, False)
+    check_against_reference(out, lse, ref_out.float(), ref_lse)
+
+
+@pytest.mark.gpu
+def test_gpu_binding_rejects_bad_input():
+    device = _device()
+    q, k, bt, sl = make_inputs([100], 1, 16, 1, torch.bfloat16, device, seed=1)
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, 16, 1, 132)
+    with pytest.raises(TypeError, match="k_cache"):
+        cuda_backend.decode(q, k.half(), bt, sl, 0.1, False, md, ns)
+    with pytest.raises(ValueError, match="num_splits"):
+        cuda_backend.decode(q, k, bt, sl, 0.1, False, md, ns[:1])
+    with pytest.raises(TypeError, match="block_table"):
+        cuda_backend.decode(q, k, bt.long(), sl, 0.1, False, md, ns)
