@@ -581,6 +581,16 @@ class StepLog:
         self.save()
         return path
 
+    def add_image(self, path: Union[str, Path], name: str) -> Path:
+        """Copy a PNG another tool wrote (e.g. the benchmark's plots) to
+        ``<output_dir>/<notebook>_<name>.png`` and remember it, like ``savefig``."""
+        target = self.output_dir / f"{self.notebook}_{name}.png"
+        if Path(path).resolve() != target.resolve():
+            shutil.copyfile(path, target)
+        self.figures.append(target.name)
+        self.save()
+        return target
+
     # -- queries
     def status(self, name: str) -> Optional[str]:
         record = self._find(name)

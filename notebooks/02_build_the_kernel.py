@@ -33,7 +33,7 @@ DEVICE: str = "auto"  # "auto" (the GPU if torch sees one), "cuda", or "cpu" (cp
 OUTPUT_DIR: str = "../out/notebooks"  # step records, plots and the build log are written here
 SEED: int = 0  # random inputs
 BUILD: str = "auto"  # "auto": build flashmla._C if missing (not in SMOKE); "always"; "never"
-NUM_SMS: int = 0  # SMs to plan the schedule for; 0 = this GPU's (132 on an H100 or when there is no GPU)
+NUM_SMS: int = 0  # SMs to plan the schedule for; 0 means this GPU (132 on an H100 or when there is no GPU)
 
 # %%
 import matplotlib.pyplot as plt
