@@ -295,6 +295,7 @@ def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: B
     for p in runnable:
         row = base_row(shape, p.name, seqlens, meta, info, ceilings)
         on_attempt(f"{shape.key}|{p.name}")
+        _maybe_inject_crash(shape, p.name)
         t0 = time.perf_counter()
         try:
             if p.is_reference:
@@ -351,6 +352,16 @@ def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: B
             prepared = None
     del inputs, ref_out, ref_lse, ref_prepared
     _release(device)
+
+
+def _maybe_inject_crash(shape: Shape, provider: str) -> None:
+    """Test hook: FLASHMLA_BENCH_INJECT_CRASH="provider|key-substring" makes this process die
+    (as a segfaulting kernel would) at that attempt, so the supervisor's recovery can be tested."""
+    spec = os.environ.get("FLASHMLA_BENCH_INJECT_CRASH")
+    if spec and "|" in spec:
+        name, fragment = spec.split("|", 1)
+        if name == provider and fragment in shape.key:
+            os._exit(139)
 
 
 def _release(device: torch.device) -> None:
