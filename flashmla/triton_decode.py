@@ -51,6 +51,7 @@ PROGRAM_OVERHEAD_PAGES = 2  # Q load, pipeline fill and epilogue of one program
 COMBINE_LAUNCH_PAGES = 1  # the combine kernel's launch and tail
 MAX_SPLITS = 64
 COMBINE_BLOCK_ROWS = 8
+LAST_SPLIT_KERNEL = None  # the last launched split kernel (its .metadata, .n_regs, .n_spills: tuning)
 
 
 def _interpreting() -> bool:
@@ -287,7 +288,12 @@ def _kernels(interpret: bool):
 def device_family(device: torch.device) -> str:
     if device.type != "cuda":
         return "interpreter"
-    return triton_configs.family_of(torch.cuda.get_device_capability(device))
+    return _cuda_family(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=64)
+def _cuda_family(device_index: int) -> str:
+    return triton_configs.family_of(torch.cuda.get_device_capability(device_index))
 
 
 @functools.lru_cache(maxsize=64)
@@ -302,6 +308,7 @@ def kernel_config(device: torch.device, rows: int) -> KernelConfig:
     return triton_configs.config_for(device_family(device), rows)
 
 
+@functools.lru_cache(maxsize=4096)
 def plan_splits(batch: int, h_kv: int, row_tiles: int, max_pages: int, num_sms: int,
                 config: KernelConfig, rows: int) -> tuple[int, int]:
     """Choose ``(num_splits, pages_per_split)`` from shapes alone (no host sync).
@@ -331,6 +338,15 @@ def plan_splits(batch: int, h_kv: int, row_tiles: int, max_pages: int, num_sms: 
     return best[1], best[2]
 
 
+def _cuda_ok(device: torch.device) -> bool:
+    return _cuda_family_ok(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=64)
+def _cuda_family_ok(device_index: int) -> bool:
+    return is_available(torch.device("cuda", device_index))[0]
+
+
 # --------------------------------------------------------------------------- entry point
 def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
            tile_scheduler_metadata: Optional[torch.Tensor] = None, num_splits: Optional[torch.Tensor] = None):
@@ -345,7 +361,7 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
 def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
                        config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None):
     """``decode`` with the table entry and/or the chunk length (in pages) overridden (tuning, tests)."""
-    ok, reason = is_available(q.device)
+    ok, reason = (True, "") if q.device.type == "cuda" and _cuda_ok(q.device) else is_available(q.device)
     if not ok:
         raise RuntimeError(f"Triton backend unavailable on {q.device}: {reason}")
     b, s_q, h_q, d = q.shape
@@ -390,7 +406,8 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
 
     split_kernel, combine_kernel = _kernels(_interpreting())
     scale_log2 = float(softmax_scale) * LOG2E
-    split_kernel[(row_tiles, n_splits, b * h_kv)](
+    global LAST_SPLIT_KERNEL
+    LAST_SPLIT_KERNEL = split_kernel[(row_tiles, n_splits, b * h_kv)](
         q, k_cache, block_table, cache_seqlens,
         out, lse, out_part, lse_part,
         q.stride(0), q.stride(1), q.stride(2),
