@@ -4,7 +4,7 @@ Examples::
 
     python -m flashmla.bench --out bench-out                      # everything, on the GPU
     python -m flashmla.bench --quick --out bench-out              # a few rows of each suite
-    python -m flashmla.bench --suite sweep --providers flashmla-cuda,flashinfer-fa3
+    python -m flashmla.bench --suites table sweep --providers flashmla-cuda,flashinfer-fa3
     python -m flashmla.bench --shape b=128,s_q=2,seqlen=8K,h_q=128,varlen=1
     python -m flashmla.bench --device cpu --out /tmp/b            # CI: tiny shapes, torch + Triton interpreter
 """
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flashmla.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sel = p.add_argument_group("what to run")
-    sel.add_argument("--suite", action="append", metavar="NAME",
+    sel.add_argument("--suite", "--suites", action="extend", nargs="+", metavar="NAME",
                      help=f"shape suite(s), comma-separated or repeated: {', '.join(SUITES)} "
                           "(default: all on a GPU, tiny on the CPU)")
     sel.add_argument("--quick", action="store_true", help="the 'quick' suite (about a minute on an H100)")
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = p.add_argument_group("information")
     info.add_argument("--list-shapes", action="store_true", help="print the selected shapes and exit")
     info.add_argument("--list-providers", action="store_true", help="print provider availability and exit")
+    info.add_argument("--report-only", action="store_true",
+                      help="only (re)write the report from the rows recorded in OUT/state")
     p.add_argument("--worker", metavar="STATE_DIR", help=argparse.SUPPRESS)  # the supervisor's child
     return p
 
@@ -83,7 +85,8 @@ def main(argv=None) -> int:
 
     from . import report
     from .providers import OURS, get_providers
-    from .runner import BenchConfig, _prepare_device, probe_providers, reset_state, run
+    from .runner import (BenchConfig, _prepare_device, load_state, probe_providers, raise_on_sigterm,
+                         reset_state, run)
     from .shapes import select_shapes
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -119,10 +122,25 @@ def main(argv=None) -> int:
         return 0
     out_dir = Path(args.out)
     state_dir = out_dir / "state"
-    if not args.resume:
-        reset_state(state_dir)
-    print(f"{len(shapes)} shapes x {len(chosen)} providers on {device}; output in {out_dir}", flush=True)
-    result = run(config, state_dir=state_dir)
+    interrupted = False
+    if args.report_only:
+        if not (state_dir / "meta.json").exists():
+            print(f"error: no recorded run in {state_dir}", file=sys.stderr)
+            return 2
+        result = load_state(state_dir)
+    else:
+        if not args.resume:
+            reset_state(state_dir)
+        print(f"{len(shapes)} shapes x {len(chosen)} providers on {device}; output in {out_dir}", flush=True)
+        raise_on_sigterm()
+        try:
+            result = run(config, state_dir=state_dir)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (an outer timeout): report what we have
+            print(f"interrupted ({exc or 'Ctrl-C'}); writing the report from the rows measured so far",
+                  file=sys.stderr, flush=True)
+            if not (state_dir / "meta.json").exists():
+                return 130
+            result, interrupted = load_state(state_dir), True
     files = report.write_report(result.rows, result.meta, result.ceilings, result.providers, out_dir,
                                 plots=not args.no_plots)
     for err in files.get("plot_errors", []):
@@ -136,7 +154,7 @@ def main(argv=None) -> int:
     wrong = [r for r in result.rows if r.get("status") == "mismatch" and r["provider"] in OURS]
     if wrong:
         print(f"error: {len(wrong)} results of our kernels did not match the reference", file=sys.stderr)
-    return 1 if wrong else 0
+    return 1 if wrong else (124 if interrupted else 0)
 
 
 if __name__ == "__main__":

@@ -314,3 +314,16 @@ def write_report(rows: list[dict], meta: dict, ceilings: Ceilings, info: dict, o
     if errors:
         files["plot_errors"] = errors
     return files
+
+
+def print_csv_table(path: "str | Path", markdown: bool = False) -> str:
+    """The results table of a written bench.csv (for scripts that print it last)."""
+    rows = []
+    for r in read_csv(Path(path)):
+        for k in ("ms", "ms_graph", "target_ms", "speedup_vs_best_other"):
+            r[k] = float(r[k]) if r.get(k) else None
+        r["target_met"] = {"1": True, "0": False}.get(r.get("target_met"))
+        rows.append(r)
+    text = results_table(rows, markdown=markdown)
+    print(text)
+    return text

@@ -376,7 +376,8 @@ def _prepare_device(config: BenchConfig) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu "
                                "(torch reference + Triton interpreter on tiny shapes)")
-        torch.cuda.set_device(device)
+        if device.index is not None:
+            torch.cuda.set_device(device)
     elif device.type == "cpu":
         # Our Triton kernel runs on CPU tensors only in Triton's interpreter.
         wanted = config.providers is None or "flashmla-triton" in config.providers
@@ -506,7 +507,13 @@ def run_supervised(config: BenchConfig, state_dir: Path, log: Log = _print, max_
         package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this flashmla
         env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         proc = subprocess.Popen(cmd, start_new_session=True, env=env)
-        rc = _wait_child(proc, attempt_file, config.attempt_timeout_s, log)
+        try:
+            rc = _wait_child(proc, attempt_file, config.attempt_timeout_s, log)
+        except BaseException:
+            # Interrupted (Ctrl-C, or SIGTERM from an outer timeout): the child runs in its own
+            # session, so end it explicitly; the caller reports the rows measured so far.
+            _kill_group(proc)
+            raise
         if rc == 0:
             break
         attempt = json.loads(attempt_file.read_text()).get("attempt") if attempt_file.exists() else None
@@ -540,10 +547,7 @@ def run_supervised(config: BenchConfig, state_dir: Path, log: Log = _print, max_
                 (state_dir / "disabled.json").write_text(json.dumps(disabled))
     else:
         log(f"giving up after {max_restarts} restarts")
-    meta = json.loads((state_dir / "meta.json").read_text())
-    ceil = roofline.Ceilings(**json.loads((state_dir / "ceilings.json").read_text()))
-    rows = read_rows(state_dir / "rows.jsonl")
-    return BenchResult(rows=rows, meta=meta["meta"], ceilings=ceil, providers=meta["providers"])
+    return load_state(state_dir)
 
 
 def _fallback_meta() -> dict:
@@ -567,12 +571,38 @@ def _wait_child(proc: subprocess.Popen, attempt_file: Path, timeout_s: float, lo
             last, since = current, time.time()
         if current and time.time() - since > timeout_s:
             log(f"attempt {json.loads(current).get('attempt')} exceeded {timeout_s:.0f} s; killing the worker")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                proc.kill()
-            proc.wait()
+            _kill_group(proc)
             return "timeout"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that a partial report is still written."""
+
+
+def raise_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+
+
+def load_state(state_dir: Path) -> BenchResult:
+    """The rows, environment and ceilings recorded so far in ``state_dir`` (for a partial report)."""
+    meta = json.loads((state_dir / "meta.json").read_text())
+    cpath = state_dir / "ceilings.json"
+    ceil = roofline.Ceilings(**json.loads(cpath.read_text())) if cpath.exists() else roofline.Ceilings()
+    return BenchResult(rows=read_rows(state_dir / "rows.jsonl"), meta=meta["meta"], ceilings=ceil,
+                       providers=meta["providers"])
 
 
 def reset_state(state_dir: Optional[Path]) -> None:
