@@ -464,3 +464,39 @@ def plot_roofline(gpu: GPUSpec, *, seqlen: int = 4096, batch: int = 128, head_co
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return ax.figure
+
+
+# --------------------------------------------------------------------------- serving budget (notebook 05)
+#: DeepSeek-V2-Lite(-Chat) weights in bf16: 15.706 B parameters (embeddings, 27 attention layers,
+#: one dense and 26 MoE MLP layers, lm_head), as vLLM loads them.
+DEEPSEEK_V2_LITE_PARAMS = 15.706e9
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingBudget:
+    gpu_memory_gib: float
+    utilization: float
+    weights_gib: float
+    overhead_gib: float
+    kv_cache_gib: float
+    bytes_per_token: int
+    max_tokens: int
+    concurrent_requests: int  # of `context` tokens each
+
+
+def serving_budget(gpu_memory_gib: float, *, kind: str = "mla", config: MLAConfig = DEEPSEEK_V2_LITE,
+                   num_params: float = DEEPSEEK_V2_LITE_PARAMS, utilization: float = 0.9,
+                   overhead_gib: float = 2.0, context: int = 4096, num_kv_heads: Optional[int] = None) -> ServingBudget:
+    """How much KV cache vLLM can allocate: ``utilization × GPU memory − weights − overhead``
+    (activations, CUDA graphs, allocator slack), and how many tokens / requests fit in it."""
+    if not 0 < utilization <= 1:
+        raise ValueError(f"utilization must be in (0, 1], got {utilization}")
+    weights_gib = num_params * 2 / 2**30
+    kv_gib = gpu_memory_gib * utilization - weights_gib - overhead_gib
+    if kv_gib <= 0:
+        raise ValueError(f"{gpu_memory_gib} GiB x {utilization} cannot hold {weights_gib:.1f} GiB of weights "
+                         f"plus {overhead_gib} GiB of overhead")
+    per_token = kv_cache_bytes_per_token(kind, config, num_kv_heads=num_kv_heads)
+    tokens = int(kv_gib * 2**30 // per_token)
+    return ServingBudget(gpu_memory_gib, utilization, weights_gib, overhead_gib, kv_gib, per_token, tokens,
+                         tokens // context)
