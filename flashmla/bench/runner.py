@@ -356,11 +356,14 @@ def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: B
 
 def _maybe_inject_crash(shape: Shape, provider: str) -> None:
     """Test hook: FLASHMLA_BENCH_INJECT_CRASH="provider|key-substring" makes this process die
-    (as a segfaulting kernel would) at that attempt, so the supervisor's recovery can be tested."""
+    (as a segfaulting kernel would) at that attempt, "provider|key-substring|hang" makes it hang,
+    so the supervisor's recovery can be tested."""
     spec = os.environ.get("FLASHMLA_BENCH_INJECT_CRASH")
     if spec and "|" in spec:
-        name, fragment = spec.split("|", 1)
+        name, fragment, *mode = spec.split("|")
         if name == provider and fragment in shape.key:
+            if mode == ["hang"]:  # a kernel that never returns
+                time.sleep(3600)
             os._exit(139)
 
 
