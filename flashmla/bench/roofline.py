@@ -36,23 +36,26 @@ def measure(device: torch.device, warmup_ms: float = timing.WARMUP_MS, rep_ms: f
         return Ceilings(note="no GPU: ceilings not measured")
     notes = []
     result = Ceilings()
-    try:
+
+    def bandwidth():
         src = torch.empty(copy_bytes // 2, dtype=torch.bfloat16, device=device).normal_()
         dst = torch.empty_like(src)
-        ms = timing.bench_ms(lambda: dst.copy_(src), device, warmup_ms, rep_ms)
-        result.copy_gbps = 2 * copy_bytes / (ms * 1e-3) / 1e9
-        src_f = src.view(torch.float32)
-        ms = timing.bench_ms(lambda: src_f.sum(), device, warmup_ms, rep_ms)
-        result.read_gbps = copy_bytes / (ms * 1e-3) / 1e9
-        del src, dst, src_f
-    except Exception as exc:  # a ceiling we cannot measure leaves its line off the plot
-        notes.append(f"bandwidth: {exc!r}")
-    try:
+        copy_ms = timing.bench_ms(lambda: dst.copy_(src), device, warmup_ms, rep_ms)
+        read_ms = timing.bench_ms(lambda: src.sum(dtype=torch.float32), device, warmup_ms, rep_ms)
+        return 2 * copy_bytes / (copy_ms * 1e-3) / 1e9, copy_bytes / (read_ms * 1e-3) / 1e9
+
+    def matmul():
         a = torch.randn(matmul_n, matmul_n, dtype=torch.bfloat16, device=device)
         b = torch.randn(matmul_n, matmul_n, dtype=torch.bfloat16, device=device)
         ms = timing.bench_ms(lambda: a @ b, device, warmup_ms, rep_ms)
-        result.matmul_tflops = 2 * matmul_n ** 3 / (ms * 1e-3) / 1e12
-        del a, b
+        return 2 * matmul_n ** 3 / (ms * 1e-3) / 1e12
+
+    try:
+        result.copy_gbps, result.read_gbps = bandwidth()
+    except Exception as exc:  # a ceiling we cannot measure leaves its line off the plot
+        notes.append(f"bandwidth: {exc!r}")
+    try:
+        result.matmul_tflops = matmul()
     except Exception as exc:
         notes.append(f"matmul: {exc!r}")
     torch.cuda.empty_cache()

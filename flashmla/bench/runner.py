@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from . import roofline, timing
-from .providers import OURS, Prepared, Provider, get_providers
+from .providers import OURS, Provider, get_providers
 from .shapes import Shape, anchors, bytes_moved, flops, make_inputs, suites_of, target_table_for
 
 OUT_TOLERANCE = 1e-2  # relative L2 error of out against the fp32 reference (bf16 operands: 1e-3 ... 1e-2)
