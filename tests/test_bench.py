@@ -297,3 +297,25 @@ def test_supervisor_survives_a_crashing_provider(tmp_path):
     assert by_len[("320", "16")]["status"] == "crashed" and "worker process" in by_len[("320", "16")]["reason"]
     others = [r for r in rows if r["mean_seqlen"] != "320"]
     assert others and all(r["status"] == "ok" and float(r["ms"]) > 0 for r in others)
+
+
+# --------------------------------------------------------------------------- on a GPU
+@pytest.mark.gpu
+def test_gpu_providers_agree_on_small_shapes(tmp_path):
+    """Every provider available on this GPU (FlashInfer left out: its JIT takes ~50 s; the full
+    benchmark covers it) matches the reference and gets a time; the others say why not."""
+    from flashmla.bench import run_benchmark
+    names = ["torch", "flashmla-cuda", "flashmla-triton", "flash_mla", "vllm-triton"]
+    result, files = run_benchmark(shapes=["b=4,s_q=1,seqlen=700,h_q=16", "b=3,s_q=2,seqlen=300,h_q=128,varlen=1"],
+                                  providers=names, device="cuda", out_dir=tmp_path, isolate=False,
+                                  warmup_ms=5, rep_ms=10, ceilings=False, log=lambda msg: None)
+    rows = result.rows
+    assert len(rows) == 2 * len(names)
+    for r in rows:
+        info = result.providers[r["provider"]]
+        if info["available"]:
+            assert r["status"] == "ok", f"{r['provider']} on {r['shape']}: {r['status']}: {r['reason']}"
+            assert r["ms"] > 0 and (r["provider"] == "torch" or r["err_rel_l2"] < runner.OUT_TOLERANCE)
+        else:
+            assert r["status"] == "skipped" and r["reason"]
+    assert files["csv"].exists() and files["md"].exists()
