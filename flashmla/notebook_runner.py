@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -106,13 +107,33 @@ def _first_error(notebook) -> str:
     return ""
 
 
+def _write_current_python_kernelspec(folder: Path, name: str) -> Path:
+    """A kernelspec ``name`` that starts this very interpreter. Put first on JUPYTER_PATH, it wins
+    over any other spec of that name (e.g. a ``python3`` registered for another Python), so the
+    notebooks see exactly the packages the runner sees."""
+    spec_dir = folder / "kernels" / name
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python {sys.version_info.major}.{sys.version_info.minor} (run_notebooks)",
+            "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return folder
+
+
 @contextlib.contextmanager
-def _kernel_environment(extra: dict[str, str]):
+def _kernel_environment(extra: dict[str, str], kernel_name: Optional[str] = None):
     """Environment for the notebook kernels (they inherit the runner's): the repository on
-    PYTHONPATH, a non-interactive matplotlib backend, plus ``extra``. Restored afterwards."""
+    PYTHONPATH, a non-interactive matplotlib backend, plus ``extra``; with ``kernel_name``, a
+    kernelspec of that name for this interpreter first on JUPYTER_PATH. Restored afterwards."""
     saved = dict(os.environ)
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([path] if path else []))
+    tmp = None
+    if kernel_name:
+        tmp = tempfile.TemporaryDirectory(prefix="flashmla-kernelspec-")
+        jupyter_path = os.environ.get("JUPYTER_PATH", "")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(
+            [str(_write_current_python_kernelspec(Path(tmp.name), kernel_name))] + ([jupyter_path] if jupyter_path else []))
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # debugpy's frozen-modules warning, noise in logs
     os.environ.update(extra)
@@ -121,6 +142,8 @@ def _kernel_environment(extra: dict[str, str]):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        if tmp is not None:
+            tmp.cleanup()
 
 
 def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], *, notebook_dir: Path = NOTEBOOK_DIR,
@@ -143,7 +166,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], *, notebo
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(source), str(target), parameters=parameters, kernel_name=kernel_name,
+            str(source), str(target), parameters=parameters, kernel_name=kernel_name, language="python",
             cwd=str(notebook_dir), progress_bar=False, log_output=log_output,
             execution_timeout=execution_timeout, request_save_on_cell_execute=True)
         run.status = "ok"
@@ -222,9 +245,12 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
                parameters: Optional[dict[str, Any]] = None, kernel_name: str = DEFAULT_KERNEL,
                execution_timeout: Optional[int] = None, notebook_dir: Path = NOTEBOOK_DIR,
                log_output: bool = True, stop_on_failure: bool = False,
-               kernel_env: Optional[dict[str, str]] = None) -> SeriesResult:
+               kernel_env: Optional[dict[str, str]] = None, use_current_python: bool = True) -> SeriesResult:
     """Run the chosen notebooks in order (each on its own: a failure does not stop the rest
-    unless ``stop_on_failure``), then write ``summary.json`` and ``summary.md`` into out_dir."""
+    unless ``stop_on_failure``), then write ``summary.json`` and ``summary.md`` into out_dir.
+
+    With ``use_current_python`` the kernel ``kernel_name`` is this interpreter (see
+    ``_write_current_python_kernelspec``), whatever kernelspecs the machine has registered."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(notebooks) if notebooks else list(SERIES)
@@ -233,7 +259,7 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     runs: list[NotebookRun] = []
-    with _kernel_environment(kernel_env or {}):
+    with _kernel_environment(kernel_env or {}, kernel_name if use_current_python else None):
         for name in names:
             print(f"=== {name} (SMOKE={smoke})", flush=True)
             run = run_notebook(name, out_dir, params, notebook_dir=notebook_dir, kernel_name=kernel_name,
@@ -355,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (prefix like 02 or full name)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="extra notebook parameter, same name as in the parameters cell (repeatable)")
-    parser.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel name (default {DEFAULT_KERNEL})")
+    parser.add_argument("--kernel", default=DEFAULT_KERNEL,
+                        help=f"Jupyter kernel name (default {DEFAULT_KERNEL}); it runs this Python unless --registered-kernel")
+    parser.add_argument("--registered-kernel", action="store_true",
+                        help="use the machine's registered kernelspec of that name instead of this Python")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
     parser.add_argument("--stop-on-failure", action="store_true", help="stop at the first failed notebook")
     parser.add_argument("--fail-on-skip", action="store_true",
@@ -377,7 +406,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise SystemExit(f"-p {reserved} is set by --smoke/--no-smoke and --out; do not pass it")
     result = run_series(args.out, smoke=args.smoke, notebooks=names, parameters=parameters,
                         kernel_name=args.kernel, execution_timeout=args.timeout,
-                        log_output=not args.quiet, stop_on_failure=args.stop_on_failure)
+                        log_output=not args.quiet, stop_on_failure=args.stop_on_failure,
+                        use_current_python=not args.registered_kernel)
     if args.archive:
         archive(Path(result.out_dir), args.archive)
     print(summary_markdown(result))
