@@ -142,6 +142,9 @@ def build_extension(log_path: Union[str, Path], timeout: float = 3600.0) -> tupl
     built, detail = cuda_extension_status()
     if returncode != 0 or not built:
         return False, f"build failed (exit {returncode}; {detail})\n{tail}"
+    backend = sys.modules.get("flashmla.cuda_backend")
+    if backend is not None and getattr(backend, "_C", None) is None:
+        importlib.reload(backend)  # it was imported before the build and remembered "not built"
     return True, tail
 
 

@@ -22,9 +22,9 @@
 # - how to prove a kernel correct against the float32 reference on inputs built to catch bugs
 #   (NaN in unused cache rows, garbage page ids past each sequence, empty requests, causal s_q=2).
 #
-# **What it needs**: the build and the CUDA checks need an sm_90 GPU (H100/H800/H200/H20), nvcc ≥ 12.3
-# and the CUTLASS headers from the `nvidia-cutlass` wheel; the Triton kernel runs on any CUDA GPU
-# from sm_80; in SMOKE mode on a CPU the Triton kernel runs in Triton's interpreter.
+# **What it needs**: the build and the CUDA checks need an sm_90 GPU (H100/H800/H200/H20), a CUDA
+# build of torch and nvcc (tested with 13.0); the Triton kernel runs on any CUDA GPU from sm_80; in
+# SMOKE mode on a CPU the Triton kernel runs in Triton's interpreter.
 # Time: build 3–10 min (once), checks < 1 min on a GPU; SMOKE on a CPU about 1 min. Memory: < 4 GiB.
 
 # %% tags=["parameters"]
@@ -53,9 +53,11 @@ if BUILD not in ("auto", "always", "never"):
 # ## 1. Build `flashmla._C`
 #
 # The equivalent shell command, from the repository root, is
-# `pip install -e . --no-build-isolation` (or `python setup.py build_ext --inplace`). Build
-# against the torch you will run with, and rebuild whenever torch changes (`pip install vllm` may
-# change it). The whole compiler log is kept in `OUTPUT_DIR/02_build.log`.
+# `pip install -e . --no-build-isolation` (or `python setup.py build_ext --inplace`, which is what
+# this step runs). Build against the torch you will run with, and rebuild whenever torch changes
+# (`pip install vllm` may change it). `setup.py` builds only where nvcc, a CUDA torch and an sm_90
+# GPU are present (`FLASHMLA_BUILD_CUDA=1` forces it). The whole compiler log is kept in
+# `OUTPUT_DIR/02_build.log`; `-Xptxas -v` prints each kernel's registers and any spills there.
 #
 # With `BUILD="auto"` an existing build is reused; in SMOKE mode nothing is compiled (CI checks
 # that `csrc/` compiles for sm_90a in its own test).
