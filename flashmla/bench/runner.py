@@ -23,6 +23,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -438,7 +439,9 @@ def run_in_process(config: BenchConfig, state_dir: Optional[Path] = None, log: L
         if attempt_path is not None:
             attempt_path.write_text(json.dumps({"attempt": what, "started": time.time(), "pid": os.getpid()}))
 
-    bar = _progress_bar(len(config.shapes), progress)
+    bar = _progress_bar(len(config.shapes), progress, unit="shape")
+    if bar is not None:
+        log = bar.write  # log lines above the bar instead of through it
     for i, shape in enumerate(config.shapes):
         log(f"[{i + 1}/{len(config.shapes)}] {shape.label}  ({shape.key})")
         try:
@@ -458,12 +461,14 @@ def run_in_process(config: BenchConfig, state_dir: Optional[Path] = None, log: L
     return BenchResult(rows=rows, meta=meta, ceilings=ceilings, providers=info)
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, unit: str):
+    """A tqdm bar on an interactive terminal; None in logs (they get one line per shape instead
+    of carriage returns) or without tqdm."""
     if not enabled or not sys.stderr.isatty():
-        return None  # logs get one line per shape instead of carriage returns
+        return None
     try:
         from tqdm.auto import tqdm
-        return tqdm(total=total, unit="shape", desc="bench", file=sys.stderr)
+        return tqdm(total=total, unit=unit, desc="bench", file=sys.stderr, dynamic_ncols=True)
     except Exception:
         return None
 
@@ -496,11 +501,27 @@ def read_rows(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- supervisor
-def run_supervised(config: BenchConfig, state_dir: Path, log: Log = _print, max_restarts: int = 30) -> BenchResult:
-    """Run the benchmark in child processes, restarting after crashes and hangs (see module doc)."""
+def run_supervised(config: BenchConfig, state_dir: Path, log: Log = _print, max_restarts: int = 30,
+                   progress: bool = True) -> BenchResult:
+    """Run the benchmark in child processes, restarting after crashes and hangs (see module doc).
+
+    The children's output is forwarded line by line through ``log`` (so it shows in a notebook
+    too); on a terminal a progress bar counts finished rows across restarts."""
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "config.json").write_text(json.dumps(config.to_json()))
     crashes: dict[str, int] = {}
+    total_rows = len(config.shapes) * len(get_providers(config.providers))
+    bar = _progress_bar(total_rows, progress, unit="row")
+    if bar is not None:
+        log = bar.write
+    try:
+        return _supervise(config, state_dir, log, max_restarts, crashes, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _supervise(config, state_dir, log, max_restarts, crashes, bar) -> BenchResult:
     for restart in range(max_restarts + 1):
         attempt_file = state_dir / "attempt.json"
         if attempt_file.exists():
@@ -509,9 +530,14 @@ def run_supervised(config: BenchConfig, state_dir: Path, log: Log = _print, max_
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this flashmla
         env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        proc = subprocess.Popen(cmd, start_new_session=True, env=env)
+        proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1, errors="replace")
+        forwarder = threading.Thread(target=_forward_lines, args=(proc.stdout, log), daemon=True)
+        forwarder.start()
         try:
-            rc = _wait_child(proc, attempt_file, config.attempt_timeout_s, log)
+            rc = _wait_child(proc, attempt_file, config.attempt_timeout_s, log,
+                             on_poll=(lambda: _update_bar(bar, state_dir)) if bar is not None else None)
+            forwarder.join(timeout=5)
         except BaseException:
             # Interrupted (Ctrl-C, or SIGTERM from an outer timeout): the child runs in its own
             # session, so end it explicitly; the caller reports the rows measured so far.
@@ -557,7 +583,22 @@ def _fallback_meta() -> dict:
     return {"gpu": "", "torch": torch.__version__, "date": "", "timing": "", "anchor_table": None}
 
 
-def _wait_child(proc: subprocess.Popen, attempt_file: Path, timeout_s: float, log: Log):
+def _forward_lines(stream, log: Log) -> None:
+    for line in stream:
+        log(line.rstrip("\n"))
+
+
+def _update_bar(bar, state_dir: Path) -> None:
+    path = state_dir / "rows.jsonl"
+    try:
+        done = path.read_bytes().count(b"\n") if path.exists() else 0
+    except OSError:
+        return
+    if done > bar.n:
+        bar.update(done - bar.n)
+
+
+def _wait_child(proc: subprocess.Popen, attempt_file: Path, timeout_s: float, log: Log, on_poll=None):
     """Wait for the child; kill it (and its process group) if one attempt runs past timeout_s."""
     last = None
     since = time.time()
@@ -566,6 +607,8 @@ def _wait_child(proc: subprocess.Popen, attempt_file: Path, timeout_s: float, lo
             return proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             pass
+        if on_poll is not None:
+            on_poll()
         try:
             current = attempt_file.read_text() if attempt_file.exists() else None
         except OSError:
@@ -622,5 +665,5 @@ def run(config: BenchConfig, state_dir: Optional[Path] = None, log: Log = _print
     if isolate:
         if state_dir is None:
             raise ValueError("an isolated (supervised) run needs a state_dir")
-        return run_supervised(config, state_dir, log)
+        return run_supervised(config, state_dir, log, progress=progress)
     return run_in_process(config, state_dir, log, progress)
