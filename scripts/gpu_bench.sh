@@ -15,7 +15,7 @@
 #   .gpu/vllm-kernels.tar.xz   (vLLM 0.26.0's _flashmla_C + triton_decode_attention.py) -> flash_mla, vllm-triton
 # Environment:
 #   OUT            output folder (default benchmarks/results/run-<date>)
-#   BENCH_TIMEOUT  seconds for the benchmark itself (default 540); on expiry the rows measured
+#   BENCH_TIMEOUT  seconds for the benchmark itself (default 360, the budget); on expiry the rows measured
 #                  so far are still reported
 #   BENCH_PACK=1   put everything into $OUT/bench_results.tar.gz + bench.md + bench_log.txt
 #                  (3 files; for hosts that return few files). Default 0: plain files in $OUT.
@@ -68,7 +68,7 @@ $PY -c "import flashmla; print('flashmla', flashmla.__version__, flashmla.backen
 
 # --- the benchmark --------------------------------------------------------------------------------
 say "=== python -m flashmla.bench --out $RESULTS $*"
-timeout -s TERM -k 30 "${BENCH_TIMEOUT:-540}" \
+timeout -s TERM -k 30 "${BENCH_TIMEOUT:-360}" \
   $PY -m flashmla.bench --out "$RESULTS" --table none "$@" 2>&1 | tee -a "$LOG"
 rc=${PIPESTATUS[0]}
 if [ "$rc" -eq 124 ] || [ ! -f "$RESULTS/bench.csv" ]; then
