@@ -232,6 +232,23 @@ def select_notebooks(only: Optional[Iterable[str]] = None) -> list[str]:
     return [n for n in SERIES if n in chosen]
 
 
+def declared_parameters(names: Sequence[str], notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, dict]:
+    """{notebook: {parameter: papermill's description}} from each notebook's parameters cell."""
+    import papermill
+
+    return {n: papermill.inspect_notebook(str(notebook_dir / f"{n}.ipynb")) for n in names}
+
+
+def check_parameter_names(parameters: dict[str, Any], names: Sequence[str], notebook_dir: Path = NOTEBOOK_DIR) -> None:
+    """A ``-p NAME`` that no selected notebook declares is a typo: refuse it rather than let
+    papermill inject a variable nobody reads."""
+    declared = declared_parameters(names, notebook_dir)
+    known = sorted({p for params in declared.values() for p in params})
+    unknown = [p for p in parameters if p not in known]
+    if unknown:
+        raise ValueError(f"parameter(s) {unknown} are not declared by {list(names)}; known: {known}")
+
+
 def _environment_report() -> dict:
     try:
         from . import env
@@ -392,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--archive", type=Path, help="also pack the output folder into this .tar.gz")
     parser.add_argument("--python-version", default="3.12", help="with --download-wheels: target Python (3.12)")
     parser.add_argument("--quiet", action="store_true", help="do not stream cell output to the log")
+    parser.add_argument("--list-parameters", action="store_true",
+                        help="print every selected notebook's parameters (names, defaults, help) and exit")
     return parser
 
 
@@ -404,6 +423,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for reserved in ("SMOKE", "OUTPUT_DIR"):
         if reserved in parameters:
             raise SystemExit(f"-p {reserved} is set by --smoke/--no-smoke and --out; do not pass it")
+    if args.list_parameters:
+        for nb, params in declared_parameters(names).items():
+            print(nb)
+            for p in params.values():
+                print(f"  {p['name']}: {p['inferred_type_name']} = {p['default']}  # {p['help']}")
+        return 0
+    try:
+        check_parameter_names(parameters, names)
+    except ValueError as exc:
+        raise SystemExit(str(exc))
     result = run_series(args.out, smoke=args.smoke, notebooks=names, parameters=parameters,
                         kernel_name=args.kernel, execution_timeout=args.timeout,
                         log_output=not args.quiet, stop_on_failure=args.stop_on_failure,

@@ -39,7 +39,7 @@ DEVICE: str = "auto"  # "auto" (the GPU if torch sees one), "cuda", or "cpu" (cp
 OUTPUT_DIR: str = "../out/notebooks"  # step records and plots; the full CSV goes to OUTPUT_DIR/03_bench/
 SEED: int = 0  # random inputs
 SUITES: list = ["table", "sweep"]  # named shape suites of flashmla.bench.shapes (table, sweep, small, long, quick, all)
-SHAPES: list = []  # extra shapes in flashmla.bench.parse_shape form, for example b=64,s_q=1,seqlen=16K,h_q=128
+SHAPES: list = []  # extra shapes as "b,s_q,seqlen,h_q[,varlen]" strings, for example "64,1,16K,128"
 PROVIDERS: list = []  # provider names to run; empty list means all (unavailable ones are listed as skipped)
 
 # %%

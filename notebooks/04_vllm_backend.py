@@ -36,7 +36,7 @@ SMOKE: bool = False  # True: CPU allowed; the vLLM steps need vLLM (and a GPU fo
 DEVICE: str = "auto"  # "auto" (the GPU if torch sees one), "cuda", or "cpu" (cpu only with SMOKE)
 OUTPUT_DIR: str = "../out/notebooks"  # step records and plots are written here
 SEED: int = 0  # random inputs of the kernel check
-VLLM_SPEC: str = ">=0.26"  # vLLM versions the plugin supports
+VLLM_MIN_VERSION: str = "0.26.0"  # oldest vLLM the plugin supports
 
 # %%
 import importlib.metadata
@@ -51,8 +51,8 @@ from flashmla import env
 device = env.resolve_device(DEVICE, SMOKE)
 env.use_triton_interpreter(device)
 steps = env.StepLog("04_vllm_backend", smoke=SMOKE, output_dir=OUTPUT_DIR,
-                    parameters=dict(SMOKE=SMOKE, DEVICE=DEVICE, SEED=SEED, VLLM_SPEC=VLLM_SPEC))
-have_vllm = env.has_package("vllm", VLLM_SPEC, import_name="vllm")
+                    parameters=dict(SMOKE=SMOKE, DEVICE=DEVICE, SEED=SEED, VLLM_MIN_VERSION=VLLM_MIN_VERSION))
+have_vllm = env.has_package("vllm", ">=" + VLLM_MIN_VERSION, import_name="vllm")
 have_plugin = env.has_module("flashmla.vllm_backend", "the vLLM backend module of flashmla")
 print("vLLM:", "available" if have_vllm[0] else have_vllm[1])
 

@@ -96,6 +96,12 @@ def test_notebook_structure(name):
     assert re.search(r"^OUTPUT_DIR: str = ", params.source, re.M)
     assert all(re.match(r"^[A-Z_]+: \w+ = .+  # .+", line) for line in params.source.splitlines()
                if line.strip()), "every parameter is `NAME: type = value  # help` (papermill --help-notebook)"
+    import papermill
+
+    declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+    lines = [line for line in params.source.splitlines() if line.strip()]
+    assert len(declared) == len(lines), "papermill --help-notebook cannot parse every parameter line"
+    assert all(p["help"] for p in declared.values())
     body = "\n".join(c.source for c in code)
     assert f'env.StepLog("{name}"' in body
     assert code[-1].source.strip().startswith("steps.finish()")
@@ -111,6 +117,9 @@ def test_runner_cli_requires_an_explicit_mode():
                                                                              "05_deploy_deepseek_v2_lite"]
     with pytest.raises(ValueError, match="matches no notebook"):
         runner.select_notebooks(["99"])
+    with pytest.raises(SystemExit, match="SEEDS"):  # a typo in a parameter name is refused
+        runner.main(["--smoke", "--only", "01", "-p", "SEEDS", "3"])
+    runner.check_parameter_names({"SEED": 1, "SUITES": ["table"]}, ["01_mla_explained", "03_benchmark"])
     assert runner._parse_value("3") == 3 and runner._parse_value("True") is True
     assert runner._parse_value('["a", 1]') == ["a", 1] and runner._parse_value("cuda") == "cuda"
 
