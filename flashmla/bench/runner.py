@@ -244,6 +244,10 @@ def _short(exc: BaseException) -> str:
 class ContextLost(RuntimeError):
     """The CUDA context is unusable (sticky error); the process must restart."""
 
+    def __init__(self, message: str, provider: Optional[str] = None):
+        super().__init__(message)
+        self.provider = provider
+
 
 def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: BenchConfig,
               device: torch.device, meta: dict, ceilings: roofline.Ceilings,
@@ -348,7 +352,7 @@ def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: B
                 traceback.print_exc()
             emit({**row, "status": STATUS_FAILED, "reason": reason})
             if not _cuda_healthy(device):
-                raise ContextLost(f"{p.name} on {shape.label}: {reason}")
+                raise ContextLost(f"{p.name} on {shape.label}: {reason}", provider=p.name)
         finally:
             prepared = None
     del inputs, ref_out, ref_lse, ref_prepared
@@ -450,6 +454,8 @@ def run_in_process(config: BenchConfig, state_dir: Optional[Path] = None, log: L
         except ContextLost as exc:
             log(f"CUDA context lost ({exc}); exiting so that the supervisor restarts the run")
             if state_dir is not None:
+                if exc.provider:  # a provider that keeps breaking the context is dropped
+                    _count_crash(state_dir, exc.provider, config.max_crashes_per_provider)
                 on_attempt(None)
                 sys.exit(CRASH_EXIT_CODE)
             raise
@@ -459,6 +465,18 @@ def run_in_process(config: BenchConfig, state_dir: Optional[Path] = None, log: L
         bar.close()
     on_attempt(None)
     return BenchResult(rows=rows, meta=meta, ceilings=ceilings, providers=info)
+
+
+def _count_crash(state_dir: Path, provider: str, limit: int) -> None:
+    """Count a crash of ``provider`` in state_dir; past ``limit`` it is disabled for the run."""
+    cpath, dpath = state_dir / "crashes.json", state_dir / "disabled.json"
+    crashes = json.loads(cpath.read_text()) if cpath.exists() else {}
+    crashes[provider] = crashes.get(provider, 0) + 1
+    cpath.write_text(json.dumps(crashes))
+    if crashes[provider] >= limit:
+        disabled = json.loads(dpath.read_text()) if dpath.exists() else {}
+        disabled[provider] = f"disabled after {crashes[provider]} crashes in this run"
+        dpath.write_text(json.dumps(disabled))
 
 
 def _progress_bar(total: int, enabled: bool, unit: str):
@@ -509,19 +527,18 @@ def run_supervised(config: BenchConfig, state_dir: Path, log: Log = _print, max_
     too); on a terminal a progress bar counts finished rows across restarts."""
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "config.json").write_text(json.dumps(config.to_json()))
-    crashes: dict[str, int] = {}
     total_rows = len(config.shapes) * len(get_providers(config.providers))
     bar = _progress_bar(total_rows, progress, unit="row")
     if bar is not None:
         log = bar.write
     try:
-        return _supervise(config, state_dir, log, max_restarts, crashes, bar)
+        return _supervise(config, state_dir, log, max_restarts, bar)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _supervise(config, state_dir, log, max_restarts, crashes, bar) -> BenchResult:
+def _supervise(config, state_dir, log, max_restarts, bar) -> BenchResult:
     for restart in range(max_restarts + 1):
         attempt_file = state_dir / "attempt.json"
         if attempt_file.exists():
@@ -563,17 +580,13 @@ def _supervise(config, state_dir, log, max_restarts, crashes, bar) -> BenchResul
         recorded = {r["provider"] for r in rows if r["key"] == key}
         names = [provider] if provider != "inputs" else [p.name for p in get_providers(config.providers)]
         for name in [n for n in names if n not in recorded]:
-            crashes[name] = crashes.get(name, 0) + 1
             row = base_row(shape, name, shape.seqlens(), meta["meta"] if meta else _fallback_meta(),
                            meta["providers"] if meta else {}, ceil)
             row.update(status=STATUS_CRASHED, reason=f"worker process {what} (illegal access or hang?)")
             with open(state_dir / "rows.jsonl", "a") as f:
                 f.write(json.dumps(finish_row(row, shape, shape.seqlens())) + "\n")
-            if provider != "inputs" and crashes[name] >= config.max_crashes_per_provider:
-                disabled = json.loads((state_dir / "disabled.json").read_text()) \
-                    if (state_dir / "disabled.json").exists() else {}
-                disabled[name] = f"disabled after {crashes[name]} crashes in this run"
-                (state_dir / "disabled.json").write_text(json.dumps(disabled))
+            if provider != "inputs":
+                _count_crash(state_dir, name, config.max_crashes_per_provider)
     else:
         log(f"giving up after {max_restarts} restarts")
     return load_state(state_dir)
