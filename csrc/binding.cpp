@@ -38,7 +38,8 @@ void check_cuda(cudaError_t err, const char* what) {
 
 std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
                                const at::Tensor& cache_seqlens, double softmax_scale, bool causal,
-                               const at::Tensor& tile_scheduler_metadata, const at::Tensor& num_splits) {
+                               const at::Tensor& tile_scheduler_metadata, const at::Tensor& num_splits,
+                               int64_t schedule) {
   const at::Device device = q.device();
   check_cuda_tensor(q, "q", device);
   check_cuda_tensor(k_cache, "k_cache", device);
@@ -128,6 +129,8 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   p.num_m_blocks = static_cast<int>(num_m_blocks);
   p.softmax_scale = static_cast<float>(softmax_scale);
   p.causal = causal && s_q > 1;
+  MLA_CHECK(schedule >= 0 && schedule <= 2, "schedule must be 0 (auto), 1 (serial) or 2 (pipelined), got ", schedule);
+  p.schedule = static_cast<int>(schedule);
 
   const auto dtype = q.scalar_type() == at::kBFloat16 ? flashmla::DType::kBF16 : flashmla::DType::kFP16;
   check_cuda(flashmla::launch_mla_decode(p, dtype, c10::cuda::getCurrentCUDAStream().stream()), "flashmla decode launch");
@@ -166,7 +169,10 @@ std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "flashmla sm90a MLA decode kernels (split-KV main + combine + GPU scheduler)";
-  m.def("decode", &decode, "Paged MLA decode: returns (out [b,s_q,h_q,512], lse [b,h_q,s_q])");
+  m.def("decode", &decode, "Paged MLA decode: returns (out [b,s_q,h_q,512], lse [b,h_q,s_q])",
+        pybind11::arg("q"), pybind11::arg("k_cache"), pybind11::arg("block_table"), pybind11::arg("cache_seqlens"),
+        pybind11::arg("softmax_scale"), pybind11::arg("causal"), pybind11::arg("tile_scheduler_metadata"),
+        pybind11::arg("num_splits"), pybind11::arg("schedule") = 0);
   m.def("get_mla_metadata", &get_mla_metadata, "Tile-scheduler metadata computed on the GPU");
   m.def("smem_bytes", &flashmla::mla_decode_smem_bytes, "Shared memory per block of the main kernel");
 }

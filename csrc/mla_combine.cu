@@ -35,6 +35,9 @@ __device__ __forceinline__ void store4<__half>(__half* dst, float a, float b, fl
 template <typename T>
 __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     mla_combine_kernel(const DecodeParams p) {
+  // Launched with programmatic dependent launch: everything above this line may overlap the
+  // main kernel's tail; nothing the main kernel writes is read before it.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   const int req = blockIdx.z;
   const int kv_head = blockIdx.y;
   const int lane = threadIdx.x % 32;
@@ -94,9 +97,18 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
 
 template <typename T>
 cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t stream) {
-  dim3 grid((params.rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv, params.batch);
-  mla_combine_kernel<T><<<grid, 32 * kCombineRowsPerBlock, 0, stream>>>(params);
-  return cudaGetLastError();
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3((params.rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv, params.batch);
+  config.blockDim = dim3(32 * kCombineRowsPerBlock);
+  config.stream = stream;
+  // Programmatic dependent launch: the combine grid is scheduled while the main kernel drains
+  // (it waits in griddepcontrol.wait for the main grid's results), hiding the launch gap.
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, mla_combine_kernel<T>, params);
 }
 
 template cudaError_t launch_combine_kernel<__nv_bfloat16>(const DecodeParams&, cudaStream_t);

@@ -7,9 +7,15 @@ namespace flashmla {
 template <>
 cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams& params, const CUtensorMap& kv_map,
                                    cudaStream_t stream) {
-  auto kernel = mla_decode_kernel<__nv_bfloat16>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  if (err != cudaSuccess) return err;
+  const bool pipelined = params.schedule == 2 || (params.schedule == 0 && params.num_m_blocks > 1);
+  auto kernel = pipelined ? mla_decode_kernel<__nv_bfloat16, true> : mla_decode_kernel<__nv_bfloat16, false>;
+  // The opt-in shared-memory size is a per-function attribute; set it once per process.
+  static bool configured[2] = {false, false};
+  if (!configured[pipelined]) {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (err != cudaSuccess) return err;
+    configured[pipelined] = true;
+  }
   dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, params);
   return cudaGetLastError();

@@ -170,7 +170,7 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
   }
 }
 
-template <typename T>
+template <typename T, bool kPipelined>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -203,6 +203,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int num_iters = md[6] - md[5];  // global blocks g1 - g0
   if (num_iters <= 0) return;
 
+  // Let the combine kernel (launched with programmatic dependent launch) be scheduled now; it
+  // waits for this whole grid's completion before reading any result.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (tid == 0) {
     for (int s = 0; s < kNumStages; ++s) {
       mbar_init(&full_bar[s], 1);
@@ -220,112 +223,46 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
   if (wg == 0) {
     // ------------------------------------------------------------------ WG0: QK^T, softmax, PV left
-    int it = 0;  // position in the part's block sequence = pipeline slot counter
-#pragma unroll 1
-    for (int req = begin_req; req <= end_req; ++req) {
-      const int seqlen = p.cache_seqlens[req];
-      const int block_lo = req == begin_req ? begin_block : 0;
-      const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
-      if (block_lo >= block_hi) continue;  // zero-length request
-      {
-        // Load this request's 64-row Q tile (rows past `rows` are zero) in the swizzled layout
-        // that TMA would produce, so the same descriptors describe Q and K.
-        const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
-        const int ltid = opaque_tid();
-        constexpr int kChunksPerRow = kHeadDimQK / 8;  // 16-byte chunks
-        constexpr int kPerThread = kRowsPerTile * kChunksPerRow / 128;  // 36
-        constexpr int kBatch = 9;
-#pragma unroll
-        for (int b0 = 0; b0 < kPerThread; b0 += kBatch) {
-          uint4 v[kBatch];
-#pragma unroll
-          for (int u = 0; u < kBatch; ++u) {
-            const int idx = (b0 + u) * 128 + ltid;
-            const int row = idx / kChunksPerRow;
-            const int ch = idx % kChunksPerRow;
-            const int rho = m_block * kRowsPerTile + row;
-            v[u] = make_uint4(0, 0, 0, 0);
-            if (rho < p.rows) {
-              const int t = rho / p.heads_per_kv;
-              const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-              v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s +
-                                                          q_head * p.q_stride_h + ch * 8));
-            }
-          }
-#pragma unroll
-          for (int u = 0; u < kBatch; ++u) {
-            const int idx = (b0 + u) * 128 + ltid;
-            const int row = idx / kChunksPerRow;
-            const int ch = idx % kChunksPerRow;
-            *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 +
-                                      (((ch % 8) ^ (row & 7)) << 4)) = v[u];
-          }
-        }
-        fence_proxy_async_smem();
-        named_barrier_sync(kBarQLoaded, 128);
-      }
-      float o[128];
-#pragma unroll
-      for (int i = 0; i < 128; ++i) o[i] = 0.f;
-      float row_max[2], row_sum[2];
-      int key_limit[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        row_max[h] = -INFINITY;
-        row_sum[h] = 0.f;
-        const int rho = m_block * kRowsPerTile + row_in_tile[h];
-        const int t = min(rho / p.heads_per_kv, p.s_q - 1);
-        key_limit[h] = p.causal ? seqlen - (p.s_q - 1 - t) : seqlen;
-      }
-      float inv_l[2] = {0.f, 0.f};
-      float total_l[2] = {0.f, 0.f};
-#pragma unroll 1
-      for (int block = block_lo; block < block_hi; ++block, ++it) {
-      const int stage = it & 1;
-      const bool last = block + 1 == block_hi;
-      uint8_t* sKs = sK + stage * kTileBytes;
+    const uint32_t q_desc_addr = smem_addr(sQ);
 
-      mbar_wait(&full_bar[stage], (it >> 1) & 1);
-
+    // Rows past the sequence end may hold anything (NaN included). The softmax masks their
+    // scores, but P = 0 times V = NaN is still NaN, so zero them before any GEMM reads them.
+    auto zero_tail_rows = [&](uint8_t* tile, int valid_rows) {
+      const int zero_rows = kPageSize - valid_rows;
+      for (int idx = opaque_tid() % 128; idx < zero_rows * kNumBoxes * 8; idx += 128) {
+        const int box = idx / (zero_rows * 8);
+        const int rem = idx % (zero_rows * 8);
+        const int row = valid_rows + rem / 8;
+        *reinterpret_cast<uint4*>(tile + box * kBoxBytes + row * 128 + (rem % 8) * 16) = make_uint4(0, 0, 0, 0);
+      }
+      fence_proxy_async_smem();
+      named_barrier_sync(kBarTailZeroed, 128);
+    };
+    // Waits for a block's K tile and issues S = Q K^T over 576 dims (9 boxes x 4 k-steps of 16).
+    auto issue_qk = [&](float* s_acc, int stage, int it_idx, int seqlen, int block, bool last) {
+      uint8_t* tile = sK + stage * kTileBytes;
+      mbar_wait(&full_bar[stage], (it_idx >> 1) & 1);
       const int valid_rows = seqlen - block * kPageSize;
-      if (last && valid_rows < kPageSize) {
-        // Rows past the sequence end may hold anything (NaN included). The softmax masks their
-        // scores, but P = 0 times V = NaN is still NaN, so zero them before any GEMM reads them.
-        const int zero_rows = kPageSize - valid_rows;
-        for (int idx = opaque_tid() % 128; idx < zero_rows * kNumBoxes * 8; idx += 128) {
-          const int box = idx / (zero_rows * 8);
-          const int rem = idx % (zero_rows * 8);
-          const int row = valid_rows + rem / 8;
-          *reinterpret_cast<uint4*>(sKs + box * kBoxBytes + row * 128 + (rem % 8) * 16) =
-              make_uint4(0, 0, 0, 0);
-        }
-        fence_proxy_async_smem();
-        named_barrier_sync(kBarTailZeroed, 128);
-      }
-
-      // S = Q K^T over 576 dims: 9 boxes x 4 k-steps of 16.
-      float s_acc[32];
+      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows);
 #pragma unroll
       for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
       wgmma_fence();
-      const uint32_t k_addr = smem_addr(sKs);
-      {
-        // Descriptors advance by adding the byte offset >> 4 to the start-address field, which
-        // never carries out of its 14 bits inside shared memory.
-        const uint64_t q_desc = make_smem_desc_sw128(smem_addr(sQ), 16, 1024);
-        const uint64_t k_desc = make_smem_desc_sw128(k_addr, 16, 1024);
+      // Descriptors advance by adding the byte offset >> 4 to the start-address field, which
+      // never carries out of its 14 bits inside shared memory.
+      const uint64_t q_desc = make_smem_desc_sw128(q_desc_addr, 16, 1024);
+      const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
 #pragma unroll
-        for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
-          const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-          ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
-        }
+      for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
+        const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
+        ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
-
-      // Online softmax in base 2 on this thread's two rows (16 columns each; a row's 64 columns
-      // live in the 4 lanes of a quad).
-      float rescale[2];
+    };
+    // Online softmax in base 2 on this thread's two rows (16 columns each; a row's 64 columns
+    // live in the 4 lanes of a quad). Produces P as wgmma A-operand registers (k-step k covers
+    // columns 16k..16k+15) and the factor by which O must be rescaled.
+    auto softmax = [&](float* s_acc, uint32_t* p_frag, float* rescale, float* row_max, float* row_sum,
+                       const int* key_limit, int block) {
       const int col_base = 2 * (lane & 3);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -360,9 +297,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
         row_sum[h] = row_sum[h] * rescale[h] + sum;
       }
-
-      // P in the register layout of a wgmma A operand (k-step k covers columns 16k..16k+15).
-      uint32_t p_frag[16];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         p_frag[4 * k + 0] = ElemOps<T>::pack(s_acc[8 * k + 0], s_acc[8 * k + 1]);
@@ -370,7 +304,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         p_frag[4 * k + 2] = ElemOps<T>::pack(s_acc[8 * k + 4], s_acc[8 * k + 5]);
         p_frag[4 * k + 3] = ElemOps<T>::pack(s_acc[8 * k + 6], s_acc[8 * k + 7]);
       }
-
+    };
+    // Hands P (swizzled K-major, like a TMA tile), the rescale factors and, at a request's last
+    // block, 1/rowsum to WG1. P_FREE is a rendezvous of both warpgroups: WG1 has finished the
+    // previous PV (and its reads of sScale/sInvL) before anything here is overwritten.
+    auto hand_off = [&](const uint32_t* p_frag, const float* rescale, bool last, const float* row_sum,
+                        float* total_l, float* inv_l) {
       if (last) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -381,19 +320,20 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           inv_l[h] = l > 0.f ? 1.f / l : 0.f;
         }
       }
-
-      // Hand P (swizzled K-major, like a TMA tile) and the rescale factors to WG1.
       named_barrier_sync(kBarPFree, kNumThreads);
+      {
+        // Addresses from an opaque thread index, so they are recomputed here rather than kept
+        // live (and spilled) across the main loop.
+        const int ltid = opaque_tid();
+        const int row0 = (ltid % 128) / 32 * 16 + (ltid % 32) / 4;  // row1 = row0 + 8: same swizzle
+        uint8_t* p_row0 = sP + row0 * 128 + (ltid % 4) * 4;
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
+        for (int k = 0; k < 4; ++k) {
 #pragma unroll
-        for (int half8 = 0; half8 < 2; ++half8) {
-          const int chunk = 2 * k + half8;
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = row_in_tile[h];
-            *reinterpret_cast<uint32_t*>(sP + row * 128 + ((chunk ^ (row & 7)) << 4) +
-                                         (lane & 3) * 4) = p_frag[4 * k + 2 * half8 + h];
+          for (int half8 = 0; half8 < 2; ++half8) {
+            const int chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
+            *reinterpret_cast<uint32_t*>(p_row0 + chunk_off) = p_frag[4 * k + 2 * half8];
+            *reinterpret_cast<uint32_t*>(p_row0 + 8 * 128 + chunk_off) = p_frag[4 * k + 2 * half8 + 1];
           }
         }
       }
@@ -406,8 +346,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       }
       fence_proxy_async_smem();
       named_barrier_arrive(kBarPReady, kNumThreads);
-
-      // O_left = O_left * rescale + P V[:, 0:256]
+    };
+    auto rescale_o = [&](float* o, const float* rescale) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
 #pragma unroll
@@ -416,16 +356,135 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           o[4 * i + 2 * h + 1] *= rescale[h];
         }
       }
+    };
+    auto issue_pv = [&](float* o, const uint32_t* p_frag, int stage) {
+      const uint32_t v_addr = smem_addr(sK + stage * kTileBytes);
       wgmma_fence();
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        ElemOps<T>::pv_regs(o, &p_frag[4 * k],
-                            make_smem_desc_sw128(k_addr + k * 2048, kBoxBytes, 1024));
+        ElemOps<T>::pv_regs(o, &p_frag[4 * k], make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
       }
       wgmma_commit();
-      wgmma_wait<0>();
-      mbar_arrive(&empty_bar[stage]);
-      }  // blocks of this request
+    };
+    // Same, with P read back from shared memory (where hand_off put it for WG1): frees the 16
+    // P registers while the PV is in flight, which the pipelined schedule needs to avoid spills.
+    auto issue_pv_from_smem = [&](float* o, int stage) {
+      const uint32_t v_addr = smem_addr(sK + stage * kTileBytes);
+      const uint32_t p_addr = smem_addr(sP);
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
+                            make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+      }
+      wgmma_commit();
+    };
+
+    int it = 0;  // position in the part's block sequence = pipeline slot counter
+#pragma unroll 1
+    for (int req = begin_req; req <= end_req; ++req) {
+      const int seqlen = p.cache_seqlens[req];
+      const int block_lo = req == begin_req ? begin_block : 0;
+      const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
+      if (block_lo >= block_hi) continue;  // zero-length request
+      {
+        // Load this request's 64-row Q tile (rows past `rows` are zero) in the swizzled layout
+        // that TMA would produce, so the same descriptors describe Q and K.
+        const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
+        const int ltid = opaque_tid();
+        constexpr int kChunksPerRow = kHeadDimQK / 8;  // 16-byte chunks
+        constexpr int kPerThread = kRowsPerTile * kChunksPerRow / 128;  // 36
+        constexpr int kBatch = 36;  // all 36 loads in flight: one memory round trip
+#pragma unroll
+        for (int b0 = 0; b0 < kPerThread; b0 += kBatch) {
+          uint4 v[kBatch];
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {
+            const int idx = (b0 + u) * 128 + ltid;
+            const int row = idx / kChunksPerRow;
+            const int ch = idx % kChunksPerRow;
+            const int rho = m_block * kRowsPerTile + row;
+            v[u] = make_uint4(0, 0, 0, 0);
+            if (rho < p.rows) {
+              const int t = rho / p.heads_per_kv;
+              const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+              v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h + ch * 8));
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {
+            const int idx = (b0 + u) * 128 + ltid;
+            const int row = idx / kChunksPerRow;
+            const int ch = idx % kChunksPerRow;
+            *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
+          }
+        }
+        fence_proxy_async_smem();
+        named_barrier_sync(kBarQLoaded, 128);
+      }
+      float o[128];
+#pragma unroll
+      for (int i = 0; i < 128; ++i) o[i] = 0.f;
+      float row_max[2], row_sum[2];
+      int key_limit[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        row_max[h] = -INFINITY;
+        row_sum[h] = 0.f;
+        const int rho = m_block * kRowsPerTile + row_in_tile[h];
+        const int t = min(rho / p.heads_per_kv, p.s_q - 1);
+        key_limit[h] = p.causal ? seqlen - (p.s_q - 1 - t) : seqlen;
+      }
+      float inv_l[2] = {0.f, 0.f};
+      float total_l[2] = {0.f, 0.f};
+      float s_acc[32];
+      uint32_t p_frag[16];
+      float rescale[2];
+
+      if constexpr (!kPipelined) {
+        // Serial: each block's PV is issued and waited for before the next QK^T, so a K stage is
+        // released as early as possible (what memory-bound shapes need).
+#pragma unroll 1
+        for (int block = block_lo; block < block_hi; ++block, ++it) {
+          const int stage = it & 1;
+          const bool last = block + 1 == block_hi;
+          issue_qk(s_acc, stage, it, seqlen, block, last);
+          wgmma_wait<0>();
+          softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block);
+          hand_off(p_frag, rescale, last, row_sum, total_l, inv_l);
+          rescale_o(o, rescale);
+          issue_pv(o, p_frag, stage);
+          wgmma_wait<0>();
+          mbar_arrive(&empty_bar[stage]);
+        }
+      } else {
+        // Pipelined: QK^T of block j+1 is issued before PV of block j, and the softmax of j+1 runs
+        // while PV(j) (both halves) keeps the tensor cores busy. The K stage of block j is
+        // released only after that softmax, which is fine when compute, not memory, limits.
+        issue_qk(s_acc, it & 1, it, seqlen, block_lo, block_lo + 1 == block_hi);
+        wgmma_wait<0>();
+        softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block_lo);
+        hand_off(p_frag, rescale, block_lo + 1 == block_hi, row_sum, total_l, inv_l);
+        // Steady state has no branch around in-flight wgmmas (ptxas would serialize them), so
+        // the request's last block is peeled off below.
+#pragma unroll 1
+        for (int block = block_lo; block + 1 < block_hi; ++block, ++it) {
+          const int stage = it & 1;
+          rescale_o(o, rescale);
+          issue_qk(s_acc, (it + 1) & 1, it + 1, seqlen, block + 1, block + 2 == block_hi);
+          issue_pv_from_smem(o, stage);
+          wgmma_wait<1>();  // QK^T(j+1) done; PV(j) may still run
+          softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block + 1);
+          wgmma_wait<0>();  // PV(j) done: its K stage and sP may be reused
+          mbar_arrive(&empty_bar[stage]);
+          hand_off(p_frag, rescale, block + 2 == block_hi, row_sum, total_l, inv_l);
+        }
+        rescale_o(o, rescale);
+        issue_pv_from_smem(o, it & 1);
+        wgmma_wait<0>();
+        mbar_arrive(&empty_bar[it & 1]);
+        ++it;
+      }
 
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 0, inv_l);
@@ -440,8 +499,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           if (num_chunks == 1) {
             const int t = rho / p.heads_per_kv;
             const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-            p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] =
-                l > 0.f ? lse_val : INFINITY;
+            p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = l > 0.f ? lse_val : INFINITY;
           } else {
             const int64_t slot = p.num_splits[req] + chunk_idx;
             p.lse_accum[(slot * p.h_kv + kv_head) * p.rows + rho] = l > 0.f ? lse_val : -INFINITY;
@@ -449,7 +507,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
       }
     }  // requests
-    named_barrier_sync(kBarPFree, kNumThreads);  // matches WG1's last arrival
+    named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE rendezvous
   } else {
     // ------------------------------------------------------------------ WG1: TMA producer, PV right
     const bool producer = tid == 128;
@@ -469,11 +527,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     };
     if (producer) {
       prefetch_tensor_map(&kv_map);
-      policy = make_evict_first_policy();
+      // One m-block: each page is read once, so keep it from evicting reusable lines. Several
+      // m-blocks: the sibling CTAs of the same part read the same pages moments later from L2.
+      policy = p.num_m_blocks == 1 ? make_evict_first_policy() : make_evict_normal_policy();
       for (int it = 0; it < kNumStages && it < num_iters; ++it) issue_load(it);
     }
     __syncwarp();
-    named_barrier_arrive(kBarPFree, kNumThreads);  // P buffer starts free
+    named_barrier_sync(kBarPFree, kNumThreads);  // P buffer starts free
 
     int it = 0;
 #pragma unroll 1
@@ -514,13 +574,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
         wgmma_commit();
         wgmma_wait<0>();
-        named_barrier_arrive(kBarPFree, kNumThreads);
         mbar_arrive(&empty_bar[stage]);
         if (producer && it + kNumStages < num_iters) {
           mbar_wait(&empty_bar[stage], (it >> 1) & 1);
           issue_load(stage);
         }
         __syncwarp();
+        // Rendezvous (not a bare arrive): WG0 may overwrite sP/sScale/sInvL only after this.
+        named_barrier_sync(kBarPFree, kNumThreads);
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 1, inv_l);

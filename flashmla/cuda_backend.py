@@ -7,8 +7,15 @@ this module only decides whether the backend can run and forwards the call.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
+
+# Inner-loop schedule of the main kernel (docs/kernel-design.md): "serial" issues each block's
+# PV before the next QK^T (frees a K stage soonest: memory-bound shapes), "pipelined" overlaps
+# the softmax of block j+1 with PV(j) (compute-bound shapes), "auto" = pipelined when a kv head
+# has more than 64 query rows. $FLASHMLA_CUDA_SCHEDULE sets the default.
+SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2}
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]
@@ -40,18 +47,26 @@ def is_available(device: torch.device) -> tuple[bool, str]:
     return _device_status(index)
 
 
+def _schedule_code(schedule: str | None) -> int:
+    name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+    return SCHEDULES[name]
+
+
 def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
-           tile_scheduler_metadata, num_splits):
+           tile_scheduler_metadata, num_splits, schedule: str | None = None):
     """Paged MLA decode on the sm90a kernel; returns ``(out [b,s_q,h_q,512], lse [b,h_q,s_q])``.
 
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
+    ``schedule``: "auto" (default), "serial" or "pipelined"; see SCHEDULES.
     """
     if _C is None:
         raise RuntimeError(is_available(q.device)[1])
     if tile_scheduler_metadata is None or num_splits is None:
         raise ValueError("the CUDA backend needs tile_scheduler_metadata and num_splits from get_mla_metadata")
     out, lse = _C.decode(q, k_cache, block_table, cache_seqlens, float(softmax_scale), bool(causal),
-                         tile_scheduler_metadata, num_splits)
+                         tile_scheduler_metadata, num_splits, _schedule_code(schedule))
     return out, lse
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI compile check of csrc/ for sm_90a (no GPU needed): nvcc -c every kernel .cu with
-# `-Xptxas -v`, print registers/spills, and fail on a compile error or any register spill.
+# `-Xptxas -v`, print registers/spills, and fail on a compile error, any register spill, or a
+# wgmma pipeline that ptxas had to serialise.
 # The torch binding (binding.cpp) is compiled by setup.py on a CUDA-torch machine, not here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,15 @@ for src in csrc/*.cu; do
         -c "$src" -o "$OUT/$(basename "$src").o" >"$log" 2>&1; then
     cat "$log"; echo "compile_csrc: FAILED to compile $src"; status=1; continue
   fi
-  grep -E "Compiling entry|registers|spill" "$log" | sed -e 's/^ptxas info *: //' -e 's/^ */  /'
+  { grep -E "Compiling entry|registers|spill|C75" "$log" || true; } | sed -e 's/^ptxas info *: //' -e 's/^ */  /'
   if grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$log" >/dev/null; then
     echo "compile_csrc: register SPILLS in $src"; status=1
   fi
-  if grep -iE "warning" "$log" >/dev/null; then grep -i warning "$log"; fi
+  # C7520/C7510: ptxas serialised the wgmma pipeline (correct but far slower); treat as an error.
+  if grep -E "C7520|C7510" "$log" >/dev/null; then
+    echo "compile_csrc: wgmma SERIALIZED by ptxas in $src"; status=1
+  fi
+  if grep -iE "warning" "$log" >/dev/null; then grep -i warning "$log" || true; fi
 done
 [ $status -eq 0 ] && echo "compile_csrc: OK (all kernels compiled for sm_90a, no spills)"
 exit $status

@@ -14,6 +14,7 @@ for i, (lens, s_q, h_q, h_kv, dtype, num_sms) in enumerate([
         ([200, 0, 64], 1, 9, 3, torch.float16, 5),
         ([129], 4, 32, 2, torch.bfloat16, 132)]):
     q, k, bt, sl = make_inputs(lens, s_q, h_q, h_kv, dtype, device, seed=i)
-    out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms)
-    torch.cuda.synchronize()
-    print(f"case {i}: out finite={bool(torch.isfinite(out).all())}")
+    for schedule in ("serial", "pipelined"):
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule)
+        torch.cuda.synchronize()
+        print(f"case {i} {schedule}: out finite={bool(torch.isfinite(out).all())}")
