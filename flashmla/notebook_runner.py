@@ -30,6 +30,8 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -358,6 +360,43 @@ def archive(out_dir: Path, archive_path: Path) -> Path:
     return archive_path
 
 
+RECORDED_PATTERNS = ("summary.md", "summary.json", "*.steps.json", "*.png", "03_bench/bench.md", "03_bench/bench.csv",
+                     "03_bench/bench_meta.json", "03_bench/*.png")
+
+
+def record_run(source: Path, results_root: Path = REPO_ROOT / "benchmarks" / "results") -> Path:
+    """Copy a finished run's summary, step records, plots and benchmark table (not the executed
+    notebooks: they are large and never committed) from an output folder or its ``--archive``
+    into ``benchmarks/results/notebooks_<gpu>_<date>/``, the record kept in the repository."""
+    source = Path(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        if source.is_file():
+            with tarfile.open(source) as tar:
+                tar.extractall(tmp, filter="data")
+            candidates = [p.parent for p in Path(tmp).rglob("summary.json")]
+            if len(candidates) != 1:
+                raise ValueError(f"{source}: expected one summary.json in the archive, found {len(candidates)}")
+            folder = candidates[0]
+        else:
+            folder = source
+        summary = json.loads((folder / "summary.json").read_text())
+        gpus = summary.get("environment", {}).get("gpus") or []
+        gpu = gpus[0]["name"] if gpus else "cpu"
+        slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
+        date = summary.get("started", "")[:10] or _dt.date.today().isoformat()
+        dest = results_root / f"notebooks_{slug}_{date}{'_smoke' if summary.get('smoke') else ''}"
+        dest.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for pattern in RECORDED_PATTERNS:
+            for path in sorted(folder.glob(pattern)):
+                target = dest / path.relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                copied.append(str(target.relative_to(dest)))
+    print(f"recorded {len(copied)} files in {dest}")
+    return dest
+
+
 def download_runner_wheels(dest: Path, python_version: str = "3.12") -> int:
     """Fetch the wheels the runner needs for an offline x86-64 Linux host (``RUNNER_WHEELS``)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -393,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--no-smoke", dest="smoke", action="store_false", help="SMOKE=False: full size, needs a GPU")
     mode.add_argument("--download-wheels", metavar="DIR", type=Path,
                       help="only download the runner's wheels (papermill, ipykernel, ...) for an offline host")
+    mode.add_argument("--record", metavar="RUN", type=Path,
+                      help="only copy a finished run (its --out folder or --archive) into benchmarks/results/")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "notebooks",
                         help="output folder (default: out/notebooks)")
     parser.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (prefix like 02 or full name)")
@@ -418,6 +459,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.download_wheels is not None:
         return download_runner_wheels(args.download_wheels, args.python_version)
+    if args.record is not None:
+        record_run(args.record)
+        return 0
     names = select_notebooks(args.only)
     parameters = {name: _parse_value(value) for name, value in args.parameter}
     for reserved in ("SMOKE", "OUTPUT_DIR"):

@@ -188,6 +188,19 @@ def test_series_runs_in_smoke_mode(smoke_series):
     assert archive.exists() and archive.stat().st_size > 10_000
 
 
+def test_a_run_can_be_recorded(smoke_series, tmp_path):
+    """The archive of a run becomes benchmarks/results/notebooks_<gpu>_<date>/: summary, step
+    records, plots; not the executed notebooks."""
+    _rc, _out, summary, archive = smoke_series
+    dest = runner.record_run(archive, results_root=tmp_path)
+    assert dest.name.startswith("notebooks_cpu_") and dest.name.endswith("_smoke")
+    names = {p.name for p in dest.rglob("*") if p.is_file()}
+    assert {"summary.md", "summary.json"} <= names
+    assert {f"{r['name']}.steps.json" for r in summary["runs"]} <= names
+    assert not any(n.endswith(".ipynb") for n in names)
+    assert "bench.csv" in names
+
+
 @pytest.mark.parametrize("name", SERIES)
 def test_every_code_cell_ran_and_required_steps_ran(smoke_series, name):
     _rc, out, summary, _archive = smoke_series
