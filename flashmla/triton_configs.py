@@ -11,8 +11,10 @@ Key terms (see docs/triton-kernel.md):
                shape; smaller tiles waste less work when h_q is small.
   BLOCK_N    = cache tokens per loop step (a divisor of the 64-token page).
   num_warps, num_stages: Triton launch parameters (warps per program, software-pipeline depth).
-  ctas_per_sm: programs the family keeps resident per SM with this entry; the split planner
-               uses it to size the grid (it is an estimate, not a launch parameter).
+  ctas_per_sm: programs the family keeps resident per SM with this entry; the own split
+               planner uses it to size the grid (not a launch parameter).
+  plan       : "metadata" (balanced SM parts from get_mla_metadata, best with varied lengths)
+               or "own" (fixed-size chunks from the shapes alone).
 
 Shared memory per program is about (BLOCK_M + num_stages * BLOCK_N) * 576 * 2 bytes
 (the Q tile plus the pipelined cache tiles); each entry stays inside its family's limit
@@ -30,6 +32,8 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     ctas_per_sm: int
+    plan: str = "own"  # "metadata": follow get_mla_metadata's SM parts; "own": plan_splits
+    q_in_loop: bool = False  # re-load the Q tile every step instead of once (a compiler lever)
 
     def smem_bytes(self, element_size: int = 2) -> int:
         return (self.block_m + self.num_stages * self.block_n) * 576 * element_size
@@ -42,10 +46,10 @@ ROW_BUCKETS = (16, 32, 64, 128)
 CONFIGS: dict[str, dict[int, KernelConfig]] = {
     # Hopper (H100/H200/H20/H800). Measured on an H100 (benchmarks/results/triton_h100_tuning.csv).
     "sm90": {
-        16: KernelConfig(block_m=16, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=2),
+        16: KernelConfig(block_m=16, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=2),
         32: KernelConfig(block_m=32, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=2),
-        64: KernelConfig(block_m=64, block_n=32, num_warps=8, num_stages=2, ctas_per_sm=1),
-        128: KernelConfig(block_m=64, block_n=32, num_warps=8, num_stages=2, ctas_per_sm=1),
+        64: KernelConfig(block_m=64, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=1),
+        128: KernelConfig(block_m=64, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=1),
     },
     # Ampere datacenter (A100/A800/A30: 163 KB shared memory). Not measured: sized to fit.
     "sm80": {
@@ -65,7 +69,8 @@ CONFIGS: dict[str, dict[int, KernelConfig]] = {
 # Families not listed (Blackwell, future parts) use the smallest-footprint table.
 DEFAULT_FAMILY = "sm86"
 # The Triton interpreter (CPU): small tiles keep the numpy work per program low.
-INTERPRETER_CONFIG = KernelConfig(block_m=16, block_n=16, num_warps=4, num_stages=1, ctas_per_sm=1)
+INTERPRETER_CONFIG = KernelConfig(block_m=16, block_n=16, num_warps=4, num_stages=1, ctas_per_sm=1,
+                                  plan="metadata")
 
 
 def family_of(capability: tuple[int, int]) -> str:
@@ -90,20 +95,23 @@ def config_for(family: str, rows: int) -> KernelConfig:
 
 
 # --------------------------------------------------------------------------- tuning (GPU host)
-# `python -m flashmla.triton_configs --tune --out DIR` times every candidate below on the
-# benchmark shapes with the method of perf-targets.md and writes CSVs; its pick per bucket is
-# what goes into CONFIGS by hand (no tuning ever happens at import or at a call).
-# ctas_per_sm of a candidate is a placeholder: the tuner replaces it with the occupancy that the
-# compiled kernel's shared memory and registers allow.
+# `python -m flashmla.triton_configs --out DIR` compiles and times every candidate below on the
+# benchmark shapes with the method of perf-targets.md, writes CSVs and its pick per bucket
+# (triton_picks.json); the picks are copied into CONFIGS by hand. Nothing is ever tuned at import
+# or at a call. A candidate's ctas_per_sm is a placeholder: the tuner replaces it with the
+# occupancy that the compiled kernel's shared memory and registers allow.
+def _both_plans(*configs):
+    return [dataclasses.replace(c, plan=p) for c in configs for p in ("metadata", "own")]
+
+
 CANDIDATES: dict[int, list[KernelConfig]] = {
-    16: [KernelConfig(16, 64, 4, 2, 1), KernelConfig(16, 32, 4, 2, 1), KernelConfig(16, 32, 4, 3, 1),
-         KernelConfig(16, 64, 8, 2, 1)],
-    32: [KernelConfig(32, 64, 4, 2, 1), KernelConfig(32, 32, 4, 3, 1), KernelConfig(32, 64, 8, 2, 1),
-         KernelConfig(64, 32, 8, 2, 1)],
-    64: [KernelConfig(64, 32, 8, 2, 1), KernelConfig(64, 32, 4, 2, 1), KernelConfig(64, 32, 8, 3, 1),
-         KernelConfig(64, 64, 8, 2, 1)],
-    128: [KernelConfig(64, 32, 8, 2, 1), KernelConfig(64, 32, 4, 2, 1), KernelConfig(64, 32, 8, 3, 1),
-          KernelConfig(64, 64, 8, 2, 1)],
+    16: _both_plans(KernelConfig(16, 64, 4, 2, 1), KernelConfig(16, 64, 8, 2, 1), KernelConfig(16, 32, 4, 3, 1)),
+    32: _both_plans(KernelConfig(32, 64, 4, 2, 1), KernelConfig(32, 64, 4, 2, 1, q_in_loop=True),
+                    KernelConfig(16, 64, 4, 2, 1)),
+    64: _both_plans(KernelConfig(64, 64, 8, 2, 1), KernelConfig(64, 64, 8, 2, 1, q_in_loop=True),
+                    KernelConfig(32, 64, 4, 2, 1)),
+    128: _both_plans(KernelConfig(64, 64, 8, 2, 1), KernelConfig(64, 64, 8, 2, 1, q_in_loop=True),
+                     KernelConfig(64, 64, 16, 2, 1)) + [KernelConfig(128, 32, 16, 2, 1)],
 }
 SM_SHARED_BYTES = {"sm90": 228 * 1024, "sm80": 164 * 1024, "sm86": 100 * 1024}
 SM_REGISTERS = 65536
@@ -123,8 +131,18 @@ def occupancy(shared_bytes: int, n_regs: int, num_warps: int, family: str) -> in
     return max(1, min(by_smem, by_regs, 64 // num_warps))
 
 
+def load_picks(path) -> None:
+    """Apply a tuner pick file ({family: {bucket: config fields}}) to CONFIGS (tests of picks)."""
+    import json
+    with open(path) as f:
+        picks = json.load(f)
+    for family, table in picks.items():
+        CONFIGS[family] = {**CONFIGS.get(family, {}),
+                           **{int(bucket): KernelConfig(**fields) for bucket, fields in table.items()}}
+
+
 def _table_shapes():
-    """(b, s_q, mean seqlen, h_q, varied, best_ms, vllm_ms) of perf-targets.md (via targets.csv)."""
+    """(gpu, b, s_q, mean seqlen, h_q, varied, best_ms, vllm_ms) of perf-targets.md (targets.csv)."""
     import csv
     from pathlib import Path
     path = Path(__file__).with_name("bench") / "targets.csv"
@@ -167,24 +185,34 @@ def _bench_inputs(b, s_q, mean, h_q, varied, device, seed=0):
     return q, k, table, torch.tensor(seqlens, dtype=torch.int32, device=device)
 
 
+def _call(cfg, q, k, table, lens, causal, md=None, ns=None, pages_per_split=None):
+    from flashmla import triton_decode
+    return triton_decode.decode_with_config(q, k, table, lens, 576 ** -0.5, causal, config=cfg,
+                                            tile_scheduler_metadata=md, num_splits=ns,
+                                            pages_per_split=pages_per_split)
+
+
 def _precompile_one(job):
-    """Compile one (config, HAS_PARTIALS, dtype) variant into Triton's disk cache (in a child
-    process). Jobs and results are plain tuples so they pickle whatever the parent's __main__."""
+    """Compile one (config, variant, dtype) into Triton's disk cache, in a child process. Jobs and
+    results are plain tuples so that they pickle whatever the parent's __main__ is."""
     import torch
+    import flashmla
     from flashmla import triton_configs, triton_decode
-    block_m, block_n, num_warps, num_stages, partials, dtype_name, device = job
-    config = triton_configs.KernelConfig(block_m, block_n, num_warps, num_stages, 1)
-    dtype = getattr(torch, dtype_name)
+    fields, variant, dtype_name, device = job
+    config = triton_configs.KernelConfig(**dict(fields))
     try:
         q, k, table, lens = _bench_inputs(2, 2, 200, 8, False, device)
+        dtype = getattr(torch, dtype_name)
         q, k = q.to(dtype), k.to(dtype)
-        triton_decode.decode_with_config(q, k, table, lens, 0.1, True, config=config,
-                                         pages_per_split=1 if partials else table.shape[1])
-        if device != "cpu":
-            torch.cuda.synchronize()
-        info = triton_decode.LAST_SPLIT_KERNEL
+        if variant == "metadata":
+            md, ns = flashmla.get_mla_metadata(lens, 16, 1, num_sms=4)
+            _call(config, q, k, table, lens, True, md, ns)
+        else:
+            _call(config, q, k, table, lens, True, pages_per_split=1 if variant == "partials" else table.shape[1])
         if device == "cpu":  # the interpreter compiles nothing
             return job, (0, 0, 0), ""
+        torch.cuda.synchronize()
+        info = triton_decode.LAST_SPLIT_KERNEL
         return job, (int(info.metadata.shared), int(info.n_regs), int(info.n_spills)), ""
     except Exception as exc:  # reported, and the candidate is dropped
         return job, None, f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -213,21 +241,29 @@ def _timer(device):
     return wall
 
 
+def _key(cfg):
+    """A candidate's identity, without the occupancy estimate."""
+    return dataclasses.replace(cfg, ctas_per_sm=1)
+
+
 def tune(out_dir, quick: bool = False, workers: int = 12, smoke: bool = False):
-    """Time the candidates, pick one per bucket, then time the public API with the picks."""
+    """Compile the candidates, time them, pick one per bucket, then time the public API with the
+    picks on every row (see the comment above CANDIDATES)."""
     import csv
-    import dataclasses as dc
+    import json
+    import math
     import os
     import time
     import torch
     import flashmla
-    from flashmla import reference, triton_decode
+    from flashmla import reference
     from flashmla import triton_configs as live  # the module the backend reads (not __main__)
 
     os.makedirs(out_dir, exist_ok=True)
     if smoke:  # CPU check of this function itself under TRITON_INTERPRET=1: tiny shapes
         device, family, gpu, name = torch.device("cpu"), "sm90", "H100", "cpu (interpreter)"
         shapes = [(2, 1, 100, 16, False, 1.0, 1.0), (2, 2, 130, 64, True, 1.0, 1.0)]
+        candidates = {bucket: cands[:2] for bucket, cands in CANDIDATES.items()}
     else:
         device = torch.device("cuda")
         props = torch.cuda.get_device_properties(device)
@@ -235,6 +271,7 @@ def tune(out_dir, quick: bool = False, workers: int = 12, smoke: bool = False):
         gpu = "H200" if "H200" in props.name else ("H100" if "H100" in props.name else props.name)
         shapes = [r[1:] for r in _table_shapes() if r[0] == gpu] or [
             r[1:] for r in _table_shapes() if r[0] == "H100"]
+        candidates = CANDIDATES
     if quick:
         shapes = [s for s in shapes if s[2] == 4096 or s[0] != 128]
     # Candidates are timed on the 4096-long rows and the small/long ones (the 8192 rows behave
@@ -246,37 +283,39 @@ def tune(out_dir, quick: bool = False, workers: int = 12, smoke: bool = False):
 
     # 1. compile every candidate (and the table's entries, fp16 too for the tests) in parallel
     table = CONFIGS.get(family, CONFIGS[DEFAULT_FAMILY])
-    def job(c, p, d):
-        return (c.block_m, c.block_n, c.num_warps, c.num_stages, p, d, device.type)
-    jobs = sorted({job(c, p, "bfloat16") for cands in CANDIDATES.values() for c in cands for p in (False, True)}
-                  | {job(c, p, d) for c in table.values() for p in (False, True) for d in ("bfloat16", "float16")})
-    if smoke:
-        jobs = jobs[:2]
+
+    def jobs_for(cfg, dtypes):
+        fields = tuple(sorted(dataclasses.asdict(_key(cfg)).items()))
+        variants = ("metadata", "direct") if cfg.plan == "metadata" else ("partials", "direct")
+        return {(fields, v, d, device.type) for v in variants for d in dtypes}
+    jobs = set()
+    for cands in candidates.values():
+        for c in cands:
+            jobs |= jobs_for(c, ("bfloat16",))
+    for c in table.values():
+        jobs |= jobs_for(c, ("bfloat16", "float16"))
+    jobs = sorted(jobs, key=str)
     resources = {}
     with open(os.path.join(out_dir, "triton_compile.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["block_m", "block_n", "num_warps", "num_stages", "partials", "dtype", "shared_bytes",
-                    "n_regs", "n_spills", "error"])
-        for (bm, bn, nw, ns, partials, dname, _), res, err in precompile(jobs, workers):
-            w.writerow([bm, bn, nw, ns, int(partials), dname, *(res if res else ("", "", "")), err])
-            if res and dname == "bfloat16":
-                key = (bm, bn, nw, ns)
-                prev = resources.get(key)
-                resources[key] = res if prev is None else tuple(max(a, b) for a, b in zip(prev, res))
+        w.writerow(["config", "variant", "dtype", "shared_bytes", "n_regs", "n_spills", "error"])
+        for (fields, variant, dname, _), res, err in precompile(jobs, workers):
+            cfg = KernelConfig(**dict(fields))
+            w.writerow([cfg, variant, dname, *(res if res else ("", "", "")), err])
+            if dname == "bfloat16":
+                prev = resources.get(cfg, (0, 0, 0))
+                resources[cfg] = None if res is None or prev is None else tuple(map(max, prev, res))
             if err:
-                print(f"[tune] compile failed {(bm, bn, nw, ns)} partials={partials} {dname}: {err}", flush=True)
+                print(f"[tune] compile failed {cfg} {variant} {dname}: {err}", flush=True)
     print(f"[tune] compiled {len(jobs)} variants in {time.time() - t0:.0f}s", flush=True)
     if quick is None:
         return
 
     def with_occupancy(cfg):
-        key = (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages)
-        if smoke:
-            return cfg
-        if key not in resources:
+        res = resources.get(_key(cfg))
+        if res is None:
             return None
-        shared, regs, _ = resources[key]
-        return dc.replace(cfg, ctas_per_sm=occupancy(shared, regs, cfg.num_warps, family))
+        return dataclasses.replace(cfg, ctas_per_sm=1 if smoke else occupancy(res[0], res[1], cfg.num_warps, family))
 
     # 2. time every candidate of each shape's bucket; check each against the reference on a few requests
     tuning_rows = []
@@ -284,53 +323,59 @@ def tune(out_dir, quick: bool = False, workers: int = 12, smoke: bool = False):
     for shape in tune_shapes:
         b, s_q, mean, h_q, varied, best_ms, vllm_ms = shape
         q, k, bt, lens = _bench_inputs(b, s_q, mean, h_q, varied, device)
+        md, ns = flashmla.get_mla_metadata(lens, s_q * h_q, 1)
         n_check = min(2, b)
         ref_out, ref_lse = reference.decode(q[:n_check], k, bt[:n_check], lens[:n_check], 576 ** -0.5, s_q > 1)
         bucket = bucket_of(s_q * h_q)
-        for cand in CANDIDATES[bucket]:
+        for cand in candidates[bucket]:
             cfg = with_occupancy(cand)
             if cfg is None:
                 continue
-            fn = lambda: triton_decode.decode_with_config(q, k, bt, lens, 576 ** -0.5, s_q > 1, config=cfg)
+            fn = lambda: _call(cfg, q, k, bt, lens, s_q > 1, md, ns)  # noqa: E731
             try:
                 out, lse = fn()
                 err = ((out[:n_check].float() - ref_out.float()).norm() / ref_out.float().norm()).item()
                 lse_err = ((lse[:n_check] - ref_lse).norm() / ref_lse.norm()).item()
-                ms = bench(fn, 10, 30) if err <= 1e-2 and lse_err <= 1e-3 else float("nan")
+                ok = err <= 1e-2 and lse_err <= 1e-3 and not bool(torch.isnan(out).any())
+                ms = bench(fn, 10, 30) if ok else float("nan")
             except Exception as exc:
                 print(f"[tune] {shape[:5]} {cfg}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
                 err, lse_err, ms = float("nan"), float("nan"), float("nan")
-            row = dict(b=b, s_q=s_q, mean_seqlen=mean, h_q=h_q, varlen=int(varied), bucket=bucket,
-                       block_m=cfg.block_m, block_n=cfg.block_n, num_warps=cfg.num_warps,
-                       num_stages=cfg.num_stages, ctas_per_sm=cfg.ctas_per_sm, ms=ms, out_rel_err=err,
-                       lse_rel_err=lse_err)
-            tuning_rows.append(row)
+            tuning_rows.append(dict(b=b, s_q=s_q, mean_seqlen=mean, h_q=h_q, varlen=int(varied), bucket=bucket,
+                                    config=_key(cfg), ctas_per_sm=cfg.ctas_per_sm, ms=ms, out_rel_err=err,
+                                    lse_rel_err=lse_err))
             if ms == ms and (shape not in best_by_shape or ms < best_by_shape[shape][0]):
                 best_by_shape[shape] = (ms, cfg)
         del q, k
-        torch.cuda.empty_cache()
-        print(f"[tune] {b},{s_q},{mean},{h_q},{int(varied)}: best {best_by_shape.get(shape)}", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        best = best_by_shape.get(shape)
+        print(f"[tune] {b},{s_q},{mean},{h_q},{int(varied)}: best {best[0] if best else None:.4f} "
+              f"{_key(best[1]) if best else None}", flush=True)
     with open(os.path.join(out_dir, "triton_tuning.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(tuning_rows[0]))
         w.writeheader()
         w.writerows(tuning_rows)
 
     # 3. per bucket, the candidate with the smallest geometric-mean slowdown over its shapes
-    import math
     picks = {}
     for bucket in ROW_BUCKETS:
-        scores = {}
+        scores, occ = {}, {}
         for r in tuning_rows:
             if r["bucket"] != bucket:
                 continue
-            shape = next(s for s in tune_shapes if s[:5] == (r["b"], r["s_q"], r["mean_seqlen"], r["h_q"],
-                                                        bool(r["varlen"])))
-            key = KernelConfig(r["block_m"], r["block_n"], r["num_warps"], r["num_stages"], r["ctas_per_sm"])
-            ratio = r["ms"] / best_by_shape[shape][0] if r["ms"] == r["ms"] else 10.0
-            scores.setdefault(key, []).append(math.log(ratio))
+            shape = next(s for s in tune_shapes
+                         if s[:5] == (r["b"], r["s_q"], r["mean_seqlen"], r["h_q"], bool(r["varlen"])))
+            ratio = r["ms"] / best_by_shape[shape][0] if r["ms"] == r["ms"] and shape in best_by_shape else 10.0
+            scores.setdefault(r["config"], []).append(math.log(ratio))
+            occ[r["config"]] = r["ctas_per_sm"]
         if scores:
-            picks[bucket] = min(scores, key=lambda c: sum(scores[c]) / len(scores[c]))
-            print(f"[tune] bucket {bucket}: pick {picks[bucket]}", flush=True)
+            key = min(scores, key=lambda c: sum(scores[c]) / len(scores[c]))
+            picks[bucket] = dataclasses.replace(key, ctas_per_sm=occ[key])
+            print(f"[tune] bucket {bucket}: pick {picks[bucket]} (mean slowdown "
+                  f"{math.exp(sum(scores[key]) / len(scores[key])):.3f})", flush=True)
+    with open(os.path.join(out_dir, "triton_picks.json"), "w") as f:
+        json.dump({family: {str(b): dataclasses.asdict(c) for b, c in picks.items()}}, f, indent=1)
 
     # 4. the public API with the picks, timed exactly as perf-targets.md says
     live.CONFIGS[family] = {**table, **picks}
@@ -339,8 +384,8 @@ def tune(out_dir, quick: bool = False, workers: int = 12, smoke: bool = False):
         b, s_q, mean, h_q, varied, best_ms, vllm_ms = shape
         q, k, bt, lens = _bench_inputs(b, s_q, mean, h_q, varied, device, seed=1)
         md, ns = flashmla.get_mla_metadata(lens, s_q * h_q, 1)
-        fn = lambda: flashmla.flash_mla_with_kvcache(q, k, bt, lens, 512, md, ns, causal=s_q > 1,
-                                                     backend="triton")
+        fn = lambda: flashmla.flash_mla_with_kvcache(q, k, bt, lens, 512, md, ns,  # noqa: E731
+                                                     causal=s_q > 1, backend="triton")
         ms = bench(fn, 25, 100)
         graph_ms = float("nan")
         if b == 1 and device.type == "cuda":
@@ -363,29 +408,33 @@ def tune(out_dir, quick: bool = False, workers: int = 12, smoke: bool = False):
                             meets_bar=int(ms <= best_ms / 0.6), beats_vllm=int(ms <= vllm_ms),
                             tflops=round(flops / ms / 1e9, 1), gbps=round(nbytes / ms / 1e6, 1),
                             block_m=cfg.block_m, block_n=cfg.block_n, num_warps=cfg.num_warps,
-                            num_stages=cfg.num_stages, ctas_per_sm=cfg.ctas_per_sm))
+                            num_stages=cfg.num_stages, ctas_per_sm=cfg.ctas_per_sm, plan=cfg.plan,
+                            q_in_loop=int(cfg.q_in_loop)))
         del q, k
-        torch.cuda.empty_cache()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     with open(os.path.join(out_dir, "triton_results.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(results[0]))
         w.writeheader()
         w.writerows(results)
-    print("b,s_q,L,h_q,var | triton_ms graph_ms | bar(best/0.6) vllm | ok_bar ok_vllm | TFLOPS GB/s | cfg")
+    print("b,s_q,L,h_q,var | triton_ms graph_ms | bar(best/0.6) vllm | ok_bar ok_vllm | TFLOPS GB/s | "
+          "BM/BN/warps/stages/ctas plan qloop")
     for r in results:
         print(f"{r['b']},{r['s_q']},{r['mean_seqlen']},{r['h_q']},{r['varlen']} | {r['triton_ms']:.4f} "
               f"{r['graph_ms']:.4f} | {r['bar_ms']:.4f} {r['vllm_triton_ms']:.4f} | {r['meets_bar']} "
               f"{r['beats_vllm']} | {r['tflops']} {r['gbps']} | {r['block_m']}/{r['block_n']}/"
-              f"{r['num_warps']}/{r['num_stages']}/{r['ctas_per_sm']}", flush=True)
+              f"{r['num_warps']}/{r['num_stages']}/{r['ctas_per_sm']} {r['plan']} {r['q_in_loop']}", flush=True)
     print(f"[tune] done in {time.time() - t0:.0f}s", flush=True)
 
 
 def main(argv=None):
     import argparse
+    import os
     parser = argparse.ArgumentParser(description="Compile and tune the Triton MLA decode kernel's table")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the CSVs")
     parser.add_argument("--precompile-only", action="store_true", help="compile the variants and stop")
     parser.add_argument("--quick", action="store_true", help="only the 4096-long rows and small batches")
-    parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     parser.add_argument("--smoke", action="store_true", help="CPU self-check under TRITON_INTERPRET=1")
     args = parser.parse_args(argv)
     tune(args.out, quick=None if args.precompile_only else args.quick, workers=args.workers, smoke=args.smoke)

@@ -8,22 +8,25 @@ docs/triton-kernel.md. In short:
   MLA kernel reads it once per 16 heads instead).
 * The 576-wide dot is two dots, 512 (latent) + 64 (rope), since Triton ranges are powers of
   two; the 512-wide latent tile loaded for QK^T is reused as V for PV.
-* Each request's pages are cut into ``num_splits`` chunks of ``pages_per_split`` pages by a
-  shape-only plan (no host sync, CUDA-graph safe); each (row tile, chunk, request, kv head) is
-  one program. A request that fits in one chunk is written directly; others leave fp32
-  partials that a combine kernel merges by lse.
+* Work is split across programs in one of two ways (``KernelConfig.plan``):
+  - ``"metadata"``: the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md):
+    one program per (row tile, SM part, kv head) walks its part's slice of the batch, so
+    varied lengths stay balanced;
+  - ``"own"``: a shape-only plan (``plan_splits``) cutting every request into chunks of
+    ``pages_per_split`` pages, one program per (row tile, chunk, request x kv head).
+  A request done in one chunk is written directly; the others leave fp32 partials that a
+  combine kernel merges by lse. Neither plan needs a host sync (CUDA-graph safe).
 * Masks use ``tl.where`` and masked loads (``other=0``) on both the scores and the loaded
   cache rows, so NaN in unused cache rows never reaches the output (0 * NaN = NaN).
 * Rows with nothing to attend (zero-length requests, fully masked causal rows) give out = 0
   and lse = +inf.
 
-The kernels also run in the Triton interpreter (``TRITON_INTERPRET=1``) on CPU tensors, which
-is how CI covers them.
+The kernels also run in the Triton interpreter on CPU tensors, which is how CI covers them;
+TRITON_INTERPRET=1 must be set before triton is first imported (see ``is_available``).
 """
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Optional
 
@@ -36,22 +39,27 @@ try:  # Triton is optional: without it this backend reports itself unavailable.
     import triton
     import triton.language as tl
     _IMPORT_ERROR = ""
+    _jit = triton.jit
 except ImportError as exc:  # pragma: no cover - depends on the environment
     triton = None
     tl = None
     _IMPORT_ERROR = f"triton is not installed ({exc})"
+
+    def _jit(fn=None, **_):
+        return fn if fn is not None else (lambda f: f)
 
 PAGE_SIZE = 64
 HEAD_DIM_QK = 576
 HEAD_DIM_V = 512
 HEAD_DIM_ROPE = HEAD_DIM_QK - HEAD_DIM_V
 LOG2E = 1.4426950408889634
-# Planner constants, in units of "one program reading one 64-token page".
+METADATA_WIDTH = 8
+# Planner constants, in units of "one program reads one 64-token page".
 PROGRAM_OVERHEAD_PAGES = 2  # Q load, pipeline fill and epilogue of one program
 COMBINE_LAUNCH_PAGES = 1  # the combine kernel's launch and tail
 MAX_SPLITS = 64
 COMBINE_BLOCK_ROWS = 8
-LAST_SPLIT_KERNEL = None  # the last launched split kernel (its .metadata, .n_regs, .n_spills: tuning)
+LAST_SPLIT_KERNEL = None  # the last launched main kernel (its .metadata, .n_regs, .n_spills: tuning)
 
 
 def _interpreting() -> bool:
@@ -59,9 +67,10 @@ def _interpreting() -> bool:
 
 
 def _imported_for_interpreter() -> bool:
-    """triton.language's library functions (tl.max, tl.sum, ...) are wrapped when triton is
-    first imported; the interpreter can call them only if TRITON_INTERPRET was set by then."""
-    return type(tl.max).__name__ == "InterpretedFunction"
+    """triton.language's library functions (tl.max, tl.sum, ...) and this module's kernels are
+    wrapped when imported; the interpreter can run them only if TRITON_INTERPRET was set then."""
+    return type(tl.max).__name__ == "InterpretedFunction" and \
+        type(_mla_decode_split_kernel).__name__ == "InterpretedFunction"
 
 
 def _interpreter_numpy_problem() -> str:
@@ -85,6 +94,8 @@ def is_available(device: torch.device) -> tuple[bool, str]:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return False, "torch sees no CUDA device"
+        if _imported_for_interpreter():
+            return False, "triton was imported with TRITON_INTERPRET=1: only CPU tensors can run"
         major, minor = torch.cuda.get_device_capability(device)
         if major < 8:
             return False, f"needs compute capability 8.0 or newer (bf16 tensor cores); device has {major}.{minor}"
@@ -97,76 +108,41 @@ def is_available(device: torch.device) -> tuple[bool, str]:
         if broken:
             return False, broken
         if not _imported_for_interpreter():
-            return False, ("TRITON_INTERPRET=1 was set after triton was imported, so triton.language's own "
-                           "functions were built for the GPU; set it before the first import of triton")
+            return False, ("TRITON_INTERPRET=1 was set after triton was imported, so the kernels were built "
+                           "for the GPU; set it before the first import of triton")
         return True, "Triton interpreter (TRITON_INTERPRET=1): slow, meant for tests"
     return False, f"device type {device.type!r} is not supported by the Triton backend"
 
 
 # --------------------------------------------------------------------------- kernels
-# The kernel bodies are plain functions; ``_kernels()`` wraps them with ``triton.jit`` on first
-# use, so whether they compile for the GPU or run in the interpreter follows TRITON_INTERPRET at
-# that moment and not at import time.
-
-def _mla_decode_split_kernel(
-    q_ptr, k_ptr, block_table_ptr, seqlens_ptr,
-    out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
-    stride_q_b, stride_q_s, stride_q_h,
-    stride_k_block, stride_k_tok, stride_k_head,
-    stride_bt_b,
-    stride_o_b, stride_o_s, stride_o_h,
-    stride_lse_b, stride_lse_h,
-    s_q, group, rows, h_kv, pages_per_split, num_splits,
-    scale_log2, causal,
-    HAS_PARTIALS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PAGE: tl.constexpr, D_V: tl.constexpr, D_ROPE: tl.constexpr,
-    DOT_FP32: tl.constexpr,
-):
-    """One program: BLOCK_M query rows of one kv head of one request, over one chunk of pages."""
-    m_tile = tl.program_id(0)
-    split = tl.program_id(1)
-    batch_head = tl.program_id(2)
-    batch = batch_head // h_kv
-    kv_head = batch_head % h_kv
-
-    seqlen = tl.load(seqlens_ptr + batch)
-    num_pages = (seqlen + PAGE - 1) // PAGE
-    num_chunks = (num_pages + pages_per_split - 1) // pages_per_split
-    # Chunk 0 always runs: for a request with nothing to attend it writes out = 0, lse = +inf.
-    if split > 0 and split >= num_chunks:
-        return
-
-    # Query rows of this tile: row r is query token r // group of q head kv_head * group + r % group.
-    row = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = row < rows
-    token = row // group
-    head = kv_head * group + row % group
-    q_row = batch.to(tl.int64) * stride_q_b + token * stride_q_s + head * stride_q_h
+@_jit
+def _attend_range(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k_tok,
+                  tok_begin, tok_end, key_limit, scale_log2,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
+                  D_V: tl.constexpr, D_ROPE: tl.constexpr, DOT_FP32: tl.constexpr,
+                  Q_IN_LOOP: tl.constexpr):
+    """Online-softmax attention of BLOCK_M query rows over keys [tok_begin, tok_end) of one
+    request and kv head. Returns (unnormalised acc, running max m in log2 units, sum l)."""
     dv = tl.arange(0, D_V)
     dr = tl.arange(0, D_ROPE)
-    q_nope = tl.load(q_ptr + q_row[:, None] + dv[None, :], mask=row_ok[:, None], other=0.0)
-    q_rope = tl.load(q_ptr + q_row[:, None] + D_V + dr[None, :], mask=row_ok[:, None], other=0.0)
-    if DOT_FP32:  # exact upcast; see _dots_in_fp32
-        q_nope = q_nope.to(tl.float32)
-        q_rope = q_rope.to(tl.float32)
-
-    # Causal is bottom-right aligned: token t sees keys [0, seqlen - (s_q - 1 - t)).
-    key_limit = seqlen - causal * (s_q - 1 - token)
-    tok_begin = split * pages_per_split * PAGE
-    tok_end = tl.minimum(tok_begin + pages_per_split * PAGE, seqlen)
-    # Keys no row of the tile may see are not loaded at all.
-    last_token = (tl.minimum(m_tile * BLOCK_M + BLOCK_M, rows) - 1) // group
-    tok_end = tl.minimum(tok_end, seqlen - causal * (s_q - 1 - last_token))
-
+    if not Q_IN_LOOP:
+        q_nope = tl.load(q_ptr + q_row[:, None] + dv[None, :], mask=row_ok[:, None], other=0.0)
+        q_rope = tl.load(q_ptr + q_row[:, None] + D_V + dr[None, :], mask=row_ok[:, None], other=0.0)
+        if DOT_FP32:  # exact upcast; see _dots_in_fp32
+            q_nope = q_nope.to(tl.float32)
+            q_rope = q_rope.to(tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D_V], tl.float32)
     offs_n = tl.arange(0, BLOCK_N)
-    k_head = k_ptr + kv_head * stride_k_head
-    bt_row = block_table_ptr + batch.to(tl.int64) * stride_bt_b
     for start in range(tok_begin, tok_end, BLOCK_N):
-        # BLOCK_N divides the page and chunks are page-aligned: one step lies in one page, and
+        if Q_IN_LOOP:  # re-read from L1/L2 each step: lets the compiler stage Q like K
+            q_nope = tl.load(q_ptr + q_row[:, None] + dv[None, :], mask=row_ok[:, None], other=0.0)
+            q_rope = tl.load(q_ptr + q_row[:, None] + D_V + dr[None, :], mask=row_ok[:, None], other=0.0)
+            if DOT_FP32:
+                q_nope = q_nope.to(tl.float32)
+                q_rope = q_rope.to(tl.float32)
+        # BLOCK_N divides the page and ranges start on a page: one step lies in one page, and
         # only pages below ceil(seqlen / 64) are ever looked up in the block table.
         page = tl.load(bt_row + start // PAGE).to(tl.int64)
         key = start + offs_n
@@ -197,41 +173,177 @@ def _mla_decode_split_kernel(
         else:
             acc = tl.dot(p.to(p_dtype), k_nope, acc)
         m_i = m_new
+    return acc, m_i, l_i
 
+
+@_jit
+def _store_rows(acc, m_i, l_i, write_final, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+                out_row, lse_offset, part_row, row_ok, D_V: tl.constexpr):
+    """Normalise and store: to out/lse (the request's only chunk) or to its partial slot."""
+    dv = tl.arange(0, D_V)
     has_keys = l_i > 0.0
     l_safe = tl.where(has_keys, l_i, 1.0)
     o = acc / l_safe[:, None]
     lse = (m_i + tl.log2(l_safe)) / 1.4426950408889634  # natural log
-    if HAS_PARTIALS:
-        write_final = num_chunks <= 1
-    else:
-        write_final = num_chunks >= 0  # always: there is no partial buffer
     if write_final:
-        out_row = batch.to(tl.int64) * stride_o_b + token * stride_o_s + head * stride_o_h
         tl.store(out_ptr + out_row[:, None] + dv[None, :], o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
-        lse_final = tl.where(has_keys, lse, float("inf"))
-        tl.store(lse_ptr + batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token, lse_final, mask=row_ok)
+        tl.store(lse_ptr + lse_offset, tl.where(has_keys, lse, float("inf")), mask=row_ok)
     else:
-        part_row = ((batch.to(tl.int64) * num_splits + split) * h_kv + kv_head) * rows + row
         tl.store(out_part_ptr + part_row[:, None] * D_V + dv[None, :], o, mask=row_ok[:, None])
         tl.store(lse_part_ptr + part_row, tl.where(has_keys, lse, float("-inf")), mask=row_ok)
 
 
+@_jit(do_not_specialize=["stride_bt_b", "stride_lse_b", "stride_lse_h", "s_q", "group", "rows", "h_kv",
+                         "pages_per_split", "num_splits", "causal"])
+def _mla_decode_split_kernel(
+    q_ptr, k_ptr, block_table_ptr, seqlens_ptr,
+    out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+    stride_q_b, stride_q_s, stride_q_h,
+    stride_k_block, stride_k_tok, stride_k_head,
+    stride_bt_b,
+    stride_o_b, stride_o_s, stride_o_h,
+    stride_lse_b, stride_lse_h,
+    s_q, group, rows, h_kv, pages_per_split, num_splits,
+    scale_log2, causal,
+    HAS_PARTIALS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE: tl.constexpr, D_V: tl.constexpr, D_ROPE: tl.constexpr,
+    DOT_FP32: tl.constexpr, Q_IN_LOOP: tl.constexpr,
+):
+    """Own plan. One program: BLOCK_M query rows of one kv head of one request, over one chunk."""
+    m_tile = tl.program_id(0)
+    split = tl.program_id(1)
+    batch_head = tl.program_id(2)
+    batch = batch_head // h_kv
+    kv_head = batch_head % h_kv
+
+    seqlen = tl.load(seqlens_ptr + batch)
+    num_pages = (seqlen + PAGE - 1) // PAGE
+    num_chunks = (num_pages + pages_per_split - 1) // pages_per_split
+    # Chunk 0 always runs: for a request with nothing to attend it writes out = 0, lse = +inf.
+    if split > 0 and split >= num_chunks:
+        return
+
+    # Query rows of this tile: row r is query token r // group of q head kv_head * group + r % group.
+    row = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = row < rows
+    token = row // group
+    head = kv_head * group + row % group
+    q_row = batch.to(tl.int64) * stride_q_b + token * stride_q_s + head * stride_q_h
+    # Causal is bottom-right aligned: token t sees keys [0, seqlen - (s_q - 1 - t)).
+    key_limit = seqlen - causal * (s_q - 1 - token)
+    tok_begin = split * pages_per_split * PAGE
+    tok_end = tl.minimum(tok_begin + pages_per_split * PAGE, seqlen)
+    # Keys no row of the tile may see are not loaded at all.
+    last_token = (tl.minimum(m_tile * BLOCK_M + BLOCK_M, rows) - 1) // group
+    tok_end = tl.minimum(tok_end, seqlen - causal * (s_q - 1 - last_token))
+
+    acc, m_i, l_i = _attend_range(
+        q_ptr, q_row, row_ok, k_ptr + kv_head * stride_k_head,
+        block_table_ptr + batch.to(tl.int64) * stride_bt_b, stride_k_block, stride_k_tok,
+        tok_begin, tok_end, key_limit, scale_log2,
+        BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32, Q_IN_LOOP)
+
+    if HAS_PARTIALS:
+        write_final = num_chunks <= 1
+    else:
+        write_final = num_chunks >= 0  # always: there is no partial buffer
+    out_row = batch.to(tl.int64) * stride_o_b + token * stride_o_s + head * stride_o_h
+    lse_offset = batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token
+    part_row = ((batch.to(tl.int64) * num_splits + split) * h_kv + kv_head) * rows + row
+    _store_rows(acc, m_i, l_i, write_final, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+                out_row, lse_offset, part_row, row_ok, D_V)
+
+
+@_jit(do_not_specialize=["stride_bt_b", "stride_lse_b", "stride_lse_h", "s_q", "group", "rows", "h_kv",
+                         "causal"])
+def _mla_decode_parts_kernel(
+    q_ptr, k_ptr, block_table_ptr, seqlens_ptr, metadata_ptr, num_splits_ptr,
+    out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+    stride_q_b, stride_q_s, stride_q_h,
+    stride_k_block, stride_k_tok, stride_k_head,
+    stride_bt_b,
+    stride_o_b, stride_o_s, stride_o_h,
+    stride_lse_b, stride_lse_h,
+    s_q, group, rows, h_kv,
+    scale_log2, causal,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE: tl.constexpr, D_V: tl.constexpr, D_ROPE: tl.constexpr,
+    DOT_FP32: tl.constexpr, Q_IN_LOOP: tl.constexpr, MD_WIDTH: tl.constexpr,
+):
+    """Metadata plan. One program: BLOCK_M query rows of one kv head over one SM part's slice of
+    the batch (docs/internals.md: requests begin_req..end_req, blocks cut at the part's ends)."""
+    m_tile = tl.program_id(0)
+    part = tl.program_id(1)
+    kv_head = tl.program_id(2)
+    md = metadata_ptr + part * MD_WIDTH
+    begin_req = tl.load(md)
+    if begin_req < 0:  # an empty part
+        return
+    begin_block = tl.load(md + 1)
+    end_req = tl.load(md + 2)
+    end_block = tl.load(md + 3)
+    begin_chunk = tl.load(md + 4)
+
+    row = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = row < rows
+    token = row // group
+    head = kv_head * group + row % group
+    last_token = (tl.minimum(m_tile * BLOCK_M + BLOCK_M, rows) - 1) // group
+    for req in range(begin_req, end_req + 1):
+        seqlen = tl.load(seqlens_ptr + req)
+        num_pages = (seqlen + PAGE - 1) // PAGE
+        block_lo = tl.where(req == begin_req, begin_block, 0)
+        block_hi = tl.where(req == end_req, end_block, num_pages)
+        if block_lo < block_hi:  # a zero-length request has no range (the combine writes it)
+            chunk = tl.where(req == begin_req, begin_chunk, 0)
+            split_base = tl.load(num_splits_ptr + req)
+            num_chunks = tl.load(num_splits_ptr + req + 1) - split_base
+            req64 = tl.full([], 0, tl.int64) + req  # (a Python int in the interpreter)
+            q_row = req64 * stride_q_b + token * stride_q_s + head * stride_q_h
+            key_limit = seqlen - causal * (s_q - 1 - token)
+            tok_begin = block_lo * PAGE
+            tok_end = tl.minimum(block_hi * PAGE, seqlen)
+            tok_end = tl.minimum(tok_end, seqlen - causal * (s_q - 1 - last_token))
+            acc, m_i, l_i = _attend_range(
+                q_ptr, q_row, row_ok, k_ptr + kv_head * stride_k_head,
+                block_table_ptr + req64 * stride_bt_b, stride_k_block, stride_k_tok,
+                tok_begin, tok_end, key_limit, scale_log2,
+                BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32, Q_IN_LOOP)
+            out_row = req64 * stride_o_b + token * stride_o_s + head * stride_o_h
+            lse_offset = req64 * stride_lse_b + head * stride_lse_h + token
+            part_row = ((split_base + chunk).to(tl.int64) * h_kv + kv_head) * rows + row
+            _store_rows(acc, m_i, l_i, num_chunks == 1, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+                        out_row, lse_offset, part_row, row_ok, D_V)
+
+
+@_jit(do_not_specialize=["stride_lse_b", "stride_lse_h", "group", "rows", "h_kv", "pages_per_split",
+                         "num_splits"])
 def _mla_decode_combine_kernel(
-    seqlens_ptr, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
+    seqlens_ptr, num_splits_ptr, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
     stride_o_b, stride_o_s, stride_o_h,
     stride_lse_b, stride_lse_h,
     group, rows, h_kv, pages_per_split, num_splits,
+    USE_METADATA: tl.constexpr,
     BLOCK_R: tl.constexpr, PAGE: tl.constexpr, D_V: tl.constexpr,
 ):
-    """Merge the chunk partials of BLOCK_R rows of one (request, kv head) by their lse."""
+    """Merge the chunk partials of BLOCK_R rows of one (request, kv head) by their lse.
+    Requests with one chunk were written by the main kernel; with none (metadata plan) this
+    writes out = 0, lse = +inf."""
     r_tile = tl.program_id(0)
     batch_head = tl.program_id(1)
     batch = batch_head // h_kv
     kv_head = batch_head % h_kv
-    seqlen = tl.load(seqlens_ptr + batch)
-    num_chunks = ((seqlen + PAGE - 1) // PAGE + pages_per_split - 1) // pages_per_split
-    if num_chunks <= 1:  # written by the split kernel itself
+    if USE_METADATA:
+        slot0 = tl.load(num_splits_ptr + batch)
+        num_chunks = tl.load(num_splits_ptr + batch + 1) - slot0
+        done = num_chunks == 1
+    else:
+        seqlen = tl.load(seqlens_ptr + batch)
+        num_chunks = ((seqlen + PAGE - 1) // PAGE + pages_per_split - 1) // pages_per_split
+        slot0 = batch * num_splits
+        done = num_chunks <= 1  # the split kernel's chunk 0 wrote it, empty or not
+    if done:
         return
     row = r_tile * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = row < rows
@@ -240,7 +352,7 @@ def _mla_decode_combine_kernel(
     denom = tl.zeros([BLOCK_R], tl.float32)
     acc = tl.zeros([BLOCK_R, D_V], tl.float32)
     for chunk in range(0, num_chunks):
-        part_row = ((batch.to(tl.int64) * num_splits + chunk) * h_kv + kv_head) * rows + row
+        part_row = ((slot0 + chunk).to(tl.int64) * h_kv + kv_head) * rows + row
         lse_c = tl.load(lse_part_ptr + part_row, mask=row_ok, other=float("-inf"))
         o_c = tl.load(out_part_ptr + part_row[:, None] * D_V + dv[None, :], mask=row_ok[:, None], other=0.0)
         m_new = tl.maximum(m_i, lse_c)
@@ -261,27 +373,11 @@ def _mla_decode_combine_kernel(
     tl.store(lse_ptr + batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token, lse, mask=row_ok)
 
 
-# Integer arguments that change between calls of one shape family: not specialised, so a new
-# batch size or sequence-length plan does not trigger a recompile.
-_SPLIT_NO_SPECIALIZE = ["stride_bt_b", "stride_lse_b", "stride_lse_h", "s_q", "group", "rows", "h_kv",
-                        "pages_per_split", "num_splits", "causal"]
-_COMBINE_NO_SPECIALIZE = ["stride_lse_b", "stride_lse_h", "group", "rows", "h_kv", "pages_per_split",
-                          "num_splits"]
-
-
 def _dots_in_fp32(dtype: torch.dtype) -> bool:
     """The Triton interpreter (3.6 to 3.9 at least) runs tl.dot as numpy.matmul on the raw
     storage, and stores bf16 as uint16, so a bf16 dot returns garbage. Under the interpreter the
     kernel upcasts the dot operands to fp32 first (exact: bf16 values are fp32 values)."""
     return _interpreting() and dtype == torch.bfloat16
-
-
-@functools.lru_cache(maxsize=None)
-def _kernels(interpret: bool):
-    # `interpret` keys the cache; triton.jit itself reads TRITON_INTERPRET when it wraps.
-    split = triton.jit(_mla_decode_split_kernel, do_not_specialize=_SPLIT_NO_SPECIALIZE)
-    combine = triton.jit(_mla_decode_combine_kernel, do_not_specialize=_COMBINE_NO_SPECIALIZE)
-    return split, combine
 
 
 # --------------------------------------------------------------------------- planning
@@ -311,7 +407,7 @@ def kernel_config(device: torch.device, rows: int) -> KernelConfig:
 @functools.lru_cache(maxsize=4096)
 def plan_splits(batch: int, h_kv: int, row_tiles: int, max_pages: int, num_sms: int,
                 config: KernelConfig, rows: int) -> tuple[int, int]:
-    """Choose ``(num_splits, pages_per_split)`` from shapes alone (no host sync).
+    """Choose ``(num_splits, pages_per_split)`` for the own plan from shapes alone (no host sync).
 
     A cost model in units of "one program reads one page": the main kernel runs in waves of
     ``num_sms * ctas_per_sm`` programs, each reading ``pages_per_split`` pages plus a fixed
@@ -352,18 +448,14 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
            tile_scheduler_metadata: Optional[torch.Tensor] = None, num_splits: Optional[torch.Tensor] = None):
     """Paged MLA decode (see docs/internals.md). Returns ``(out, lse)``.
 
-    The scheduler metadata is accepted for API uniformity but not used: this kernel balances
-    work with its own shape-only split plan (``plan_splits``), which needs no host sync.
+    With the table's ``plan == "metadata"`` and metadata given, work follows the tile-scheduler
+    metadata; otherwise this kernel's own shape-only split plan (``plan_splits``).
     """
-    return decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale, causal)
+    return decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale, causal,
+                              tile_scheduler_metadata=tile_scheduler_metadata, num_splits=num_splits)
 
 
-def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
-                       config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None):
-    """``decode`` with the table entry and/or the chunk length (in pages) overridden (tuning, tests)."""
-    ok, reason = (True, "") if q.device.type == "cuda" and _cuda_ok(q.device) else is_available(q.device)
-    if not ok:
-        raise RuntimeError(f"Triton backend unavailable on {q.device}: {reason}")
+def _check_inputs(q, k_cache, block_table, cache_seqlens):
     b, s_q, h_q, d = q.shape
     h_kv = k_cache.shape[2]
     if d != HEAD_DIM_QK or k_cache.shape[-1] != HEAD_DIM_QK:
@@ -374,6 +466,24 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         raise ValueError(f"h_q ({h_q}) must be a multiple of h_kv ({h_kv})")
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
         raise ValueError("q and k_cache must be contiguous in their last dimension")
+    if block_table.dtype != torch.int32 or cache_seqlens.dtype != torch.int32:
+        raise TypeError(f"block_table and cache_seqlens must be int32; got {block_table.dtype} "
+                        f"and {cache_seqlens.dtype}")
+
+
+def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
+                       config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None,
+                       tile_scheduler_metadata: Optional[torch.Tensor] = None,
+                       num_splits: Optional[torch.Tensor] = None):
+    """``decode`` with the table entry and/or the own plan's chunk length (pages) overridden.
+    ``pages_per_split`` forces the own plan; otherwise ``config.plan`` chooses (the metadata
+    plan needs both metadata tensors)."""
+    ok, reason = (True, "") if q.device.type == "cuda" and _cuda_ok(q.device) else is_available(q.device)
+    if not ok:
+        raise RuntimeError(f"Triton backend unavailable on {q.device}: {reason}")
+    _check_inputs(q, k_cache, block_table, cache_seqlens)
+    b, s_q, h_q, _ = q.shape
+    h_kv = k_cache.shape[2]
     group = h_q // h_kv
     rows = s_q * group
     if config is None:
@@ -382,54 +492,77 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         raise ValueError(f"BLOCK_N ({config.block_n}) must divide the page size {PAGE_SIZE}")
     row_tiles = -(-rows // config.block_m)
     max_pages = block_table.shape[1]
-    if pages_per_split is None:
-        num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) \
-            if q.device.type == "cuda" else 4
-        n_splits, pages_per_split = plan_splits(b, h_kv, row_tiles, max_pages, num_sms, config, rows)
-    else:
-        if pages_per_split < 1:
-            raise ValueError(f"pages_per_split must be >= 1; got {pages_per_split}")
-        n_splits = max(1, -(-max_pages // pages_per_split))
+    use_metadata = (pages_per_split is None and config.plan == "metadata"
+                    and tile_scheduler_metadata is not None and num_splits is not None)
 
     block_table = block_table.contiguous()
     cache_seqlens = cache_seqlens.contiguous()
     out = torch.empty(b, s_q, h_q, HEAD_DIM_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
-    has_partials = n_splits > 1
-    if has_partials:
-        out_part = torch.empty(b, n_splits, h_kv, rows, HEAD_DIM_V, dtype=torch.float32, device=q.device)
-        lse_part = torch.empty(b, n_splits, h_kv, rows, dtype=torch.float32, device=q.device)
-    else:  # never written; any fp32 buffer will do as the pointer argument
-        out_part = lse_part = lse
     if b == 0:
         return out, lse
-
-    split_kernel, combine_kernel = _kernels(_interpreting())
     scale_log2 = float(softmax_scale) * LOG2E
+    common = dict(DOT_FP32=_dots_in_fp32(q.dtype), Q_IN_LOOP=config.q_in_loop,
+                  BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+                  PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
+                  num_warps=config.num_warps, num_stages=config.num_stages)
     global LAST_SPLIT_KERNEL
-    LAST_SPLIT_KERNEL = split_kernel[(row_tiles, n_splits, b * h_kv)](
-        q, k_cache, block_table, cache_seqlens,
-        out, lse, out_part, lse_part,
-        q.stride(0), q.stride(1), q.stride(2),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        block_table.stride(0),
-        out.stride(0), out.stride(1), out.stride(2),
-        lse.stride(0), lse.stride(1),
-        s_q, group, rows, h_kv, pages_per_split, n_splits,
-        scale_log2, int(bool(causal)),
-        HAS_PARTIALS=has_partials,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
-        DOT_FP32=_dots_in_fp32(q.dtype),
-        num_warps=config.num_warps, num_stages=config.num_stages,
-    )
-    if has_partials:
-        combine_kernel[(-(-rows // COMBINE_BLOCK_ROWS), b * h_kv)](
-            cache_seqlens, out, lse, out_part, lse_part,
+
+    if use_metadata:
+        metadata = tile_scheduler_metadata.contiguous()
+        num_splits = num_splits.contiguous()
+        if metadata.dim() != 2 or metadata.shape[1] != METADATA_WIDTH or num_splits.numel() < b + 1:
+            raise ValueError(f"tile_scheduler_metadata must be [num_sm_parts, {METADATA_WIDTH}] and num_splits "
+                             f"[b + 1]; got {tuple(metadata.shape)} and {tuple(num_splits.shape)}")
+        num_parts = metadata.shape[0]
+        out_part = torch.empty(b + num_parts, h_kv, rows, HEAD_DIM_V, dtype=torch.float32, device=q.device)
+        lse_part = torch.empty(b + num_parts, h_kv, rows, dtype=torch.float32, device=q.device)
+        LAST_SPLIT_KERNEL = _mla_decode_parts_kernel[(row_tiles, num_parts, h_kv)](
+            q, k_cache, block_table, cache_seqlens, metadata, num_splits,
+            out, lse, out_part, lse_part,
+            q.stride(0), q.stride(1), q.stride(2),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            block_table.stride(0),
             out.stride(0), out.stride(1), out.stride(2),
             lse.stride(0), lse.stride(1),
-            group, rows, h_kv, pages_per_split, n_splits,
-            BLOCK_R=COMBINE_BLOCK_ROWS, PAGE=PAGE_SIZE, D_V=HEAD_DIM_V,
-            num_warps=4,
-        )
+            s_q, group, rows, h_kv, scale_log2, int(bool(causal)),
+            MD_WIDTH=METADATA_WIDTH, **common)
+        n_splits, pages_per_split = 0, 1  # unused by the metadata combine
+    else:
+        if pages_per_split is None:
+            num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) \
+                if q.device.type == "cuda" else 4
+            n_splits, pages_per_split = plan_splits(b, h_kv, row_tiles, max_pages, num_sms, config, rows)
+        else:
+            if pages_per_split < 1:
+                raise ValueError(f"pages_per_split must be >= 1; got {pages_per_split}")
+            n_splits = max(1, -(-max_pages // pages_per_split))
+        if n_splits > 1:
+            out_part = torch.empty(b, n_splits, h_kv, rows, HEAD_DIM_V, dtype=torch.float32, device=q.device)
+            lse_part = torch.empty(b, n_splits, h_kv, rows, dtype=torch.float32, device=q.device)
+        else:  # never written; any fp32 buffer will do as the pointer argument
+            out_part = lse_part = lse
+        LAST_SPLIT_KERNEL = _mla_decode_split_kernel[(row_tiles, n_splits, b * h_kv)](
+            q, k_cache, block_table, cache_seqlens,
+            out, lse, out_part, lse_part,
+            q.stride(0), q.stride(1), q.stride(2),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            block_table.stride(0),
+            out.stride(0), out.stride(1), out.stride(2),
+            lse.stride(0), lse.stride(1),
+            s_q, group, rows, h_kv, pages_per_split, n_splits,
+            scale_log2, int(bool(causal)),
+            HAS_PARTIALS=n_splits > 1, **common)
+        if n_splits == 1:
+            return out, lse
+
+    _mla_decode_combine_kernel[(-(-rows // COMBINE_BLOCK_ROWS), b * h_kv)](
+        cache_seqlens, num_splits if use_metadata else cache_seqlens, out, lse, out_part, lse_part,
+        out.stride(0), out.stride(1), out.stride(2),
+        lse.stride(0), lse.stride(1),
+        group, rows, h_kv, pages_per_split, n_splits,
+        USE_METADATA=use_metadata,
+        BLOCK_R=COMBINE_BLOCK_ROWS, PAGE=PAGE_SIZE, D_V=HEAD_DIM_V,
+        num_warps=4,
+    )
     return out, lse

@@ -9,7 +9,7 @@
 #    row bucket on every row of perf-targets.md (triton_results.csv: ms, CUDA-graph ms for b=1,
 #    TFLOPS, GB/s, and whether each row meets best/0.6 and beats vLLM's Triton MLA kernel).
 # 2. pytest -m gpu tests/test_triton.py: the foundation grid and the benchmark shapes against
-#    flashmla.reference (the table's checked-in configs).
+#    flashmla.reference, with the block sizes just picked (triton_picks.json) where step 1 made them.
 # Exit status: non-zero if either step failed. Logs: triton_tune.log, triton_tests.log.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,8 @@ $PY -m flashmla.triton_configs --out "$OUT_DIR" ${TRITON_TUNE_ARGS:-} 2>&1 | tee
 
 xdist=()
 if $PY -c "import xdist" 2>/dev/null; then xdist=(-n "${PYTEST_WORKERS:-4}"); fi
-$PY -m pytest tests/test_triton.py -m gpu -q -rs "${xdist[@]}" -p no:cacheprovider 2>&1 \
+picks=()
+if [ -f "$OUT_DIR/triton_picks.json" ]; then picks=(env "FLASHMLA_TRITON_PICKS=$OUT_DIR/triton_picks.json"); fi
+"${picks[@]}" $PY -m pytest tests/test_triton.py -m gpu -q -rs "${xdist[@]}" -p no:cacheprovider 2>&1 \
     | tee "$OUT_DIR/triton_tests.log" | tail -n 25 || status=1
 exit $status

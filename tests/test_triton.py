@@ -11,6 +11,7 @@ works with numpy 2.4.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -22,6 +23,9 @@ triton = pytest.importorskip("triton", reason="Triton is not installed: pip inst
                                               "(see docs/triton-kernel.md) to test the Triton backend")
 
 from flashmla import reference, triton_configs, triton_decode  # noqa: E402
+
+if os.environ.get("FLASHMLA_TRITON_PICKS"):  # scripts/gpu_triton.sh: test the tuner's fresh picks
+    triton_configs.load_picks(os.environ["FLASHMLA_TRITON_PICKS"])
 
 PAGE = 64
 OUT_RTOL = 1e-2
@@ -58,8 +62,8 @@ def make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed, spare_pages=3, ext
         used[ids, :] = True
         if s % PAGE:
             used[ids[-1], s % PAGE:] = False
-    if b:
-        block_table[0, -1] = -5  # negative garbage as well
+    if b and table_cols > pages[0]:
+        block_table[0, -1] = -5  # negative garbage as well, in an unused slot
     k_cache[~used.to(device)] = float("nan")
     return q, k_cache, block_table.to(device), torch.tensor(seqlens, dtype=torch.int32, device=device)
 
@@ -139,20 +143,25 @@ def test_unavailable_on_cpu_without_interpreter(monkeypatch):
 # child process started with TRITON_INTERPRET=1 (``_interpreter_worker`` below), which rebuilds
 # each case's inputs from its seed and saves (out, lse); the checks run here.
 
-# name -> (seqlens, s_q, h_q, h_kv, causal, forced pages per split or None, dtype, seed). Tiny odd shapes
-# that still cover zero-length requests, partial pages, several row tiles, GQA, causal rows with
-# nothing to attend (seqlen < s_q), one and several chunks, and the combine kernel.
+# name -> (seqlens, s_q, h_q, h_kv, causal, plan, dtype, seed). Tiny odd shapes that still cover
+# zero-length requests, partial pages, several row tiles, GQA, causal rows with nothing to attend
+# (seqlen < s_q), one and several chunks, and the combine kernel. plan: "auto" (own plan, as
+# planned), an int (own plan with that many pages per chunk), or "md<N>" (the scheduler metadata
+# of get_mla_metadata planned for N SMs: small N cuts requests into several chunks).
 _INTERPRETER_SHAPES = [
-    ([70, 0, 1], 1, 3, 1, False, None),
-    ([129, 5], 2, 5, 1, True, None),
+    ([70, 0, 1], 1, 3, 1, False, "auto"),
+    ([129, 5], 2, 5, 1, True, "auto"),
     ([65, 3, 64], 2, 4, 2, True, 1),
     ([200, 2], 4, 3, 1, True, 1),
     ([150, 0, 1], 2, 9, 1, False, 2),
     ([1, 130], 4, 2, 2, True, 2),
+    ([200, 0, 70, 1], 2, 3, 1, True, "md3"),
+    ([0, 129, 64, 5], 1, 4, 2, False, "md4"),
+    ([260, 17], 4, 5, 1, True, "md16"),
 ]
 INTERPRETER_CASES = {
     f"L{'-'.join(map(str, c[0]))}_sq{c[1]}_hq{c[2]}_hkv{c[3]}_{'causal' if c[4] else 'full'}"
-    f"_pps{'auto' if c[5] is None else c[5]}_{dname}": (*c, dtype, 100 * i + j)
+    f"_plan{c[5]}_{dname}": (*c, dtype, 100 * i + j)
     for i, c in enumerate(_INTERPRETER_SHAPES)
     for j, (dname, dtype) in enumerate([("bf16", torch.bfloat16), ("fp16", torch.float16)])
 }
@@ -191,9 +200,15 @@ def _interpreter_worker(out_path):
     results["available"] = (ok, reason)
     for name in INTERPRETER_CASES:
         def case(name=name):
-            (q, k, bt, sl), causal, pages_per_split = _interpreter_case_inputs(name)
+            (q, k, bt, sl), causal, plan = _interpreter_case_inputs(name)
+            if isinstance(plan, str) and plan.startswith("md"):
+                h_kv = k.shape[2]
+                md, ns = flashmla.get_mla_metadata(sl, q.shape[1] * q.shape[2] // h_kv, h_kv, num_sms=int(plan[2:]))
+                config = dataclasses.replace(triton_configs.INTERPRETER_CONFIG, plan="metadata")
+                return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal, config=config,
+                                                        tile_scheduler_metadata=md, num_splits=ns)
             return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal,
-                                                    pages_per_split=pages_per_split)
+                                                    pages_per_split=None if plan == "auto" else plan)
         run(name, case)
 
     def strided():
@@ -271,18 +286,25 @@ FOUNDATION_HEADS = [(h_q, h_kv) for h_q in (1, 3, 16, 63, 128) for h_kv in (1, 2
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("plan", ["metadata", "own"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("s_q", [1, 2, 4])
 @pytest.mark.parametrize("heads", FOUNDATION_HEADS, ids=lambda hk: f"hq{hk[0]}-hkv{hk[1]}")
-def test_gpu_foundation_grid(heads, s_q, causal, dtype):
+def test_gpu_foundation_grid(heads, s_q, causal, dtype, plan):
+    """The table's block sizes for these rows, with either split plan (the scheduler metadata is
+    planned for few SMs so that requests are cut into several chunks)."""
+    import flashmla
     h_q, h_kv = heads
     device = _cuda_device()
     seed = h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2 + (dtype == torch.float16)
     order = torch.randperm(len(FOUNDATION_SEQLENS), generator=torch.Generator().manual_seed(seed))
     seqlens = [FOUNDATION_SEQLENS[i] for i in order]
     q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
-    out, lse = triton_decode.decode(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1, None, None)
+    config = dataclasses.replace(triton_decode.kernel_config(device, s_q * h_q // h_kv), plan=plan)
+    md, ns = flashmla.get_mla_metadata(sl, s_q * h_q // h_kv, h_kv, num_sms=7)
+    out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1, config=config,
+                                                tile_scheduler_metadata=md, num_splits=ns)
     ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1)
     assert_matches_reference(out, lse, ref_out, ref_lse)
 
@@ -322,7 +344,9 @@ def test_gpu_benchmark_shapes(shape):
     device = _cuda_device()
     seqlens = benchmark_seqlens(b, mean, s_q, varied)
     q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=sum(shape), spare_pages=1)
-    out, lse = triton_decode.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, None, None)
+    import flashmla
+    md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1)
+    out, lse = flashmla.flash_mla_with_kvcache(q, k, bt, sl, 512, md, ns, causal=s_q > 1, backend="triton")
     # bf16 inputs: the reference upcasts one request at a time (the whole cache in fp32 would not fit).
     ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)
     assert_matches_reference(out, lse, ref_out, ref_lse, str(shape))
