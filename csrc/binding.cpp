@@ -10,7 +10,11 @@
 
 namespace {
 
-#define MLA_CHECK(cond, ...) TORCH_CHECK_VALUE(cond, __VA_ARGS__)
+// Bad arguments raise Python ValueError / TypeError through pybind11's own exception types.
+#define MLA_CHECK(cond, ...) \
+  do { if (!(cond)) throw pybind11::value_error(c10::str(__VA_ARGS__)); } while (0)
+#define MLA_CHECK_TYPE(cond, ...) \
+  do { if (!(cond)) throw pybind11::type_error(c10::str(__VA_ARGS__)); } while (0)
 
 void check_cuda_tensor(const at::Tensor& t, const char* name, const at::Device& device) {
   MLA_CHECK(t.is_cuda(), name, " must be a CUDA tensor, got device ", t.device());
@@ -18,7 +22,7 @@ void check_cuda_tensor(const at::Tensor& t, const char* name, const at::Device& 
 }
 
 void check_int32_contiguous(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, " must have dtype torch.int32, got ", t.scalar_type());
+  MLA_CHECK_TYPE(t.scalar_type() == at::kInt, name, " must have dtype torch.int32, got ", t.scalar_type());
   MLA_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
@@ -50,9 +54,9 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   check_sm90(device);
   const c10::cuda::CUDAGuard guard(device);
 
-  TORCH_CHECK_TYPE(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
+  MLA_CHECK_TYPE(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
                    "q must be bfloat16 or float16, got ", q.scalar_type());
-  TORCH_CHECK_TYPE(k_cache.scalar_type() == q.scalar_type(), "k_cache must have q's dtype ", q.scalar_type(),
+  MLA_CHECK_TYPE(k_cache.scalar_type() == q.scalar_type(), "k_cache must have q's dtype ", q.scalar_type(),
                    ", got ", k_cache.scalar_type());
   MLA_CHECK(q.dim() == 4 && q.size(3) == flashmla::kHeadDimQK, "q must have shape [b, s_q, h_q, 576], got ",
             q.sizes());
@@ -97,8 +101,11 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
 
   auto out = at::empty({batch, s_q, h_q, flashmla::kHeadDimV}, q.options());
   auto lse = at::empty({batch, h_q, s_q}, q.options().dtype(at::kFloat));
-  auto out_accum = at::empty({batch + num_sm_parts, h_kv, rows, flashmla::kHeadDimV}, q.options().dtype(at::kFloat));
-  auto lse_accum = at::empty({batch + num_sm_parts, h_kv, rows}, q.options().dtype(at::kFloat));
+  // Both partial buffers in one allocation (fewer allocator calls on the latency path).
+  const int64_t accum_rows = (batch + num_sm_parts) * h_kv * rows;
+  auto accum = at::empty({accum_rows * (flashmla::kHeadDimV + 1)}, q.options().dtype(at::kFloat));
+  auto out_accum = accum.narrow(0, 0, accum_rows * flashmla::kHeadDimV);
+  auto lse_accum = accum.narrow(0, accum_rows * flashmla::kHeadDimV, accum_rows);
 
   flashmla::DecodeParams p{};
   p.q = q_in.data_ptr();

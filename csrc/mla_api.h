@@ -45,7 +45,7 @@ struct DecodeParams {
   int num_m_blocks;                 // ceil(rows / 64)
   float softmax_scale;
   bool causal;
-  // 0 = auto (pipelined when num_m_blocks > 1), 1 = serial, 2 = pipelined; see kernel-design.md.
+  // 0 = auto (= serial, the faster one measured), 1 = serial, 2 = pipelined; see kernel-design.md.
   int schedule;
 };
 

@@ -71,9 +71,12 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     const float inv_sum = 1.f / sum;
     const float* o_in = p.out_accum + ((static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV;
     const int64_t o_stride = lse_stride * kHeadDimV;
+    // No data-dependent branch in this loop, so the compiler keeps several chunks' loads in
+    // flight (b = 1 requests are split into ~64 chunks). A chunk whose row saw no key has
+    // lse = -inf (weight 0) and a zero partial, so it adds exactly nothing.
+#pragma unroll 4
     for (int c = 0; c < num_chunks; ++c) {
       const float w = __expf(lse_in[c * lse_stride] - lse_max) * inv_sum;
-      if (w == 0.f) continue;  // also skips chunks whose rows saw no key (partial O = 0)
       const float4* src = reinterpret_cast<const float4*>(o_in + c * o_stride);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {

@@ -13,8 +13,9 @@ import torch
 
 # Inner-loop schedule of the main kernel (docs/kernel-design.md): "serial" issues each block's
 # PV before the next QK^T (frees a K stage soonest: memory-bound shapes), "pipelined" overlaps
-# the softmax of block j+1 with PV(j) (compute-bound shapes), "auto" = pipelined when a kv head
-# has more than 64 query rows. $FLASHMLA_CUDA_SCHEDULE sets the default.
+# the softmax of block j+1 with PV(j) (kept as an experiment: it measured slower on every
+# benchmark row, see docs/kernel-design.md), "auto" = serial. $FLASHMLA_CUDA_SCHEDULE sets the
+# default.
 SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2}
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available

@@ -8,6 +8,7 @@ formulas. Prints a table with the target and writes a CSV (GPU, versions, date) 
 import csv
 import datetime
 import math
+import os
 import random
 import sys
 
@@ -94,29 +95,40 @@ def main():
     print(f"GPU {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
           f"triton {triton.__version__}, copy {copy_gbs:.0f} GB/s", flush=True)
     rows = []
+    # Extra schedules to time beside "auto" (comma list, e.g. "serial,pipelined").
+    extra = [x for x in os.environ.get("BENCH_SCHEDULES", "").split(",") if x]
     hdr = (f"{'shape':<28}{'ms':>9}{'target':>9}{'FlashMLA':>9}{'TB/s':>7}{'TFLOPS':>8}"
-           f"{'serial':>9}{'pipelnd':>9}  verdict")
+           + "".join(f"{x[:8]:>9}" for x in extra) + f"{'graph':>9}  verdict")
     print(hdr)
     for shape, (fm, fi, tgt) in TARGETS.items():
         b, s_q, mean, h_q, varied = shape
         q, k, bt, sl, total = make(*shape, device)
         md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, props.multi_processor_count)
         per_schedule = {}
-        for schedule in ("auto", "serial", "pipelined"):
+        for schedule in ["auto"] + extra:
             fn = lambda: cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=schedule)  # noqa: E731,B023
             per_schedule[schedule] = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
         ms = per_schedule["auto"]
+        graph_ms = float("nan")
+        if b == 1:  # launch-overhead-free time of the same call, replayed from a CUDA graph
+            fn = lambda: cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns)  # noqa: E731
+            fn()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            graph_ms = triton.testing.do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
         flops = 2 * s_q * total * h_q * (576 + 512)
         nbytes = 2 * (total * 576 + b * s_q * h_q * (576 + 512))
         tbs, tflops = nbytes / ms / 1e9, flops / ms / 1e9
         verdict = "OK" if ms <= tgt else "SLOW"
         name = f"{b},{s_q},{mean},{h_q},{'var' if varied else 'fix'}"
         print(f"{name:<28}{ms:9.4f}{tgt:9.4f}{fm:9.4f}{tbs:7.2f}{tflops:8.1f}"
-              f"{per_schedule['serial']:9.4f}{per_schedule['pipelined']:9.4f}  {verdict}", flush=True)
+              + "".join(f"{per_schedule[x]:9.4f}" for x in extra) + f"{graph_ms:9.4f}  {verdict}", flush=True)
         rows.append(dict(b=b, s_q=s_q, mean_seqlen=mean, h_q=h_q, varied=varied, ms=round(ms, 5),
                          target_ms=tgt, flashmla_ms=fm, flashinfer_ms=fi, tbs=round(tbs, 3),
                          tflops=round(tflops, 1), copy_gbs=round(copy_gbs), verdict=verdict,
-                         serial_ms=round(per_schedule["serial"], 5), pipelined_ms=round(per_schedule["pipelined"], 5)))
+                         graph_ms=round(graph_ms, 5),
+                         **{f"{x}_ms": round(per_schedule[x], 5) for x in extra}))
         del q, k, bt, sl
     stamp = dict(gpu=props.name, torch=torch.__version__, triton=triton.__version__, cuda=torch.version.cuda,
                  date=datetime.date.today().isoformat())
