@@ -16,6 +16,14 @@ namespace {
 #define MLA_CHECK_TYPE(cond, ...) \
   do { if (!(cond)) throw pybind11::type_error(c10::str(__VA_ARGS__)); } while (0)
 
+// "[d0, d1, ...]" built from size(i): messages avoid streaming IntArrayRef (an error path that
+// crashed on the GPU host in one test, cause not established; see docs/kernel-design.md).
+std::string shape_of(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
 void check_cuda_tensor(const at::Tensor& t, const char* name, const at::Device& device) {
   MLA_CHECK(t.is_cuda(), name, " must be a CUDA tensor, got device ", t.device());
   MLA_CHECK(t.device() == device, name, " must be on ", device, ", got ", t.device());
@@ -59,9 +67,9 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   MLA_CHECK_TYPE(k_cache.scalar_type() == q.scalar_type(), "k_cache must have q's dtype ", q.scalar_type(),
                    ", got ", k_cache.scalar_type());
   MLA_CHECK(q.dim() == 4 && q.size(3) == flashmla::kHeadDimQK, "q must have shape [b, s_q, h_q, 576], got ",
-            q.sizes());
+            shape_of(q));
   MLA_CHECK(k_cache.dim() == 4 && k_cache.size(1) == flashmla::kPageSize && k_cache.size(3) == flashmla::kHeadDimQK,
-            "k_cache must have shape [num_blocks, 64, h_kv, 576], got ", k_cache.sizes());
+            "k_cache must have shape [num_blocks, 64, h_kv, 576], got ", shape_of(k_cache));
   MLA_CHECK(q.stride(3) == 1, "q must have a contiguous last dimension");
   MLA_CHECK(k_cache.stride(3) == 1, "k_cache must have a contiguous last dimension");
   check_int32_contiguous(block_table, "block_table");
@@ -70,18 +78,18 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   check_int32_contiguous(num_splits, "num_splits");
 
   const int64_t batch = q.size(0), s_q = q.size(1), h_q = q.size(2), h_kv = k_cache.size(2);
-  MLA_CHECK(batch > 0 && s_q > 0 && h_q > 0 && h_kv > 0, "q and k_cache must be non-empty, got q ", q.sizes(),
-            " and k_cache ", k_cache.sizes());
+  MLA_CHECK(batch > 0 && s_q > 0 && h_q > 0 && h_kv > 0, "q and k_cache must be non-empty, got q ", shape_of(q),
+            " and k_cache ", shape_of(k_cache));
   MLA_CHECK(h_q % h_kv == 0, "h_q (", h_q, ") must be a multiple of h_kv (", h_kv, ")");
   MLA_CHECK(block_table.dim() == 2 && block_table.size(0) == batch, "block_table must have shape [", batch,
-            ", max_blocks], got ", block_table.sizes());
+            ", max_blocks], got ", shape_of(block_table));
   MLA_CHECK(cache_seqlens.dim() == 1 && cache_seqlens.size(0) == batch, "cache_seqlens must have shape [", batch,
-            "], got ", cache_seqlens.sizes());
+            "], got ", shape_of(cache_seqlens));
   MLA_CHECK(tile_scheduler_metadata.dim() == 2 && tile_scheduler_metadata.size(1) == flashmla::kMetadataWidth &&
                 tile_scheduler_metadata.size(0) >= 1,
-            "tile_scheduler_metadata must have shape [num_sm_parts, 8], got ", tile_scheduler_metadata.sizes());
+            "tile_scheduler_metadata must have shape [num_sm_parts, 8], got ", shape_of(tile_scheduler_metadata));
   MLA_CHECK(num_splits.dim() == 1 && num_splits.size(0) == batch + 1, "num_splits must have shape [", batch + 1,
-            "], got ", num_splits.sizes());
+            "], got ", shape_of(num_splits));
 
   // TMA needs 16-byte aligned strides and base; q rows are read with 16-byte loads.
   at::Tensor q_in = q;
@@ -91,7 +99,7 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   MLA_CHECK(k_cache.stride(0) % 8 == 0 && k_cache.stride(1) % 8 == 0 && k_cache.stride(2) % 8 == 0 &&
                 reinterpret_cast<uintptr_t>(k_cache.data_ptr()) % 16 == 0,
             "k_cache strides must be multiples of 8 elements and its data 16-byte aligned (TMA), got strides ",
-            k_cache.strides());
+            k_cache.stride(0), ",", k_cache.stride(1), ",", k_cache.stride(2));
   MLA_CHECK(k_cache.size(0) <= INT32_MAX, "k_cache has too many blocks for int32 page ids");
 
   const int64_t heads_per_kv = h_q / h_kv;
@@ -149,7 +157,7 @@ std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_
   MLA_CHECK(cache_seqlens.is_cuda(), "cache_seqlens must be a CUDA tensor, got device ", cache_seqlens.device());
   check_int32_contiguous(cache_seqlens, "cache_seqlens");
   MLA_CHECK(cache_seqlens.dim() == 1 && cache_seqlens.size(0) > 0,
-            "cache_seqlens must have shape [b] with b > 0, got ", cache_seqlens.sizes());
+            "cache_seqlens must have shape [b] with b > 0, got ", shape_of(cache_seqlens));
   MLA_CHECK(num_q_tokens_per_head_k > 0, "num_q_tokens_per_head_k must be positive, got ", num_q_tokens_per_head_k);
   MLA_CHECK(num_heads_k > 0, "num_heads_k must be positive, got ", num_heads_k);
   MLA_CHECK(num_sms > 0 && num_sms <= 1024, "num_sms must be in [1, 1024], got ", num_sms);

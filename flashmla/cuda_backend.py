@@ -66,6 +66,12 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
         raise RuntimeError(is_available(q.device)[1])
     if tile_scheduler_metadata is None or num_splits is None:
         raise ValueError("the CUDA backend needs tile_scheduler_metadata and num_splits from get_mla_metadata")
+    # Shapes of the schedule are checked here as well as in the binding (docs/kernel-design.md).
+    if tile_scheduler_metadata.dim() != 2 or tile_scheduler_metadata.shape[1] != 8:
+        raise ValueError(f"tile_scheduler_metadata must have shape [num_sm_parts, 8], got "
+                         f"{list(tile_scheduler_metadata.shape)}")
+    if num_splits.dim() != 1 or num_splits.shape[0] != q.shape[0] + 1:
+        raise ValueError(f"num_splits must have shape [{q.shape[0] + 1}] (batch + 1), got {list(num_splits.shape)}")
     out, lse = _C.decode(q, k_cache, block_table, cache_seqlens, float(softmax_scale), bool(causal),
                          tile_scheduler_metadata, num_splits, _schedule_code(schedule))
     return out, lse

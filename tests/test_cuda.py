@@ -284,3 +284,30 @@ def test_gpu_binding_rejects_bad_input():
         cuda_backend.decode(q, k, bt.long(), sl, 0.1, False, md, ns)
     with pytest.raises(ValueError, match="schedule"):
         cuda_backend.decode(q, k, bt, sl, 0.1, False, md, ns, schedule="fastest")
+
+
+_BINDING_VALUE_ERROR_CHILD = """
+import torch, sys
+sys.path.insert(0, "tests")
+from test_cuda import make_inputs
+from flashmla import cuda_backend
+q, k, bt, sl = make_inputs([100], 1, 16, 1, torch.bfloat16, torch.device("cuda"), seed=1)
+md, ns = cuda_backend.get_mla_metadata_gpu(sl, 16, 1, 132)
+try:
+    cuda_backend._C.decode(q, k, bt, sl, 0.1, False, md, ns[:1], 0)
+except ValueError as e:
+    print("VALUE_ERROR", e)
+"""
+
+
+@pytest.mark.gpu
+def test_gpu_binding_value_error_without_python_checks():
+    """The binding's own shape check raises ValueError (run in a child: a crash must not take
+    the test session with it)."""
+    _device()
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _BINDING_VALUE_ERROR_CHILD], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "VALUE_ERROR num_splits must have shape [2]" in proc.stdout, (
+        f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}")
