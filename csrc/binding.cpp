@@ -144,7 +144,8 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   p.num_m_blocks = static_cast<int>(num_m_blocks);
   p.softmax_scale = static_cast<float>(softmax_scale);
   p.causal = causal && s_q > 1;
-  MLA_CHECK(schedule >= 0 && schedule <= 2, "schedule must be 0 (auto), 1 (serial) or 2 (pipelined), got ", schedule);
+  MLA_CHECK(schedule >= 0 && schedule <= 7 && (schedule & 3) != 3,
+            "schedule must be 0 (auto), 1 (serial) or 2 (pipelined), plus 4 for rendezvous barriers, got ", schedule);
   p.schedule = static_cast<int>(schedule);
 
   const auto dtype = q.scalar_type() == at::kBFloat16 ? flashmla::DType::kBF16 : flashmla::DType::kFP16;

@@ -45,7 +45,8 @@ struct DecodeParams {
   int num_m_blocks;                 // ceil(rows / 64)
   float softmax_scale;
   bool causal;
-  // 0 = auto (= serial, the faster one measured), 1 = serial, 2 = pipelined; see kernel-design.md.
+  // bits 0-1: 0 = auto (= serial, the faster one measured), 1 = serial, 2 = pipelined;
+  // bit 2: rendezvous (bar.sync on both sides) instead of bar.arrive for the WG0/WG1 handoff.
   int schedule;
 };
 

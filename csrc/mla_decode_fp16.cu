@@ -8,7 +8,7 @@ template <>
 cudaError_t launch_main_kernel<__half>(const DecodeParams& params, const CUtensorMap& kv_map,
                                    cudaStream_t stream) {
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).
-  const bool pipelined = params.schedule == 2;
+  const bool pipelined = (params.schedule & 3) == 2;
   auto kernel = pipelined ? mla_decode_kernel<__half, true> : mla_decode_kernel<__half, false>;
   // The opt-in shared-memory size is a per-function attribute; set it once per process.
   static bool configured[2] = {false, false};

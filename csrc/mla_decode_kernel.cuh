@@ -216,6 +216,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   __syncthreads();
 
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  const bool rendezvous = (p.schedule & 4) != 0;  // barrier mode of the WG0 <-> WG1 handoff
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
 
   PartCursor cur;
@@ -345,9 +346,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
       }
       fence_proxy_async_smem();
-      // A rendezvous rather than bar.arrive: compute-sanitizer racecheck does not credit an
-      // arrive -> sync pair with ordering, and WG1 is already waiting here in steady state.
-      named_barrier_sync(kBarPReady, kNumThreads);
+      // bar.arrive (release) suffices for WG1's bar.sync to see these writes; the rendezvous
+      // variant makes WG0 wait for WG1 as well (an experiment for compute-sanitizer racecheck,
+      // which reports hazards on this handoff either way; see docs/kernel-design.md).
+      if (rendezvous) named_barrier_sync(kBarPReady, kNumThreads);
+      else named_barrier_arrive(kBarPReady, kNumThreads);
     };
     auto rescale_o = [&](float* o, const float* rescale) {
 #pragma unroll
@@ -509,7 +512,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
       }
     }  // requests
-    named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE rendezvous
+    named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE arrival
   } else {
     // ------------------------------------------------------------------ WG1: TMA producer, PV right
     const bool producer = tid == 128;
@@ -535,7 +538,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       for (int it = 0; it < kNumStages && it < num_iters; ++it) issue_load(it);
     }
     __syncwarp();
-    named_barrier_sync(kBarPFree, kNumThreads);  // P buffer starts free
+    // P buffer starts free.
+    if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
+    else named_barrier_arrive(kBarPFree, kNumThreads);
 
     int it = 0;
 #pragma unroll 1
@@ -576,14 +581,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
         wgmma_commit();
         wgmma_wait<0>();
+        // WG0 may overwrite sP/sScale/sInvL only after this point of WG1.
+        if (!rendezvous) named_barrier_arrive(kBarPFree, kNumThreads);
         mbar_arrive(&empty_bar[stage]);
         if (producer && it + kNumStages < num_iters) {
           mbar_wait(&empty_bar[stage], (it >> 1) & 1);
           issue_load(stage);
         }
         __syncwarp();
-        // Rendezvous (not a bare arrive): WG0 may overwrite sP/sScale/sInvL only after this.
-        named_barrier_sync(kBarPFree, kNumThreads);
+        if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 1, inv_l);

@@ -49,10 +49,14 @@ def is_available(device: torch.device) -> tuple[bool, str]:
 
 
 def _schedule_code(schedule: str | None) -> int:
+    """"serial", "pipelined" or "auto", optionally with "+rendezvous" (both warpgroups bar.sync
+    at the P handoff instead of bar.arrive; an experiment, see docs/kernel-design.md)."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
-    return SCHEDULES[name]
+    base, _, suffix = name.partition("+")
+    if base not in SCHEDULES or suffix not in ("", "rendezvous"):
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, optionally with '+rendezvous', "
+                         f"got {name!r}")
+    return SCHEDULES[base] | (4 if suffix else 0)
 
 
 def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,

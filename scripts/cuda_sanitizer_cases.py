@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A few small decodes for compute-sanitizer (memcheck/racecheck): zero-length and padded
 requests, NaN tails, garbage block-table slots, h_kv > 1, causal s_q > 1, split and direct paths."""
+import os
 import sys
 
 import torch
@@ -14,7 +15,7 @@ for i, (lens, s_q, h_q, h_kv, dtype, num_sms) in enumerate([
         ([200, 0, 64], 1, 9, 3, torch.float16, 5),
         ([129], 4, 32, 2, torch.bfloat16, 132)]):
     q, k, bt, sl = make_inputs(lens, s_q, h_q, h_kv, dtype, device, seed=i)
-    for schedule in ("serial", "pipelined"):
+    for schedule in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined").split(","):
         out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule)
         torch.cuda.synchronize()
         print(f"case {i} {schedule}: out finite={bool(torch.isfinite(out).all())}")

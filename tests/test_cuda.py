@@ -154,7 +154,8 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype):
     ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
     # Both inner-loop schedules, and a random SM count so both the direct-write and the combine
     # paths run.
-    for num_sms, schedule in ((None, "serial"), (None, "pipelined"), (rng.choice([1, 7, 33, 200]), "auto")):
+    for num_sms, schedule in ((None, "serial"), (None, "pipelined+rendezvous"),
+                              (rng.choice([1, 7, 33, 200]), "auto")):
         out, lse = run_cuda(q, k, bt, sl, causal, num_sms, schedule=schedule)
         check_against_reference(out, lse, ref_out.float(), ref_lse, f"num_sms={num_sms} schedule={schedule}")
 
@@ -266,7 +267,7 @@ def test_gpu_schedules_agree_on_long_sequences():
     device = _device()
     q, k, bt, sl = make_inputs([3000, 4097, 64, 2500], 2, 128, 1, torch.bfloat16, device, seed=21)
     ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
-    for schedule in ("serial", "pipelined"):
+    for schedule in ("serial", "pipelined", "serial+rendezvous", "pipelined+rendezvous"):
         out, lse = run_cuda(q, k, bt, sl, True, schedule=schedule)
         check_against_reference(out, lse, ref_out.float(), ref_lse, schedule)
 
