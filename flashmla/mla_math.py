@@ -500,3 +500,38 @@ def serving_budget(gpu_memory_gib: float, *, kind: str = "mla", config: MLAConfi
     tokens = int(kv_gib * 2**30 // per_token)
     return ServingBudget(gpu_memory_gib, utilization, weights_gib, overhead_gib, kv_gib, per_token, tokens,
                          tokens // context)
+
+
+# --------------------------------------------------------------------------- a decode batch (notebook 04)
+@dataclasses.dataclass
+class DecodeBatch:
+    """A batch of requests of one random MLA layer, as vLLM's decode path sees it.
+
+    ``queries[i]`` is request i's absorbed query ``[s_q, n_h, 576]`` (``[q_nope W_UKᵀ | q_pe]``),
+    ``cache_rows[i]`` its cached rows ``[L_i, 576]``; ``expected[i]`` the textbook (expanded,
+    float64) attention output ``[s_q, n_h, d_v]`` of its last ``s_q`` tokens."""
+    weights: MLAWeights
+    queries: list
+    cache_rows: list
+    expected: list
+
+
+def decode_batch(config: MLAConfig = DEEPSEEK_V2_LITE, seq_lens: Sequence[int] = (37, 130), s_q: int = 1,
+                 seed: int = 0) -> DecodeBatch:
+    """Random hidden states for each request through one random MLA layer (float64): what a
+    serving engine caches, the absorbed queries of the newest ``s_q`` tokens, and the expected
+    outputs computed the long way, causal over those tokens."""
+    if any(n < s_q for n in seq_lens):
+        raise ValueError(f"every sequence must hold at least s_q={s_q} tokens, got {list(seq_lens)}")
+    weights = MLAWeights.random(config, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    queries, rows, expected = [], [], []
+    for n in seq_lens:
+        x = torch.randn(n, config.hidden_size, generator=g, dtype=torch.float64)
+        positions = torch.arange(n)
+        cache = mla_cache_rows(weights, x, positions)
+        q_pos = positions[n - s_q:]
+        queries.append(absorbed_query(weights, x[n - s_q:], q_pos))
+        rows.append(cache)
+        expected.append(mla_attention_expanded(weights, x[n - s_q:], q_pos, cache))
+    return DecodeBatch(weights, queries, rows, expected)

@@ -26,10 +26,11 @@
 # - what vLLM calls and when: the metadata builder once per step on the host, `forward_mqa` once
 #   per layer, inside a CUDA graph for pure-decode batches.
 #
-# **What it needs**: vLLM ≥ 0.26 (tested with 0.26.0, torch 2.11.0+cu130) installed together with
-# flashmla (`pip install --no-build-isolation -e .`), and a Hopper GPU for our CUDA kernel. Without
-# vLLM the notebook still shows the plugin declaration and explains the call sequence; the vLLM
-# steps say why they were skipped. Time: < 1 min. Memory: < 4 GiB.
+# **What it needs**: vLLM ≥ 0.26 (tested with 0.26.0 on an H100, torch 2.11.0+cu130; 0.32.0 on a CPU)
+# installed together with flashmla (`pip install --no-build-isolation -e .`); a Hopper GPU runs our
+# CUDA kernel, a CPU the reference. Without vLLM the notebook still shows the plugin declaration
+# and explains the call sequence; the vLLM steps say why they were skipped. Time: < 1 min.
+# Memory: < 4 GiB.
 
 # %% tags=["parameters"]
 SMOKE: bool = False  # True: CPU allowed; the vLLM steps need vLLM (and a GPU for the kernel check)
@@ -108,34 +109,85 @@ with steps.step("plugin_declared") as step:
 # %%
 with steps.step("register_plugin", needs=[have_vllm, have_plugin]) as step:
     if step.runs:
+        from flashmla.vllm_backend import testing as vllm_testing
+
+        vllm_testing.prepare_cpu_environment()  # a CPU machine: tell vLLM which platform it is on
         from flashmla import vllm_backend
 
-        vllm_backend.register()
-        vllm_backend.register()  # vLLM may call it several times per process: it must be idempotent
+        first = vllm_backend.register()
+        again = vllm_backend.register()  # vLLM calls it in every process, maybe more than once: idempotent
+        print("register():", first)
+        assert not first.get("problem"), first["problem"]
+        assert again["registered"] == first["registered"]
         from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
-        path = AttentionBackendEnum.CUSTOM.get_path()
         backend_cls = AttentionBackendEnum.CUSTOM.get_class()
-        print("CUSTOM ->", path)
-        print("name:", backend_cls.get_name(), "| kernel block sizes:", backend_cls.get_supported_kernel_block_sizes())
-        assert path.startswith("flashmla."), path
-        step.result(backend_class=path, name=backend_cls.get_name())
+        builder_cls = backend_cls.get_builder_cls()
+        print("CUSTOM ->", AttentionBackendEnum.CUSTOM.get_path())
+        print("  name:", backend_cls.get_name(), "| kernel block sizes:", backend_cls.get_supported_kernel_block_sizes(),
+              "| head sizes:", backend_cls.get_supported_head_sizes())
+        print("  builder:", builder_cls.__name__, "| CUDA graphs:", builder_cls._cudagraph_support.name,
+              "| impl:", backend_cls.get_impl_cls().__name__)
+        assert AttentionBackendEnum.CUSTOM.get_path() == vllm_backend.CUSTOM_CLASS_PATH
+        assert backend_cls.get_supported_kernel_block_sizes() == [64]
+        step.result(vllm=first.get("vllm"), registered=first["registered"],
+                    cudagraph_support=builder_cls._cudagraph_support.name)
 
 # %% [markdown]
-# ## 3. The backend computes what the kernel computes
+# ## 3. One decode step through the backend's classes
 #
-# The plugin's `forward_mqa` on a vLLM-shaped problem (query as vLLM hands it over, cache as
-# `[num_blocks, 64, 576]`, padded rows with `seq_len = 0`) must equal the float32 reference.
+# Without loading a model, we do what vLLM's model runner does for one layer of one decode step,
+# with vLLM's own config and metadata objects (`flashmla.vllm_backend.testing` builds them as the
+# runner would): the builder turns vLLM's common metadata into ours, and `forward_mqa` gets the
+# absorbed query as the tuple `(ql_nope, q_pe)` and the cache as `[num_blocks, 64, 576]`. The batch
+# has two padded rows, as a CUDA graph captured for a larger batch would: `seq_len = 0`, block-table
+# row 0. The data come from a random DeepSeek-V2-Lite attention layer (notebook 01), so the check
+# is against the textbook float64 MLA output, projected with `W_UV` as vLLM does.
 
 # %%
-with steps.step("backend_matches_reference", needs=[have_vllm, have_plugin, env.has_cuda_gpu()]) as step:
+with steps.step("decode_step_through_vllm_classes", needs=[have_vllm, have_plugin]) as step:
     if step.runs:
-        from flashmla import vllm_backend
+        from flashmla import mla_math
 
-        report = vllm_backend.self_check(device=device, seed=SEED)
-        print(report)
-        assert report["ok"], report
-        step.result(**{k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))})
+        cfg = mla_math.DEEPSEEK_V2_LITE
+        seq_lens, s_q, padded = ([37, 130, 64], 1, 2) if SMOKE else ([37, 130, 64, 4096, 1000, 2049], 1, 2)
+        batch = mla_math.decode_batch(cfg, seq_lens=seq_lens, s_q=s_q, seed=SEED)
+        k_cache, table, lens = mla_math.page_cache_rows([r[:, None] for r in batch.cache_rows],
+                                                        device=device, seed=SEED, spare_blocks=3)
+        k_cache = k_cache.squeeze(2)  # vLLM's MLA cache layout: [num_blocks, 64, 576]
+        table = torch.cat([table, torch.zeros(padded, table.shape[1], dtype=table.dtype, device=device)])
+        config = vllm_testing.make_vllm_config(full_cuda_graphs=device.type == "cuda")
+        builder = vllm_testing.make_builder(config, device=device)
+        impl = vllm_testing.make_impl(config, scale=cfg.softmax_scale())
+        print("kernel:", flashmla.resolve_backend(None if impl.kernel == "auto" else impl.kernel, device))
+
+        # (1) once per step, on the host: vLLM's common metadata -> our decode metadata
+        common = vllm_testing.common_decode_metadata(seq_lens, s_q, table, num_padded=padded, device=device)
+        metadata = builder.build(0, common)
+        decode = metadata.decode
+        print("decode metadata: seq_lens", decode.seq_lens.tolist(), "| tile schedule",
+              tuple(decode.tile_scheduler_metadata.shape), "| num_splits", decode.num_splits.tolist())
+
+        # (2) per layer: the absorbed query as vLLM hands it over, then forward_mqa
+        q = torch.cat(batch.queries + [torch.zeros(padded * s_q, cfg.num_heads, 576, dtype=torch.float64)])
+        q = q.to(device=device, dtype=torch.bfloat16)
+        latent_out, lse = impl.forward_mqa((q[..., :512].contiguous(), q[..., 512:].contiguous()), k_cache,
+                                           metadata, layer=None)
+        print("forward_mqa ->", tuple(latent_out.shape), tuple(lse.shape))
+
+        # (3) vLLM applies W_UV to the latent output; compare with the textbook computation
+        errors = []
+        for i in range(len(seq_lens)):
+            got = mla_math.absorbed_output(batch.weights, latent_out[i * s_q:(i + 1) * s_q].double().cpu())
+            want = batch.expected[i]
+            errors.append(((got - want).norm() / want.norm()).item())
+        print("relative error per request:", [f"{e:.1e}" for e in errors])
+        assert max(errors) < 2e-2, errors
+        assert (latent_out[len(seq_lens) * s_q:] == 0).all() and torch.isinf(lse[len(seq_lens):]).all(), \
+            "padded graph rows must give out = 0, lse = +inf"
+        assert not torch.isnan(latent_out).any(), "NaN from unused cache rows leaked"
+        step.result(kernel=flashmla.resolve_backend(None if impl.kernel == "auto" else impl.kernel, device),
+                    max_rel_error=max(errors), requests=len(seq_lens), padded_rows=padded)
 
 # %% [markdown]
 # ## 4. Use it
@@ -152,9 +204,10 @@ with steps.step("backend_matches_reference", needs=[have_vllm, have_plugin, env.
 #
 # ## What to expect on an H100
 #
-# With vLLM 0.26.0 / torch 2.11.0+cu130: `CUSTOM -> flashmla.vllm_backend…`, name `CUSTOM`, kernel
-# block size `[64]`; the backend check matches the reference to bf16 rounding (max abs error
-# ≈ 2e-3 to 4e-3). Without vLLM (e.g. the CPU CI) only the plugin declaration runs.
+# With vLLM 0.26.0 / torch 2.11.0+cu130: `CUSTOM -> flashmla.vllm_backend.backend.FlashMLATutorialBackend`,
+# kernel block size `[64]`, CUDA graphs `UNIFORM_BATCH`; the decode step runs on `kernel: cuda` and
+# matches the float64 textbook MLA with relative error ≈ 3e-3 (bf16 inputs); padded rows give
+# out = 0, lse = +inf. Without vLLM only the plugin declaration runs.
 
 # %%
 steps.finish();

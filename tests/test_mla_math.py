@@ -162,3 +162,20 @@ def test_plots_build(tmp_path):
         fig.savefig(path)
         assert path.stat().st_size > 1000
         plt.close(fig)
+
+
+def test_decode_batch_through_the_paged_api():
+    """Notebook 04's problem: several requests, s_q = 2 (causal), paged, through flashmla."""
+    batch = mla_math.decode_batch(LITE, seq_lens=(3, 70), s_q=2, seed=4)
+    assert [q.shape for q in batch.queries] == [(2, 16, 576)] * 2
+    k_cache, block_table, seqlens = mla_math.page_cache_rows([r[:, None] for r in batch.cache_rows], seed=1)
+    q = torch.stack(batch.queries).to(torch.bfloat16)
+    md, ns = flashmla.get_mla_metadata(seqlens, 2 * 16, 1)
+    out, _ = flashmla.flash_mla_with_kvcache(q, k_cache, block_table, seqlens, 512, md, ns,
+                                             softmax_scale=LITE.softmax_scale(), causal=True, backend="reference")
+    for i in range(2):
+        got = mla_math.absorbed_output(batch.weights, out[i].double())
+        rel = ((got - batch.expected[i]).norm() / batch.expected[i].norm()).item()
+        assert rel < 2e-2, (i, rel)
+    with pytest.raises(ValueError, match="s_q"):
+        mla_math.decode_batch(LITE, seq_lens=(1,), s_q=2)
