@@ -234,3 +234,68 @@ def test_sampled_rows_cover_first_and_last():
         rows = list(range(b))[verify.sampled_slice(b)]
         assert rows[0] == 0 and len(rows) <= verify.SAMPLED_REQUESTS
         assert b <= verify.SAMPLED_REQUESTS or b - 1 - rows[-1] < (b - 1) // (verify.SAMPLED_REQUESTS - 1) + 1
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replay_with_padded_batch_on_gpu(config_for, monkeypatch):
+    """What vLLM's full CUDA graphs do: capture forward_mqa once for a padded batch, then, each
+    step, copy new lengths / block tables / queries into the same buffers, rebuild the metadata
+    (copied into the builder's persistent buffers) and replay. Padded rows (seqlen 0, block 0)
+    must give out = 0, lse = +inf and read nothing; the verification switch runs inside the graph."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import dataclasses
+    monkeypatch.setenv(verify.ENV, "100")
+    verify.reset()
+    try:
+        device = torch.device("cuda")
+        config = config_for("graphs")
+        builder = vt.make_builder(config, device=device)
+        impl = vt.make_impl(config)
+        assert builder.verifier is not None
+        g = torch.Generator().manual_seed(11)
+        num_blocks, max_blocks, batch, real = 300, 48, 8, 5
+        cache = torch.randn(num_blocks, 64, 576, generator=g).to(torch.bfloat16).to(device)
+        lens_buf = torch.zeros(batch, dtype=torch.int32, device=device)
+        table_buf = torch.zeros(batch, max_blocks, dtype=torch.int32, device=device)
+        ql_buf = torch.zeros(batch, H, 512, dtype=torch.bfloat16, device=device)
+        qpe_buf = torch.zeros(batch, H, 64, dtype=torch.bfloat16, device=device)
+
+        def step(seq_lens):
+            table = _assign_pages(seq_lens, _random_block_table(batch, max_blocks, num_blocks, g), num_blocks, g)
+            table[real:] = 0
+            lens_buf.copy_(torch.tensor(list(seq_lens) + [0] * (batch - real), dtype=torch.int32))
+            table_buf.copy_(table)
+            ql_buf.copy_(torch.randn(batch, H, 512, generator=g).to(torch.bfloat16))
+            qpe_buf.copy_(torch.randn(batch, H, 64, generator=g).to(torch.bfloat16))
+            common = vt.common_decode_metadata(seq_lens, 1, table, num_padded=batch - real, device=device)
+            common = dataclasses.replace(common, seq_lens=lens_buf, block_table_tensor=table_buf)
+            return builder.build(0, common)
+
+        def expected():
+            q = torch.cat([ql_buf, qpe_buf], dim=-1).unsqueeze(1)
+            return reference.decode(q, cache.unsqueeze(-2), table_buf, lens_buf, impl.scale, False)
+
+        metadata = step([100, 4000, 64, 1, 700])
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            impl.forward_mqa((ql_buf, qpe_buf), cache, metadata, None)  # warm-up (Triton JIT etc.)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out, lse = impl.forward_mqa((ql_buf, qpe_buf), cache, metadata, None)
+        for seq_lens in ([100, 4000, 64, 1, 700], [3000, 5, 129, 2048, 64], [1, 1, 1, 1, 3072]):
+            step(seq_lens)
+            graph.replay()
+            torch.cuda.synchronize()
+            ref_out, ref_lse = expected()
+            got = out.reshape(batch, 1, H, 512).float()
+            err = (got[:real] - ref_out[:real].float()).abs().max() / ref_out[:real].float().abs().max()
+            assert err < 2e-2, f"{seq_lens}: relative error {err:.3g}"
+            assert (got[real:] == 0).all() and torch.isinf(lse[real:]).all()
+            assert torch.allclose(lse[:real], ref_lse[:real], atol=1e-2)
+        summary = builder.verifier.poll()
+        assert summary["passed"] and summary["checked_calls"] >= 4
+    finally:
+        verify.reset()
