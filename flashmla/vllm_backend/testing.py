@@ -19,9 +19,25 @@ LAYER_NAME = "model.layers.0.self_attn.attn"
 
 
 def prepare_cpu_environment() -> None:
-    """vLLM cannot infer a platform on a CPU-only box with a CUDA wheel; tell it."""
-    if not torch.cuda.is_available():
-        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    """vLLM cannot infer a platform on a CPU-only box with a CUDA wheel; give it its CPU platform.
+
+    Call before anything imports vLLM's modules (they bind ``current_platform`` at import).
+    vLLM >= 0.27 reads VLLM_TARGET_DEVICE=cpu; 0.26 only detects CPU builds, so the platform
+    object is set directly there."""
+    if torch.cuda.is_available():
+        return
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    try:
+        import vllm.platforms as platforms
+    except ImportError:
+        return
+    current = getattr(platforms, "_current_platform", None)
+    if current is None or not getattr(current, "device_type", ""):
+        try:
+            from vllm.platforms.cpu import CpuPlatform
+        except ImportError:
+            return
+        platforms._current_platform = CpuPlatform()
 
 
 def make_vllm_config(max_model_len: int = 4096, full_cuda_graphs: bool = False, max_num_seqs: int = 64,
