@@ -10,11 +10,11 @@
 
 namespace {
 
-// Bad arguments raise Python ValueError / TypeError through pybind11's own exception types.
-#define MLA_CHECK(cond, ...) \
-  do { if (!(cond)) throw pybind11::value_error(c10::str(__VA_ARGS__)); } while (0)
-#define MLA_CHECK_TYPE(cond, ...) \
-  do { if (!(cond)) throw pybind11::type_error(c10::str(__VA_ARGS__)); } while (0)
+// Bad arguments raise Python ValueError / TypeError: torch translates c10::ValueError and
+// c10::TypeError itself (pybind11's own exception types thrown from here crashed the process on
+// the GPU host, while torch's translation is the path every torch op uses).
+#define MLA_CHECK(cond, ...) TORCH_CHECK_VALUE(cond, __VA_ARGS__)
+#define MLA_CHECK_TYPE(cond, ...) TORCH_CHECK_TYPE(cond, __VA_ARGS__)
 
 // "[d0, d1, ...]" built from size(i): messages avoid streaming IntArrayRef (an error path that
 // crashed on the GPU host in one test, cause not established; see docs/kernel-design.md).
