@@ -148,6 +148,49 @@ def build_extension(log_path: Union[str, Path], timeout: float = 3600.0) -> tupl
     return True, tail
 
 
+def run_streaming(cmd: Sequence[str], *, log_path: Optional[Union[str, Path]] = None, timeout: Optional[float] = None,
+                  env: Optional[dict] = None, echo: bool = True) -> tuple[int, str]:
+    """Run a command in a fresh process, echoing its output as it comes (so a notebook shows
+    progress) and keeping it in ``log_path``. Returns (exit code, last 40 lines); exit code 124
+    when ``timeout`` seconds pass. Used for steps that must not share the notebook's process,
+    e.g. a vLLM engine that would keep 30 GB of GPU memory after the cell ends."""
+    import threading
+
+    lines: list[str] = []
+    log = open(log_path, "w") if log_path else None
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    timed_out = threading.Event()
+
+    def kill():  # a silent hang must end too, not only one that keeps printing
+        timed_out.set()
+        proc.kill()
+    timer = threading.Timer(timeout, kill) if timeout is not None else None
+    if timer:
+        timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            del lines[:-40]
+            if log:
+                log.write(line)
+            if echo:
+                print(line, end="", flush=True)
+        returncode = proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if log:
+            log.close()
+    if timed_out.is_set():
+        return 124, "\n".join(lines + [f"(killed after {timeout:.0f} s)"])
+    return returncode, "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- the report
 @dataclasses.dataclass
 class GPUInfo:

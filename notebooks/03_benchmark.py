@@ -45,7 +45,6 @@ PROVIDERS: list = []  # provider names to run; empty list means all (unavailable
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from IPython.display import Image, Markdown, display
 
 from flashmla import bench, env

@@ -27,10 +27,13 @@
 #   the text is not.
 #
 # **What it needs**: an NVIDIA GPU with ≥ 40 GB (Hopper for our CUDA kernel), vLLM ≥ 0.26 with
-# flashmla installed (`pip install --no-build-isolation -e .`), ModelScope and ~32 GB of disk for the
-# real weights (`MODELSCOPE_CACHE`, see `docs/pai-dsw.md`). Time: download 5–20 min once; each
-# backend ~1–2 min to load and warm up. Without vLLM or a GPU the serving steps are skipped and
-# say why; the memory arithmetic runs anywhere.
+# flashmla installed (`pip install --no-build-isolation -e .`), and for real weights ModelScope with
+# ~32 GB of disk (`MODELSCOPE_CACHE`, see `docs/pai-dsw.md`) or a local copy (`MODEL_DIR`). Time:
+# download 5–20 min once; then ~1–2 min per backend (engine start, CUDA-graph capture, the timed
+# runs). Without vLLM or a GPU, or in SMOKE mode, the serving steps are skipped and say why; the
+# memory arithmetic runs anywhere. The same steps from a shell:
+# `python -m flashmla.deploy chat --backend ours` and `python -m flashmla.deploy compare [--offline]`
+# (or `scripts/deploy.py`).
 
 # %% tags=["parameters"]
 SMOKE: bool = False  # True: CPU allowed; only the arithmetic runs (serving needs vLLM and a GPU)
@@ -38,33 +41,39 @@ DEVICE: str = "auto"  # "auto" (the GPU if torch sees one), "cuda", or "cpu" (cp
 OUTPUT_DIR: str = "../out/notebooks"  # step records and plots are written here
 SEED: int = 0  # sampling seed
 MODEL_ID: str = "deepseek-ai/DeepSeek-V2-Lite-Chat"  # ModelScope model id
-MODEL_REVISION: str = "master"  # ModelScope revision; pin a commit for reproducible runs
-MODEL_DIR: str = ""  # a local copy of the model; empty means download through ModelScope
-WEIGHTS: str = "auto"  # "auto" (real if available, else dummy), "real" (fail without), or "dummy"
-BACKENDS: list = ["CUSTOM", "TRITON_MLA", "FLASHMLA"]  # vLLM attention backends to compare; CUSTOM is ours
-MAX_NEW_TOKENS: int = 256  # tokens generated per prompt in the comparison
-BATCH_SIZE: int = 16  # prompts per comparison batch
-GPU_MEMORY_UTILIZATION: float = 0.85  # fraction of GPU memory vLLM may take
+MODEL_DIR: str = ""  # a local copy of the model; empty means ModelScope's cache ($MODELSCOPE_CACHE)
+WEIGHTS: str = "auto"  # "auto" (real when ModelScope or MODEL_DIR has them, else dummy), "real", or "dummy"
+BACKENDS: list = ["ours", "triton_mla", "flashmla"]  # backends to compare (flashmla.deploy labels; ours is CUSTOM)
+MAX_NEW_TOKENS: int = 0  # tokens generated per prompt; 0 means flashmla.deploy's default (65 dummy, 256 real)
+BATCH_SIZE: int = 16  # chat prompts in the batch scenario with real weights (dummy: 64 prompts of 3072 tokens)
+REPETITIONS: int = 3  # timed repetitions per scenario (medians are reported)
+VERIFY_STEPS: int = 8  # decode steps of our backend checked against the reference inside vLLM; 0 skips
+TIMEOUT_S: int = 600  # per backend process
 
 # %%
-import os
+import json
+import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Image, Markdown, display
 
 from flashmla import env, mla_math
 
 device = env.resolve_device(DEVICE, SMOKE)
 env.use_triton_interpreter(device)
 steps = env.StepLog("05_deploy_deepseek_v2_lite", smoke=SMOKE, output_dir=OUTPUT_DIR,
-                    parameters=dict(SMOKE=SMOKE, DEVICE=DEVICE, SEED=SEED, MODEL_ID=MODEL_ID,
-                                    MODEL_REVISION=MODEL_REVISION, MODEL_DIR=MODEL_DIR, WEIGHTS=WEIGHTS,
-                                    BACKENDS=BACKENDS, MAX_NEW_TOKENS=MAX_NEW_TOKENS, BATCH_SIZE=BATCH_SIZE))
+                    parameters=dict(SMOKE=SMOKE, DEVICE=DEVICE, SEED=SEED, MODEL_ID=MODEL_ID, MODEL_DIR=MODEL_DIR,
+                                    WEIGHTS=WEIGHTS, BACKENDS=BACKENDS, MAX_NEW_TOKENS=MAX_NEW_TOKENS,
+                                    BATCH_SIZE=BATCH_SIZE, REPETITIONS=REPETITIONS, VERIFY_STEPS=VERIFY_STEPS))
 if WEIGHTS not in ("auto", "real", "dummy"):
     raise ValueError(f"WEIGHTS must be 'auto', 'real' or 'dummy', got {WEIGHTS!r}")
+deploy_dir = Path(OUTPUT_DIR) / "05_deploy"
+deploy_dir.mkdir(parents=True, exist_ok=True)
 have_vllm = env.has_package("vllm", ">=0.26", import_name="vllm")
-have_deploy = env.has_module("flashmla.deploy", "flashmla's deploy module")
-serving_needs = [have_vllm, have_deploy, env.has_gpu_memory(40)]
+serving_needs = [(not SMOKE, "SMOKE mode: serving a 16-billion-parameter model is not a smoke test"),
+                 have_vllm, env.has_module("flashmla.deploy"), env.has_gpu_memory(40)]
 print("vLLM:", "available" if have_vllm[0] else have_vllm[1])
 
 # %% [markdown]
@@ -93,7 +102,7 @@ with steps.step("kv_cache_budget") as step:
     if step.runs:
         gpu_gib = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else 79.2
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "an H100 80GB (79.2 GiB, no GPU here)"
-        budgets = {kind: mla_math.serving_budget(gpu_gib, kind=kind, utilization=GPU_MEMORY_UTILIZATION,
+        budgets = {kind: mla_math.serving_budget(gpu_gib, kind=kind, utilization=0.85,
                                                  num_kv_heads=4 if kind == "gqa" else None)
                    for kind in ("mla", "gqa", "mha")}
         names = {"mla": "MLA (the model)", "gqa": "GQA, 4 kv heads", "mha": "MHA"}
@@ -104,7 +113,7 @@ with steps.step("kv_cache_budget") as step:
         fig, ax = plt.subplots(figsize=(6, 3))
         ax.barh([names[k] for k in budgets], [b.concurrent_requests for b in budgets.values()], color=["C0", "C1", "C3"])
         ax.set_xlabel("concurrent 4096-token requests in the KV cache")
-        ax.set_title(f"DeepSeek-V2-Lite on {label.split(' (')[0]}")
+        ax.set_title(f"DeepSeek-V2-Lite on {label.split(' (')[0]}, gpu_memory_utilization 0.85")
         steps.savefig(fig, "kv_budget")
         plt.show()
         assert budgets["mla"].max_tokens > 7 * budgets["mha"].max_tokens
@@ -114,67 +123,108 @@ with steps.step("kv_cache_budget") as step:
 # %% [markdown]
 # ## 3. Real weights or dummy weights
 #
-# With `WEIGHTS="auto"`: a local copy (`MODEL_DIR`) or ModelScope's cache is used when present;
-# otherwise the model is downloaded if ModelScope can be reached; otherwise the run uses **dummy
-# weights** — the same architecture (`config.json` of V2-Lite) with random weights — and says so
-# here and in the step record. Dummy weights give real timings but meaningless text.
+# With `WEIGHTS="auto"`: a local copy (`MODEL_DIR`) is used when given; otherwise the model is
+# fetched through ModelScope when `modelscope` is installed and its server can be reached (a
+# finished download is found in the cache and not repeated; an interrupted one resumes);
+# otherwise the run uses **dummy weights** — the same architecture (the shipped `config.json` of
+# V2-Lite, `load_format="dummy"`) with random weights and token-id prompts — and says so here and
+# in the step record. Dummy weights give real timings but no meaningful text.
 
 # %%
-with steps.step("choose_weights", needs=[have_deploy]) as step:
+source, model_path = "none", None  # set by this step: "dummy", "local" or "modelscope"
+with steps.step("choose_weights", needs=[(not SMOKE, "SMOKE mode: no model is loaded")]) as step:
     if step.runs:
-        from flashmla import deploy
-
-        source = deploy.resolve_model_source(MODEL_ID, revision=MODEL_REVISION, model_dir=MODEL_DIR or None,
-                                             weights=WEIGHTS)
-        print(source)
-        step.result(**{k: v for k, v in vars(source).items() if isinstance(v, (str, bool, int, float))})
+        reachable = env.can_reach("www.modelscope.cn") if env.has_package("modelscope")[0] else \
+            (False, env.has_package("modelscope")[1])
+        if WEIGHTS == "dummy":
+            source, why = "dummy", "WEIGHTS='dummy'"
+        elif MODEL_DIR:
+            source, why = "local", f"MODEL_DIR={MODEL_DIR}"
+        elif reachable[0]:
+            source, why = "modelscope", "ModelScope is reachable"
+        elif WEIGHTS == "real":
+            raise env.RequirementError(f"WEIGHTS='real' but no MODEL_DIR and ModelScope is unusable: {reachable[1]}")
+        else:
+            source, why = "dummy", f"no MODEL_DIR and ModelScope is unusable ({reachable[1]})"
+        print(f"weights: {source.upper()} ({why})")
+        if source == "dummy":
+            print("DUMMY WEIGHTS: the real DeepSeek-V2-Lite architecture with random weights; timings are real, "
+                  "generated tokens are not meaningful text")
+        step.result(weights=source, reason=why)
 
 # %% [markdown]
 # ## 4. Download (once)
+#
+# About 31 GB into `$MODELSCOPE_CACHE` (see `docs/pai-dsw.md` for a location that survives instance
+# stops). `flashmla.deploy.download_model` uses ModelScope's resumable `snapshot_download`.
 
 # %%
-with steps.step("download", needs=[have_deploy, (have_deploy[0] and source.needs_download, "nothing to download: "
-                                   + (getattr(source, "reason", "") if have_deploy[0] else ""))]) as step:
+with steps.step("download", needs=[(source == "modelscope", f"weights come from {source!r}, nothing to download")]) as step:
     if step.runs:
-        model_path = deploy.download_model(source)
+        from flashmla import deploy
+
+        model_path = deploy.download_model(MODEL_ID)
         print("model at", model_path)
         step.result(model_path=str(model_path))
+model_args = (["--offline"] if source == "dummy" else ["--model", MODEL_DIR] if source == "local"
+              else ["--model", str(model_path or MODEL_ID)])
 
 # %% [markdown]
 # ## 5. Chat on our backend
+#
+# vLLM keeps the GPU memory of an engine for as long as its process lives, so each engine runs in
+# a fresh process: `python -m flashmla.deploy chat --backend ours …`, the same command you would
+# type in a terminal. Its log shows `Using CUSTOM backend` and the kernel our backend picked.
 
 # %%
 with steps.step("chat", needs=serving_needs) as step:
     if step.runs:
-        reply = deploy.chat(source, "Write a quicksort in C++.", backend="CUSTOM", max_new_tokens=MAX_NEW_TOKENS,
-                            gpu_memory_utilization=GPU_MEMORY_UTILIZATION, seed=SEED)
-        print(reply)
-        step.result(backend="CUSTOM", dummy_weights=source.dummy)
+        cmd = [sys.executable, "-m", "flashmla.deploy", "chat", "--backend", "ours", *model_args,
+               "--max-tokens", str(MAX_NEW_TOKENS or 256)]
+        rc, tail = env.run_streaming(cmd, log_path=deploy_dir / "chat.log", timeout=TIMEOUT_S, echo=False)
+        print(tail)
+        assert rc == 0, f"chat failed (exit {rc}); log: {deploy_dir / 'chat.log'}"
+        step.result(backend="ours", weights=source)
 
 # %% [markdown]
 # ## 6. Compare backends
 #
-# Each backend runs in its own process (vLLM caches the backend choice per process), on the same
-# prompts, with CUDA graphs and block size 64; we report output tokens per second and the decode
-# time per step.
+# `flashmla.deploy`'s comparison (the same as `python -m flashmla.deploy compare …`): first our
+# backend runs a few decode steps with the **live check** switched on (`FLASHMLA_VLLM_VERIFY`: each
+# `forward_mqa` output is compared with the reference inside vLLM; any mismatch fails the run).
+# Then each backend — ours (`CUSTOM`), vLLM's `TRITON_MLA` and vLLM's `FLASHMLA` — runs in its own
+# process on the same prompts, with block size 64 and CUDA graphs: one request, then a batch;
+# medians of the repetitions after a warm-up. With dummy weights the prompts are those of
+# `perf-targets.md` (1 × 512 tokens and 64 × 3072 tokens, 65 new tokens each).
 
 # %%
 with steps.step("compare_backends", needs=serving_needs) as step:
     if step.runs:
-        results = deploy.compare_backends(source, backends=BACKENDS, batch_size=BATCH_SIZE,
-                                          max_new_tokens=MAX_NEW_TOKENS,
-                                          gpu_memory_utilization=GPU_MEMORY_UTILIZATION, seed=SEED)
-        for r in results:
-            print(r)
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ok = [r for r in results if r.get("tokens_per_s")]
-        ax.barh([r["backend"] for r in ok], [r["tokens_per_s"] for r in ok])
-        ax.set_xlabel("output tokens / s")
-        ax.set_title(f"DeepSeek-V2-Lite{' (dummy weights)' if source.dummy else ''}, batch {BATCH_SIZE}")
-        steps.savefig(fig, "backends")
-        plt.show()
-        assert any(r["backend"] == "CUSTOM" and r.get("tokens_per_s") for r in results), "our backend did not run"
-        step.result(tokens_per_s={r["backend"]: r.get("tokens_per_s") for r in results})
+        from flashmla import deploy
+
+        argv = ["compare", "--backends", *BACKENDS, "--out", str(deploy_dir), "--repetitions", str(REPETITIONS),
+                "--timeout", str(TIMEOUT_S), "--verify-steps", str(VERIFY_STEPS), "--batch", str(BATCH_SIZE),
+                *model_args] + (["--max-tokens", str(MAX_NEW_TOKENS)] if MAX_NEW_TOKENS else [])
+        summary_file = deploy_dir / "deploy_compare.json"
+        summary_file.unlink(missing_ok=True)  # never read an earlier run's numbers
+        rc = deploy.main(argv)
+        assert summary_file.exists(), f"flashmla.deploy compare exited {rc} before running a backend (see above)"
+        result = json.loads(summary_file.read_text())
+        rows = result["rows"]
+        display(Markdown((deploy_dir / "deploy_compare.md").read_text()))
+        if (deploy_dir / "deploy_compare.png").exists():
+            display(Image(filename=str(steps.add_image(deploy_dir / "deploy_compare.png", "backends"))))
+        checked = [r for r in result["records"] if r["label"] == "ours_verify"]
+        if VERIFY_STEPS:
+            assert checked and checked[0].get("verification", {}).get("passed"), \
+                f"our backend did not pass the live check against the reference: {checked}"
+        assert rc == 0, f"flashmla.deploy compare exited {rc}; failures: " + \
+            str({r["label"]: r.get("error") for r in result["records"] if r.get("error")})
+        assert any(r["backend"] == "ours" for r in rows), "our backend produced no result"
+        step.result(weights=source, decode_ms_per_step={f"{r['backend']}/{r['scenario']}": r["decode_ms_per_step"]
+                                                        for r in rows},
+                    output_tok_s={f"{r['backend']}/{r['scenario']}": r["output_tok_s"] for r in rows},
+                    verified=bool(checked and checked[0].get("verification", {}).get("passed")))
 
 # %% [markdown]
 # ## What to expect on an H100

@@ -166,3 +166,15 @@ def test_steplog_saves_figures(tmp_path):
     plt.close(fig)
     assert path.exists() and path.stat().st_size > 1000
     assert _record(log)["figures"] == ["nb_line.png"]
+
+
+def test_run_streaming_echoes_logs_and_returns_the_exit_code(tmp_path, capsys):
+    import sys
+
+    rc, tail = env.run_streaming([sys.executable, "-c", "print('hello'); import sys; sys.exit(3)"],
+                                 log_path=tmp_path / "log")
+    assert rc == 3 and "hello" in tail
+    assert "hello" in capsys.readouterr().out and "hello" in (tmp_path / "log").read_text()
+    rc, tail = env.run_streaming([sys.executable, "-c", "import time\nprint('start', flush=True)\ntime.sleep(30)"],
+                                 timeout=0.5, echo=False)
+    assert rc == 124 and "killed" in tail
