@@ -32,10 +32,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -215,7 +217,7 @@ class SeriesResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.runs)
+        return bool(self.runs) and all(r.ok for r in self.runs)
 
     def skipped_steps(self) -> list[tuple[str, str, str]]:
         return [(r.name, s["name"], s.get("reason", "")) for r in self.runs for s in r.steps_with("skipped")]
@@ -279,15 +281,27 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
     start = time.perf_counter()
     runs: list[NotebookRun] = []
     with _kernel_environment(kernel_env or {}, kernel_name if use_current_python else None):
-        for name in names:
-            print(f"=== {name} (SMOKE={smoke})", flush=True)
-            run = run_notebook(name, out_dir, params, notebook_dir=notebook_dir, kernel_name=kernel_name,
-                               execution_timeout=execution_timeout, log_output=log_output)
-            runs.append(run)
-            print(f"=== {name}: {run.status} in {run.seconds:.1f} s"
-                  + (f" -- {run.error}" if run.error else ""), flush=True)
-            if stop_on_failure and not run.ok:
-                break
+        try:
+            for name in names:
+                print(f"=== {name} (SMOKE={smoke})", flush=True)
+                started_at = time.perf_counter()
+                try:
+                    run = run_notebook(name, out_dir, params, notebook_dir=notebook_dir, kernel_name=kernel_name,
+                                       execution_timeout=execution_timeout, log_output=log_output)
+                except KeyboardInterrupt:
+                    # Ctrl-C or SIGTERM (e.g. `timeout`): keep what ran, say where it stopped.
+                    runs.append(NotebookRun(name=name, status="failed", seconds=time.perf_counter() - started_at,
+                                            error="interrupted (Ctrl-C or SIGTERM) while running"))
+                    raise
+                runs.append(run)
+                print(f"=== {name}: {run.status} in {run.seconds:.1f} s"
+                      + (f" -- {run.error}" if run.error else ""), flush=True)
+                if stop_on_failure and not run.ok:
+                    break
+        except KeyboardInterrupt:
+            print("=== interrupted: writing the summary of what ran", flush=True)
+        for name in names[len(runs):]:
+            runs.append(NotebookRun(name=name, status="not run", error="the series stopped before this notebook"))
         environment = _environment_report()
     result = SeriesResult(smoke=bool(smoke), out_dir=str(out_dir), parameters=params, runs=runs,
                           started=started, seconds=time.perf_counter() - start, environment=environment)
@@ -455,8 +469,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # `timeout` and batch systems stop a run with SIGTERM: treat it like Ctrl-C, so the summary
+        # of the notebooks that ran is still written (and archived).
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     if args.download_wheels is not None:
         return download_runner_wheels(args.download_wheels, args.python_version)
     if args.record is not None:

@@ -245,3 +245,20 @@ def test_script_is_a_thin_entry_point():
     assert "from flashmla.notebook_runner import main" in script
     assert len(script.splitlines()) < 30
     assert sys.executable  # the kernel "python3" runs with this interpreter (ipykernel's native spec)
+
+
+def test_an_interrupted_series_still_writes_its_summary(tmp_path, monkeypatch):
+    """`timeout` (SIGTERM) or Ctrl-C in the middle: the notebooks that ran are reported, the one
+    interrupted is failed, the rest are 'not run', and the series is not OK."""
+    calls = []
+
+    def fake_run(name, out_dir, params, **kwargs):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return runner.NotebookRun(name=name, status="ok", finished=True)
+    monkeypatch.setattr(runner, "run_notebook", fake_run)
+    result = runner.run_series(tmp_path, smoke=True, notebooks=list(SERIES[:4]))
+    assert [r.status for r in result.runs] == ["ok", "failed", "not run", "not run"]
+    assert "interrupted" in result.runs[1].error and not result.ok
+    assert json.loads((tmp_path / "summary.json").read_text())["ok"] is False
