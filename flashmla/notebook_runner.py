@@ -55,14 +55,16 @@ SERIES = (
 DEFAULT_KERNEL = "python3"
 
 #: What the runner needs on a machine without internet (the GPU host): papermill and the
-#: Jupyter kernel machinery, as wheels (``--download-wheels``). Versions are the ones tested.
+#: Jupyter kernel machinery, as wheels (``--download-wheels``, 4 MB). Versions are the ones tested
+#: (Python 3.11 here, 3.12 on the GPU host). debugpy, jedi and parso, which ipykernel/IPython
+#: declare but a headless kernel never imports, are left out (7 MB of the 64 MiB a GPU call carries).
 RUNNER_WHEELS = (
     "papermill==2.7.0", "nbclient==0.11.0", "nbformat==5.11.1", "jupyter-client==8.10.0",
     "jupyter-core==5.9.1", "ipykernel==7.4.0", "ipython==8.12.3", "traitlets==5.14.3",
-    "pyzmq==27.3.0", "tornado==6.6.1", "comm==0.2.3", "debugpy==1.8.22", "matplotlib-inline==0.2.2",
+    "pyzmq==27.3.0", "tornado==6.6.1", "comm==0.2.3", "matplotlib-inline==0.2.2",
     "nest-asyncio2==1.7.4", "fastjsonschema==2.22.3", "jsonschema==4.26.0", "jsonschema-specifications==2025.9.1",
     "referencing==0.37.0", "rpds-py==0.30.0", "entrypoints==0.4.2", "tenacity==9.2.1", "ansicolors==1.1.8",
-    "jedi==0.19.2", "parso==0.8.5", "prompt-toolkit==3.0.52", "wcwidth==0.2.14", "pexpect==4.9.0",
+    "prompt-toolkit==3.0.52", "wcwidth==0.2.14", "pexpect==4.9.0",
     "ptyprocess==0.7.0", "decorator==5.2.1", "stack-data==0.6.3", "executing==2.2.1", "asttokens==3.0.1",
     "pure-eval==0.2.3", "backcall==0.2.0", "pickleshare==0.7.5", "platformdirs==4.14.7",
 )
@@ -398,7 +400,9 @@ def record_run(source: Path, results_root: Path = REPO_ROOT / "benchmarks" / "re
         gpu = gpus[0]["name"] if gpus else "cpu"
         slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
         date = summary.get("started", "")[:10] or _dt.date.today().isoformat()
-        dest = results_root / f"notebooks_{slug}_{date}{'_smoke' if summary.get('smoke') else ''}"
+        names = [r["name"] for r in summary.get("runs", [])]
+        part = "" if names == list(SERIES) else "_" + "-".join(n[:2] for n in names)  # a run of some notebooks
+        dest = results_root / f"notebooks_{slug}_{date}{part}{'_smoke' if summary.get('smoke') else ''}"
         dest.mkdir(parents=True, exist_ok=True)
         copied = []
         for pattern in RECORDED_PATTERNS:
