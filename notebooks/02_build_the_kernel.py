@@ -123,7 +123,7 @@ with steps.step("schedule_walkthrough") as step:
 
         # Picture: one row per part, coloured by the request whose blocks it computes.
         starts = [sum(blocks[:i]) for i in range(len(blocks))]
-        fig, ax = plt.subplots(figsize=(8, 0.25 * len(g0) + 1.5))
+        fig, ax = plt.subplots(figsize=(8, min(0.25 * len(g0) + 1.5, 9)))
         colors = plt.cm.tab10.colors
         labelled = set()
         for p, (a, b) in enumerate(zip(g0, g1)):
