@@ -478,11 +478,19 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    # `timeout` and batch systems stop a run with SIGTERM: treat it like Ctrl-C, so the summary
+    # of the notebooks that ran is still written (and archived). Restored afterwards.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        # `timeout` and batch systems stop a run with SIGTERM: treat it like Ctrl-C, so the summary
-        # of the notebooks that ran is still written (and archived).
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     if args.download_wheels is not None:
         return download_runner_wheels(args.download_wheels, args.python_version)
     if args.record is not None:
