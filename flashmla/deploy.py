@@ -249,7 +249,10 @@ def run_scenario(llm, prompt_ids: list[list[int]], scenario: Scenario, backend: 
     from vllm import SamplingParams
     params = SamplingParams(temperature=0.0, max_tokens=scenario.max_tokens, ignore_eos=True)
     prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
-    llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True), use_tqdm=False)
+    # Warm-up (not timed): a few of the prompts through prefill and decode, so one-time costs
+    # (JIT compiles, allocator growth, cuBLAS heuristics) stay out of the numbers. Decode graphs
+    # for every batch size were captured when the engine was built.
+    llm.generate(prompts[:8], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True), use_tqdm=False)
     reps = []
     for _ in range(scenario.repetitions):
         t0 = time.perf_counter()

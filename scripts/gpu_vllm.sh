@@ -50,16 +50,15 @@ fi
 # The repository copy first (it holds flashmla._C once built); the wheel's copy carries the entry point.
 rm -rf "$SITE/flashmla"
 export PYTHONPATH=$REPO:$SITE
-$PY - <<'PYEOF' 2>&1 | tee -a "$LOGS/gpu_vllm.txt" || finish "FAILED (vLLM import / plugin registration)" 2
-import importlib.metadata as md, torch, vllm
-import flashmla, flashmla.vllm_backend as plugin
+$PY - <<'PYEOF' 2>&1 | tee -a "$LOGS/gpu_vllm.txt" || finish "FAILED (vLLM bundle / plugin entry point)" 2
+# Cheap checks (no vLLM import: that takes ~20 s and every later step does it anyway).
+import importlib.metadata as md, torch, flashmla
 eps = [e.value for e in md.entry_points(group="vllm.general_plugins") if e.name == "flashmla"]
-print("torch", torch.__version__, "vllm", vllm.__version__, "entry point", eps, "flashmla from", flashmla.__file__)
-outcome = plugin.register()
-print("register():", outcome)
-assert eps == ["flashmla.vllm_backend:register"], "entry point missing"
-assert "CUSTOM" in outcome["registered"], outcome
+print("torch", torch.__version__, "| vllm", md.version("vllm"), "| entry point", eps, "| flashmla from", flashmla.__file__)
+assert eps == ["flashmla.vllm_backend:register"], "the flashmla entry point is not installed"
 PYEOF
+
+[ "${GPU_VLLM_DRY:-0}" = 1 ] && finish "dry run: bundle + wheel + entry point ok" 0
 
 # 2. our CUDA kernel ------------------------------------------------------------------------------
 if ! $PY -c "import flashmla.cuda_backend as c, sys; sys.exit(0 if c._C is not None else 1)" 2>/dev/null; then
