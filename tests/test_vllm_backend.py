@@ -254,7 +254,7 @@ def test_cuda_graph_replay_with_padded_batch_on_gpu(config_for, monkeypatch):
         impl = vt.make_impl(config)
         assert builder.verifier is not None
         g = torch.Generator().manual_seed(11)
-        num_blocks, max_blocks, batch, real = 300, 48, 8, 5
+        num_blocks, max_blocks, batch, real = 300, 64, 8, 5  # 4000 tokens need 63 blocks
         cache = torch.randn(num_blocks, 64, 576, generator=g).to(torch.bfloat16).to(device)
         lens_buf = torch.zeros(batch, dtype=torch.int32, device=device)
         table_buf = torch.zeros(batch, max_blocks, dtype=torch.int32, device=device)
