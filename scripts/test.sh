@@ -12,6 +12,10 @@ echo "== installing pinned test requirements"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '2.13.0' else 1)" 2>/dev/null \
   || "$PY" -m pip install -q torch==2.13.0
 "$PY" -m pip install -q -r requirements/ci.txt
+# A real vLLM for the plugin tests, without its CUDA-side dependencies (GBs): the wheel itself,
+# then the pinned pure-Python dependencies it imports on a CPU (requirements/vllm-cpu.txt).
+"$PY" -m pip install -q --no-deps vllm==0.32.0
+"$PY" -m pip install -q -r requirements/vllm-cpu.txt
 # No build isolation: build against the torch above. Without nvcc + a CUDA torch the extension is skipped.
 FLASHMLA_BUILD_CUDA=${FLASHMLA_BUILD_CUDA:-0} "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 "$PY" -m ipykernel install --user --name python3 >/dev/null 2>&1 || true
