@@ -6,8 +6,10 @@ Three things, one code path:
   an attention backend, run chat prompts through the model's chat template, print the answers;
 * ``compare``: the same prompts (one stream, then a batch) on ours (``CUSTOM``), ``TRITON_MLA`` and
   vLLM's bundled ``FLASHMLA``, each in a fresh process; tokens, wall time, output tokens/s, time to
-  first token, decode time per step, and the backend vLLM really used (from its log); medians of
-  several repetitions after a warm-up; a table, a CSV, a JSON and a plot;
+  first token, the time of one decode-only step with the whole batch (``MEASUREMENT_METHOD``: the
+  difference of two generate() calls that differ by N decode steps, read from vLLM's engine
+  timestamps), and the backend vLLM really used (from its log); medians of several repetitions
+  after a warm-up; a table, a CSV, a JSON and a plot;
 * ``--offline``: the real V2-Lite architecture with random weights (the shipped config.json,
   ``load_format="dummy"``, token-id prompts, no tokenizer), so a GPU host without internet, or
   without 31 GB of weights, runs everything above.
@@ -161,6 +163,11 @@ class EngineOptions:
     max_num_batched_tokens: int = 16384
     capture_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
 
+    @property
+    def batched_tokens(self) -> int:
+        """The engine's max_num_batched_tokens (at least one whole prompt of max_model_len)."""
+        return max(self.max_num_batched_tokens, self.max_model_len)
+
 
 def build_llm(model_path: Path, options: EngineOptions):
     """The vLLM engine: bf16, block size 64 (the FlashMLA page), the chosen attention backend,
@@ -168,7 +175,7 @@ def build_llm(model_path: Path, options: EngineOptions):
     from vllm import LLM
     kwargs = dict(model=str(model_path), dtype="bfloat16", block_size=64, max_model_len=options.max_model_len,
                   max_num_seqs=options.max_num_seqs, gpu_memory_utilization=options.gpu_memory_utilization,
-                  max_num_batched_tokens=max(options.max_num_batched_tokens, options.max_model_len),
+                  max_num_batched_tokens=options.batched_tokens,
                   attention_config={"backend": options.backend}, enable_prefix_caching=False,
                   disable_log_stats=False, trust_remote_code=False, seed=0)
     if options.cuda_graphs:
@@ -205,16 +212,63 @@ def random_prompt_ids(count: int, length: int, seed: int, vocab: int = 102400) -
 
 
 # --------------------------------------------------------------------------- measuring
+DEFAULT_DECODE_STEPS = 128       # timed decode steps per repetition (N)
+LEAD_IN_MARGIN = 4               # extra lead-in steps beyond the bound on prefill steps
+WARMUP_PROMPTS = 8
+
+MEASUREMENT_METHOD = """\
+How decode time per step is measured (run_scenario).
+
+Wanted: the time of one engine step in which every prompt of the scenario decodes one token and
+nothing else runs (no prefill chunk in the step), with the decode CUDA graph of that batch size:
+what perf-targets.md calls "ms per decode step at batch 64 x 3072-token prompts".
+
+Why not vLLM's own per-request numbers. In vLLM 0.26.0 (also 0.32) a finished request's
+``RequestOutput.metrics`` is a ``RequestStateStats``: arrival/queued/scheduled timestamps,
+``first_token_ts``, ``last_token_ts``, ``first_token_latency`` and ``num_generation_tokens``; no
+per-step times. ``(last_token_ts - first_token_ts) / (n - 1)`` averages over every step after the
+request's first token, and with 64 x 3072 prompt tokens and chunked prefill most of those steps
+also carry other requests' prefill chunks (~150 ms each), so it measures prefill (23 ms for every
+backend on an H100, 2026-11-23). The per-step inter-token latencies
+(``IterationStats.inter_token_latencies_iter``) only reach the Prometheus histograms, mixed and
+pure steps together. ``ObservabilityConfig.enable_logging_iteration_details`` logs each
+iteration's request counts and an ``elapsed_ms``, but it is internal (no CLI flag), goes to the
+log only, and its ``elapsed_ms`` times the wait for the model output, not the whole step.
+
+The method: two ``generate()`` calls per repetition on the same prompts, greedy, ``ignore_eos``,
+every prompt admitted at once (``max_num_seqs`` >= prompts, KV cache for all):
+``short`` generates ``1 + L`` tokens per prompt and ``long`` ``1 + L + N``. ``L`` (the lead-in) is
+at least the number of engine steps prefill can span, ceil(prompt tokens / (max_num_batched_tokens
+- prompts)), plus a margin. Call P the step in which the last prompt finishes prefill (its first
+token). In both calls every request is still running at step P (checked, see below), so after P
+both calls run the same decode-only steps, and the long call runs exactly N more of them with
+every prompt in the batch, followed by the same tail in which early requests finish. Prefill and
+tail cancel in the difference:
+
+    decode ms/step = ((end - P)_long - (end - P)_short) / N
+
+with ``P`` = the latest ``first_token_ts`` of the call and ``end`` = its latest ``last_token_ts``
+(vLLM's engine-core timestamps, one per engine step, so host time spent in ``generate()`` outside
+the engine does not enter). ``(wall_long - wall_short) / N`` is kept as a cross-check (it also
+holds prefill's run-to-run jitter); it becomes the figure when a vLLM gives no timestamps.
+Checked per call: every request produced all its tokens, and no request finished before step P
+(the earliest ``last_token_ts`` >= the latest ``first_token_ts``); a repetition that fails a check
+is reported (``decode_clean`` False), not hidden. Medians over repetitions. TTFT (median over
+requests) and output tokens/s (tokens / wall time) come from the long call.
+"""
+
+
 @dataclass
 class Scenario:
     name: str
     prompts: int
     prompt_len: int            # offline prompt length (online: the chat prompts' own lengths)
-    max_tokens: int
+    decode_steps: int          # N: the timed decode-only steps with every prompt in the batch
     repetitions: int = 3
 
 
-OFFLINE_SCENARIOS = [Scenario("single", 1, 512, 65, 3), Scenario("batch", 64, 3072, 65, 3)]
+OFFLINE_SCENARIOS = [Scenario("single", 1, 512, DEFAULT_DECODE_STEPS, 3),
+                     Scenario("batch", 64, 3072, DEFAULT_DECODE_STEPS, 3)]
 
 
 @dataclass
@@ -223,53 +277,168 @@ class ScenarioResult:
     backend: str
     prompts: int
     prompt_tokens: int
-    generated_tokens: int
-    wall_s: float
+    generated_tokens: int          # of the long call, all prompts
+    wall_s: float                  # of the long call
     output_tok_s: float
     ttft_s: float
-    decode_ms_per_step: float
+    decode_ms_per_step: float      # pure decode step at full batch (see MEASUREMENT_METHOD)
+    decode_ms_wall: float          # the wall-clock cross-check
+    decode_method: str             # "engine timestamps", "wall clock" or "untimed"
+    decode_clean: Optional[bool]   # every repetition passed the checks (None: no timestamps to check)
+    decode_steps: int
+    lead_in_steps: int
     repetitions: int
     per_repetition: list = field(default_factory=list)
 
 
-def _request_metrics(output) -> tuple[Optional[float], Optional[float]]:
-    """(time to first token, decode seconds per step) of one request from vLLM's stats."""
-    m = getattr(output, "metrics", None)
-    if m is None:
-        return None, None
-    ttft = getattr(m, "first_token_latency", None)
-    n = getattr(m, "num_generation_tokens", 0)
-    first, last = getattr(m, "first_token_ts", 0.0), getattr(m, "last_token_ts", 0.0)
-    per_step = (last - first) / (n - 1) if n > 1 and last > first else None
-    return ttft, per_step
+def prefill_steps_bound(prompt_lengths: Sequence[int], batched_tokens: int) -> int:
+    """Most engine steps the prompts' prefill can take when all are admitted at once: each step
+    has ``batched_tokens`` tokens, of which at most one per prompt goes to a decoding request."""
+    per_step = batched_tokens - len(prompt_lengths)
+    if per_step <= 0:
+        raise DeployError(f"max_num_batched_tokens={batched_tokens} leaves no room for prefill next to "
+                          f"{len(prompt_lengths)} decoding requests: raise it")
+    return -(-sum(prompt_lengths) // per_step)
 
 
-def run_scenario(llm, prompt_ids: list[list[int]], scenario: Scenario, backend: str) -> ScenarioResult:
-    """Warm-up once (not counted), then ``repetitions`` timed runs; medians."""
+def lead_in_steps(prompt_lengths: Sequence[int], batched_tokens: int, margin: int = LEAD_IN_MARGIN) -> int:
+    return prefill_steps_bound(prompt_lengths, batched_tokens) + margin
+
+
+@dataclass
+class GenerateRun:
+    """What one ``llm.generate()`` call of a timing pair tells (engine times: vLLM's monotonic
+    engine-core clock; None where the outputs carry no metrics)."""
+    wall_s: float
+    tokens: int
+    max_tokens: int
+    complete: bool                        # every request produced max_tokens tokens
+    ttft_s: float                         # median over requests
+    prefill_end_ts: Optional[float]       # latest first_token_ts: the step P of the last prefill
+    end_ts: Optional[float]               # latest last_token_ts
+    first_finish_ts: Optional[float]      # earliest last_token_ts
+    request_itl_ms: float                 # median (last - first) / (n - 1): the old, prefill-mixed figure
+
+    @property
+    def decode_window_s(self) -> Optional[float]:
+        if self.prefill_end_ts is None or self.end_ts is None:
+            return None
+        return self.end_ts - self.prefill_end_ts
+
+    @property
+    def all_running_after_prefill(self) -> Optional[bool]:
+        if self.prefill_end_ts is None or self.first_finish_ts is None:
+            return None
+        return self.first_finish_ts >= self.prefill_end_ts
+
+
+def summarize_generate(outputs, wall_s: float, max_tokens: int) -> GenerateRun:
+    counts = [len(o.outputs[0].token_ids) for o in outputs]
+    metrics = [getattr(o, "metrics", None) for o in outputs]
+    stamped = [m for m in metrics if m is not None and getattr(m, "first_token_ts", 0.0) > 0
+               and getattr(m, "last_token_ts", 0.0) > 0]
+    ttfts = [m.first_token_latency for m in metrics if m is not None and getattr(m, "first_token_latency", 0) > 0]
+    itls = [(m.last_token_ts - m.first_token_ts) / (m.num_generation_tokens - 1) for m in stamped
+            if getattr(m, "num_generation_tokens", 0) > 1 and m.last_token_ts > m.first_token_ts]
+    full = len(stamped) == len(outputs) and len(outputs) > 0
+    return GenerateRun(
+        wall_s=wall_s, tokens=sum(counts), max_tokens=max_tokens,
+        complete=bool(counts) and all(c == max_tokens for c in counts),
+        ttft_s=statistics.median(ttfts) if ttfts else float("nan"),
+        prefill_end_ts=max(m.first_token_ts for m in stamped) if full else None,
+        end_ts=max(m.last_token_ts for m in stamped) if full else None,
+        first_finish_ts=min(m.last_token_ts for m in stamped) if full else None,
+        request_itl_ms=1e3 * statistics.median(itls) if itls else float("nan"))
+
+
+def decode_step_from_pair(short: GenerateRun, long: GenerateRun, decode_steps: int) -> dict:
+    """One repetition's decode ms/step from its short and long calls (MEASUREMENT_METHOD)."""
+    problems = []
+    for name, run in (("short", short), ("long", long)):
+        if not run.complete:
+            problems.append(f"{name} call: some request stopped before {run.max_tokens} tokens")
+        if run.all_running_after_prefill is False:
+            problems.append(f"{name} call: a request finished before the last prefill step (lead-in too short)")
+    wall_ms = 1e3 * (long.wall_s - short.wall_s) / decode_steps
+    engine_ms = float("nan")
+    if short.decode_window_s is not None and long.decode_window_s is not None:
+        engine_ms = 1e3 * (long.decode_window_s - short.decode_window_s) / decode_steps
+        if engine_ms <= 0:
+            problems.append("the long call's decode window is not longer than the short call's")
+            engine_ms = float("nan")
+    checked = short.all_running_after_prefill is not None and long.all_running_after_prefill is not None
+    return {"decode_ms_engine": engine_ms, "decode_ms_wall": wall_ms,
+            "clean": (not problems) if checked else (None if not problems else False),
+            "problems": problems}
+
+
+def _sampling_params(max_tokens: int):
     from vllm import SamplingParams
-    params = SamplingParams(temperature=0.0, max_tokens=scenario.max_tokens, ignore_eos=True)
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+
+
+def _timed_generate(llm, prompts: list, max_tokens: int) -> GenerateRun:
+    params = _sampling_params(max_tokens)
+    t0 = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    return summarize_generate(outputs, time.perf_counter() - t0, max_tokens)
+
+
+def _finite_median(values) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def run_scenario(llm, prompt_ids: list[list[int]], scenario: Scenario, backend: str,
+                 options: EngineOptions) -> ScenarioResult:
+    """Warm-up once (not counted), then ``repetitions`` timed short/long pairs; medians. The
+    method, and why it is this one, is ``MEASUREMENT_METHOD``."""
+    if len(prompt_ids) > options.max_num_seqs:
+        raise DeployError(f"scenario {scenario.name} has {len(prompt_ids)} prompts but --max-num-seqs is "
+                          f"{options.max_num_seqs}: every prompt must decode in the same step, raise --max-num-seqs")
+    lengths = [len(ids) for ids in prompt_ids]
+    lead_in = lead_in_steps(lengths, options.batched_tokens)
+    short_tokens, long_tokens = 1 + lead_in, 1 + lead_in + scenario.decode_steps
+    if max(lengths) + long_tokens > options.max_model_len:
+        raise DeployError(f"scenario {scenario.name}: a {max(lengths)}-token prompt plus {long_tokens} generated "
+                          f"tokens exceeds --max-model-len {options.max_model_len}: raise it or lower --decode-steps")
     prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
-    # Warm-up (not timed): a few of the prompts through prefill and decode, so one-time costs
-    # (JIT compiles, allocator growth, cuBLAS heuristics) stay out of the numbers. Decode graphs
-    # for every batch size were captured when the engine was built.
-    llm.generate(prompts[:8], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True), use_tqdm=False)
+    # Warm-up (not timed): a few of the prompts through prefill and mixed prefill/decode steps, so
+    # one-time costs (JIT compiles, allocator growth, cuBLAS heuristics) stay out of the numbers.
+    # Decode graphs for every batch size were captured when the engine was built.
+    llm.generate(prompts[:WARMUP_PROMPTS], _sampling_params(4), use_tqdm=False)
     reps = []
     for _ in range(scenario.repetitions):
-        t0 = time.perf_counter()
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        wall = time.perf_counter() - t0
-        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-        metrics = [_request_metrics(o) for o in outputs]
-        ttfts = [t for t, _ in metrics if t is not None]
-        steps = [s for _, s in metrics if s is not None]
-        reps.append({"wall_s": wall, "tokens": tokens,
-                     "ttft_s": statistics.median(ttfts) if ttfts else float("nan"),
-                     "decode_ms_per_step": 1e3 * statistics.median(steps) if steps else float("nan")})
-    med = lambda key: statistics.median(r[key] for r in reps)  # noqa: E731
-    wall = med("wall_s")
-    tokens = int(med("tokens"))
-    return ScenarioResult(scenario.name, backend, len(prompt_ids), sum(map(len, prompt_ids)), tokens, wall,
-                          tokens / wall, med("ttft_s"), med("decode_ms_per_step"), len(reps), reps)
+        short = _timed_generate(llm, prompts, short_tokens)
+        long = _timed_generate(llm, prompts, long_tokens)
+        pair = decode_step_from_pair(short, long, scenario.decode_steps)
+        if pair["problems"]:
+            print(f"warning: {backend}/{scenario.name}: {'; '.join(pair['problems'])}", file=sys.stderr, flush=True)
+        reps.append({"wall_short_s": short.wall_s, "wall_long_s": long.wall_s, "tokens": long.tokens,
+                     "ttft_s": long.ttft_s, "decode_window_short_s": short.decode_window_s,
+                     "decode_window_long_s": long.decode_window_s, "request_itl_ms": long.request_itl_ms, **pair})
+    engine = [r["decode_ms_engine"] for r in reps]
+    use_engine = all(v == v for v in engine)
+    wall = statistics.median(r["wall_long_s"] for r in reps)
+    tokens = int(statistics.median(r["tokens"] for r in reps))
+    clean = [r["clean"] for r in reps]
+    return ScenarioResult(
+        scenario.name, backend, len(prompt_ids), sum(lengths), tokens, wall, tokens / wall,
+        _finite_median(r["ttft_s"] for r in reps),
+        statistics.median(engine) if use_engine else _finite_median(r["decode_ms_wall"] for r in reps),
+        _finite_median(r["decode_ms_wall"] for r in reps),
+        "engine timestamps" if use_engine else "wall clock",
+        False if False in clean else (None if None in clean else True),
+        scenario.decode_steps, lead_in, len(reps), reps)
+
+
+def run_untimed(llm, prompt_ids: list[list[int]], scenario: Scenario, backend: str, max_tokens: int) -> ScenarioResult:
+    """One ``generate()`` of ``max_tokens`` tokens per prompt, no warm-up, no timing figure: the
+    verification pass (its checks slow decoding down, so it is never timed)."""
+    run = _timed_generate(llm, [{"prompt_token_ids": ids} for ids in prompt_ids], max_tokens)
+    return ScenarioResult(scenario.name, backend, len(prompt_ids), sum(map(len, prompt_ids)), run.tokens,
+                          run.wall_s, run.tokens / run.wall_s, run.ttft_s, float("nan"), float("nan"),
+                          "untimed", None, 0, 0, 1, [])
 
 
 # --------------------------------------------------------------------------- one backend, one process
@@ -292,7 +461,10 @@ def worker(args) -> int:
         else:
             questions = (args.prompt or DEFAULT_CHAT_PROMPTS)
             ids = chat_prompt_ids(llm, [questions[i % len(questions)] for i in range(sc.prompts)])
-        results.append(asdict(run_scenario(llm, ids, sc, args.backend)))
+        if args.untimed:
+            results.append(asdict(run_untimed(llm, ids, sc, args.backend, args.untimed)))
+        else:
+            results.append(asdict(run_scenario(llm, ids, sc, args.backend, options)))
     record = {"backend": args.backend, "vllm": version, "gpu": gpu, "init_s": init_s, "model": str(model),
               "offline": args.offline, "cuda_graphs": not args.eager, "results": results}
     verify_log = os.environ.get("FLASHMLA_VLLM_VERIFY_LOG")
@@ -316,15 +488,21 @@ def _read_verification(path: str) -> dict:
     return summary
 
 
+def decode_steps_of(args) -> int:
+    """N: --decode-steps, else --max-tokens (older callers' name for it), else the default."""
+    return args.decode_steps or args.max_tokens or DEFAULT_DECODE_STEPS
+
+
 def _scenarios(args) -> list[Scenario]:
+    steps = decode_steps_of(args)
     if args.offline:
-        return [Scenario(s.name, s.prompts, s.prompt_len, args.max_tokens or s.max_tokens, args.repetitions)
+        return [Scenario(s.name, s.prompts, s.prompt_len, steps, args.repetitions)
                 for s in OFFLINE_SCENARIOS if s.name in args.scenarios]
     chosen = []
     if "single" in args.scenarios:
-        chosen.append(Scenario("single", 1, 0, args.max_tokens or 256, args.repetitions))
+        chosen.append(Scenario("single", 1, 0, steps, args.repetitions))
     if "batch" in args.scenarios:
-        chosen.append(Scenario("batch", args.batch, 0, args.max_tokens or 256, args.repetitions))
+        chosen.append(Scenario("batch", args.batch, 0, steps, args.repetitions))
     return chosen
 
 
@@ -361,6 +539,8 @@ def run_backend_process(label: str, args, out_dir: Path, extra_env: Optional[dic
             cmd += ["--prompt", question]
     if args.max_tokens:
         cmd += ["--max-tokens", str(args.max_tokens)]
+    if args.decode_steps:
+        cmd += ["--decode-steps", str(args.decode_steps)]
     if args.eager:
         cmd.append("--eager")
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
@@ -408,8 +588,17 @@ def results_table(records: Sequence[dict]) -> list[dict]:
                          "prompt_tokens": res["prompt_tokens"], "generated_tokens": res["generated_tokens"],
                          "wall_s": round(res["wall_s"], 3), "output_tok_s": round(res["output_tok_s"], 1),
                          "ttft_s": round(res["ttft_s"], 3), "decode_ms_per_step": round(res["decode_ms_per_step"], 3),
+                         # absent in records written before the decode-only method (2026-11-23)
+                         "decode_ms_wall": round(res.get("decode_ms_wall", float("nan")), 3),
+                         "decode_steps": res.get("decode_steps"), "decode_clean": res.get("decode_clean"),
                          "repetitions": res["repetitions"]})
     return rows
+
+
+METHOD_NOTE = ("\ndecode_ms_per_step: one decode-only engine step with every prompt in the batch, "
+               "((end - last prefill)[1+L+N tokens] - (end - last prefill)[1+L tokens]) / N from vLLM's "
+               "engine-core timestamps; decode_ms_wall: the same difference of wall times; wall_s, output_tok_s "
+               "and ttft_s: the 1+L+N call (flashmla/deploy.py, MEASUREMENT_METHOD).\n")
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
@@ -430,7 +619,7 @@ def write_outputs(records: Sequence[dict], out_dir: Path, stem: str, meta: dict)
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    (out_dir / f"{stem}.md").write_text(markdown_table(rows))
+    (out_dir / f"{stem}.md").write_text(markdown_table(rows) + (METHOD_NOTE if rows else ""))
     try:
         if rows:
             plot_comparison(rows, out_dir / f"{stem}.png")
@@ -485,10 +674,8 @@ def compare(args) -> int:
         verify_log = out_dir / "verify_summary.json"
         verify_log.unlink(missing_ok=True)
         env = {"FLASHMLA_VLLM_VERIFY": str(args.verify_steps), "FLASHMLA_VLLM_VERIFY_LOG": str(verify_log)}
-        saved = (args.repetitions, args.max_tokens)
-        args.repetitions, args.max_tokens = 1, args.verify_tokens
-        rec = run_backend_process("ours", args, out_dir, env)
-        args.repetitions, args.max_tokens = saved
+        # One untimed generate() per scenario: the checks slow decoding down, so never time it.
+        rec = run_backend_process("ours", args, out_dir, env, extra_args=["--untimed", str(args.verify_tokens)])
         rec["label"] = "ours_verify"
         verification = rec.get("verification") or _read_verification(str(verify_log))
         rec["verification"] = verification
@@ -498,10 +685,12 @@ def compare(args) -> int:
         if not ok:
             write_outputs(records, out_dir, args.stem, _meta(args))
             return 3
+    written = {"rows": []}
     for label in args.backends:
         rec = run_backend_process(label, args, out_dir)
         records.append(rec)
-    written = write_outputs(records, out_dir, args.stem, _meta(args))
+        # after every backend, so a run stopped by a time limit keeps what finished
+        written = write_outputs(records, out_dir, args.stem, _meta(args))
     print()
     print(markdown_table(written["rows"]))
     failed = [r["label"] for r in records if r.get("error")]
@@ -516,7 +705,8 @@ def _meta(args) -> dict:
             "model": args.model or (str(OFFLINE_CONFIG_DIR) if args.offline else MODEL_ID),
             "max_model_len": args.max_model_len, "max_num_seqs": args.max_num_seqs,
             "repetitions": args.repetitions, "scenarios": args.scenarios, "cuda_graphs": not args.eager,
-            "block_size": 64, "torch_compile": False}
+            "block_size": 64, "torch_compile": False, "decode_steps": decode_steps_of(args),
+            "decode_method": "((end - last prefill)[1+L+N] - (end - last prefill)[1+L]) / N, vLLM engine timestamps"}
     try:
         import torch
         meta.update(torch=torch.__version__, cuda=torch.version.cuda)
@@ -569,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "token-id prompts, no download, no tokenizer")
         sp.add_argument("--max-model-len", type=int, default=4096)
         sp.add_argument("--max-num-seqs", type=int, default=64)
-        sp.add_argument("--max-tokens", type=int, default=0, help="tokens to generate per prompt")
+        sp.add_argument("--max-tokens", type=int, default=0, help="chat: tokens to generate per prompt; "
+                        "compare: the same as --decode-steps (kept for older callers)")
         sp.add_argument("--eager", action="store_true", help="no CUDA graphs (slow: host-bound)")
         sp.add_argument("--min-free-gib", type=float, default=WEIGHTS_GIB + 4)
         sp.add_argument("--prompt", action="append", help="a chat question (repeatable)")
@@ -586,6 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--scenarios", nargs="+", default=["single", "batch"], choices=["single", "batch"])
         sp.add_argument("--repetitions", type=int, default=3)
         sp.add_argument("--batch", type=int, default=16, help="prompts in the online batch scenario")
+        sp.add_argument("--decode-steps", type=int, default=0,
+                        help=f"timed decode-only steps per repetition (default {DEFAULT_DECODE_STEPS}); each "
+                        "repetition generates 1+L and 1+L+N tokens per prompt, L a lead-in past prefill")
         if name == "compare":
             sp.add_argument("--backends", nargs="+", default=list(BACKENDS))
             sp.add_argument("--out", default="deploy-results")
@@ -596,6 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--verify-tokens", type=int, default=17)
         else:
             sp.add_argument("--backend", required=True)
+            sp.add_argument("--untimed", type=int, default=0, metavar="TOKENS",
+                            help="one untimed generate() of TOKENS tokens per scenario (the verification pass)")
     return p
 
 

@@ -7,10 +7,15 @@
 #   2. build flashmla._C in place if an earlier stage did not;
 #   3. GPU tests of the backend (builder + forward_mqa on the CUDA kernel, CUDA-graph capture with
 #      padded rows) against the installed vLLM;
-#   4. scripts/vllm_e2e.py: ours with the verification switch on, then the three backends in fresh
-#      processes; table/CSV/JSON/plot.
+#   4. scripts/vllm_e2e.py: ours once, untimed, with the verification switch on, then the three
+#      backends in fresh processes; decode ms/step is a decode-only step with the whole batch (the
+#      difference of a 1+L and a 1+L+N token generate(), N=128; flashmla/deploy.py,
+#      MEASUREMENT_METHOD); table/CSV/JSON/plot.
 # Output (<= 6 files, for hosts that return few): $OUT/vllm/{vllm_e2e.md,.csv,.json,.png,vllm_logs.tar.gz}
-# Budget: about 5 minutes (4 vLLM starts of ~40 s, ~20 s of generation each).
+# Time on an H100 (2026-11-23 run, old method: ~8 min in all): GPU tests ~45 s, 4 vLLM processes of
+# ~55 s start-up each; the timed generation is now ~25 s per backend (it was ~12 s), the untimed
+# check pass a little shorter than before. E2E_ARGS passes options to vllm_e2e.py, e.g.
+# E2E_ARGS="--repetitions 2" or "--decode-steps 256"; every step below prints its elapsed time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -23,10 +28,10 @@ LOGS=$WORK/logs
 PY=${PYTHON:-python3}
 rm -rf "$LOGS"; mkdir -p "$SITE" "$LOGS"
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-say() { echo "$*" | tee -a "$LOGS/gpu_vllm.txt"; }
+say() { echo "[+${SECONDS}s] $*" | tee -a "$LOGS/gpu_vllm.txt"; }
 finish() {
   ( cd "$WORK" && tar -czf "$RES/vllm_logs.tar.gz" logs ) 2>/dev/null
-  [ -f "$RES/vllm_e2e.md" ] && { echo; echo "=== vLLM end to end (ms per decode step, medians)"; cat "$RES/vllm_e2e.md"; }
+  [ -f "$RES/vllm_e2e.md" ] && { echo; echo "=== vLLM end to end (ms per decode-only step, medians)"; cat "$RES/vllm_e2e.md"; }
   say "=== gpu_vllm.sh: $1"
   exit "$2"
 }
@@ -71,12 +76,15 @@ fi
 $PY -c "import torch, flashmla; print('flashmla backends on cuda:', flashmla.backend_status(torch.device('cuda')))" 2>&1 | tee -a "$LOGS/gpu_vllm.txt"
 
 # 3. GPU tests of the backend pieces --------------------------------------------------------------
+say "GPU tests of the backend"
 timeout 240 $PY -m pytest -q -rs -m gpu -p no:cacheprovider tests/test_vllm_backend.py 2>&1 | tee "$LOGS/pytest_gpu.txt" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
 # 4. end to end -----------------------------------------------------------------------------------
-timeout ${E2E_TIMEOUT:-480} $PY scripts/vllm_e2e.py --out "$WORK/logs" ${E2E_ARGS:-} 2>&1 | tee "$LOGS/e2e.txt"
+say "end to end: scripts/vllm_e2e.py ${E2E_ARGS:-}"
+timeout ${E2E_TIMEOUT:-420} $PY scripts/vllm_e2e.py --out "$WORK/logs" ${E2E_ARGS:-} 2>&1 | tee "$LOGS/e2e.txt"
 e2e_rc=${PIPESTATUS[0]}
+say "end to end finished (rc=$e2e_rc)"
 for f in vllm_e2e.md vllm_e2e.csv vllm_e2e.json vllm_e2e.png; do [ -f "$LOGS/$f" ] && cp "$LOGS/$f" "$RES/"; done
 [ "$tests_rc" = 0 ] || say "GPU tests of the backend FAILED (rc=$tests_rc)"
 [ "$e2e_rc" = 0 ] || finish "FAILED (end to end rc=$e2e_rc; per-process logs in vllm_logs.tar.gz)" 1
