@@ -217,8 +217,12 @@ with steps.step("roofline") as step:
 # 221,184 B/token for MHA (7.11×; 56.9× for V3), absorption error ~1e-15, relative error of the
 # paged bf16 kernel against float64 MLA ~3e-3. With the measured H100 ceilings (3.03 TB/s copy,
 # ~700 TFLOP/s bf16 matmul; torch 2.11.0+cu130) the roofline bound for b=128, seqlen 4096 is
-# 0.211 ms at h_q=128 and s_q=1. DeepSeek's FlashMLA takes 0.263 ms there and FlashInfer 0.282 ms
-# (`perf-targets.md`, measured 2026-11-22): about 80% of the bound. Notebook 03 measures ours.
+# 0.211 ms at h_q=128 and s_q=1. Anchors (`perf-targets.md`, measured 2026-11-22): DeepSeek's
+# FlashMLA takes 0.263 ms there and FlashInfer 0.282 ms, about 80% of the bound. Measured beside
+# them in the recorded run `benchmarks/results/bench_h100_2026-11-23/bench.md` (H100 80GB HBM3,
+# torch 2.11.0+cu130, Triton 3.6.0, 2026-11-23; its own ceilings 3006 GB/s and 731 TFLOP/s put
+# the bound at 0.213 ms): our CUDA kernel 0.308 ms, our Triton kernel 0.653 ms, FlashMLA as built
+# in vLLM 0.26.0 0.291 ms, FlashInfer `fa3` 0.277 ms. Notebook 03 explains those numbers.
 
 # %%
 steps.finish();

@@ -23,7 +23,8 @@ MUST_RUN_ON_CPU = {
     "00_environment": {"environment_report", "requirements", "backends_match_reference", "model_storage"},
     "01_mla_explained": {"kv_cache_sizes", "weight_absorption", "kernel_computes_mla", "roofline"},
     "02_build_the_kernel": {"schedule_walkthrough", "triton_matches_reference"},
-    "03_benchmark": {"providers", "run_benchmark", "all_results_match_reference", "plots", "targets"},
+    "03_benchmark": {"providers", "run_benchmark", "all_results_match_reference", "plots", "targets",
+                     "recorded_h100_run"},
     "04_vllm_backend": {"plugin_declared"},
     "05_deploy_deepseek_v2_lite": {"model_architecture", "kv_cache_budget"},
 }
@@ -225,6 +226,31 @@ def test_every_code_cell_ran_and_required_steps_ran(smoke_series, name):
             assert len(s["reason"]) > 10, f"{name}/{s['name']} skipped without a real reason"
     for fig in run["figures"]:
         assert (out / fig).stat().st_size > 1000
+
+
+def test_recorded_h100_plots_are_labelled_and_kept_apart(smoke_series):
+    """In SMOKE mode 03 shows the committed H100 plots: each one under a label naming the recorded
+    run's GPU and date (read from its bench_meta.json), and none of them listed as this run's figures."""
+    _rc, out, summary, _archive = smoke_series
+    import nbformat
+
+    run = next(r for r in summary["runs"] if r["name"] == "03_benchmark")
+    recorded = next(s for s in run["steps"] if s["name"] == "recorded_h100_run")
+    meta = json.loads((NOTEBOOK_DIR / recorded["results"]["recorded_run"] / "bench_meta.json").read_text())["meta"]
+    assert recorded["results"]["gpu"] == meta["gpu"] and recorded["results"]["date"] == meta["date"]
+    cell = next(c for c in nbformat.read(out / "03_benchmark.ipynb", as_version=4).cells
+                if c.cell_type == "code" and '"recorded_h100_run"' in c.source)
+    images = [o for o in cell.outputs if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})]
+    labels = [line for o in cell.outputs if o.get("output_type") == "stream"
+              for line in o["text"].splitlines() if line.startswith("[recorded ")]
+    assert len(images) == len(recorded["results"]["plots"]) >= 1
+    assert len(labels) == len(images) and all(meta["gpu"] in line and meta["date"] in line for line in labels)
+    assert any("RECORDED run, not this one" in "".join(o.get("data", {}).get("text/markdown", ""))
+               for o in cell.outputs if o.get("output_type") == "display_data")
+    recorded_dir = NOTEBOOK_DIR / Path(recorded["results"]["recorded_run"])
+    recorded_bytes = {(recorded_dir / plot).read_bytes() for plot in recorded["results"]["plots"]}
+    assert not any((out / fig).read_bytes() in recorded_bytes for fig in run["figures"]), \
+        "a recorded H100 plot was filed as one of this run's figures"
 
 
 def test_skips_are_shown_in_the_notebook(smoke_series):
