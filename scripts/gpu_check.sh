@@ -43,7 +43,13 @@ for stage in "${stages[@]}"; do
                  --ignore=tests/test_cuda.py --ignore=tests/test_triton.py ;;
     bench)     run_stage bench env BENCH_PACK=1 bash scripts/gpu_bench.sh ${BENCH_ARGS:-} ;;
     vllm)      run_stage vllm bash scripts/gpu_vllm.sh ;;
-    notebooks) run_stage notebooks timeout 420 $PY scripts/run_notebooks.py --no-smoke --out "$OUT/notebooks" ;;
+    notebooks) # 04/05 need vLLM (carry .gpu/vllm-site.tar.xz; it does not fit beside FlashInfer): split calls,
+               # NB_ONLY="00 01 02 03", then GPU_VLLM_DRY=1 NB_ONLY="02 04 05" with stages `vllm notebooks`
+               [ -d .gpu/nbwheels ] && $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/nbwheels \
+                 .gpu/nbwheels/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/nbwheels  # papermill & co., offline
+               [ -f /tmp/flashmla-vllm/site/vllm/__init__.py ] && export PYTHONPATH=$PYTHONPATH:/tmp/flashmla-vllm/site  # from `vllm`
+               run_stage notebooks timeout ${NB_TIMEOUT:-570} $PY scripts/run_notebooks.py --no-smoke ${NB_ONLY:+--only $NB_ONLY} \
+                 ${NB_ARGS:-} --out "$OUT/notebooks" --archive "$OUT/notebooks.tar.gz" ;;
     *) echo "unknown stage $stage"; result[$stage]=2; seconds[$stage]=0 ;;
   esac
 done
