@@ -195,7 +195,10 @@ with steps.step("chat", needs=serving_needs) as step:
 # Then each backend — ours (`CUSTOM`), vLLM's `TRITON_MLA` and vLLM's `FLASHMLA` — runs in its own
 # process on the same prompts, with block size 64 and CUDA graphs: one request, then a batch;
 # medians of the repetitions after a warm-up. With dummy weights the prompts are those of
-# `perf-targets.md` (1 × 512 tokens and 64 × 3072 tokens, 65 new tokens each).
+# `perf-targets.md` (1 × 512 tokens and 64 × 3072 tokens). Decode time per step is measured on
+# decode-only engine steps: each repetition generates 1 + L and 1 + L + N tokens per prompt (L
+# covers the chunked prefill, N = 128 decode steps) and divides the difference of the two decode
+# windows by N, so prefill never enters the figure (`flashmla.deploy.MEASUREMENT_METHOD`).
 
 # %%
 with steps.step("compare_backends", needs=serving_needs) as step:
