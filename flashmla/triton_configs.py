@@ -34,6 +34,9 @@ class KernelConfig:
     ctas_per_sm: int
     plan: str = "own"  # "metadata": follow get_mla_metadata's SM parts; "own": plan_splits
     q_in_loop: bool = False  # re-load the Q tile every step instead of once (a compiler lever)
+    # 2: two programs share a row tile, each accumulating 256 of the 512 value columns (half the
+    # fp32 accumulator registers; the 576-wide scores are computed by both, +53% tensor work).
+    dv_split: int = 1
 
     def smem_bytes(self, element_size: int = 2) -> int:
         return (self.block_m + self.num_stages * self.block_n) * 576 * element_size
@@ -109,6 +112,21 @@ def _both_plans(*configs):
     return [dataclasses.replace(c, plan=p) for c in configs for p in ("metadata", "own")]
 
 
+# Compute-bound variants (docs/triton-kernel.md, "What limits the compute-bound rows"). Triton
+# gives the score dot of a chained-dot loop all warps along M, so with BLOCK_M = 64 and 8 warps
+# both warpgroups compute the same 64 x 64 scores; a 64 x 512 fp32 accumulator cannot live in one
+# warpgroup. Every variant below therefore does 2 x 576 + 512 units of tensor work per 64 rows
+# (as the table entry does) but with fewer registers: value columns split across twin programs
+# (dv_split=2), 128-row tiles whose two warpgroups own 64 rows each, deeper pipelines with
+# 32-token steps. Registers/spills compiled offline for sm_90a: `--offline-resources`.
+COMPUTE_VARIANTS = [
+    KernelConfig(128, 32, 8, 2, 1, dv_split=2),   # offline: 248 regs, 0 spills (own plan)
+    KernelConfig(128, 64, 8, 1, 1, dv_split=2),   # 1 stage: 64-token steps without pipelining
+    KernelConfig(64, 64, 4, 2, 1, dv_split=2),    # one warpgroup per program, no duplicated scores
+    KernelConfig(64, 32, 4, 3, 1, dv_split=2),
+    KernelConfig(64, 32, 8, 4, 1),                # the table's layout, 32-token steps, 4 stages
+]
+
 CANDIDATES: dict[int, list[KernelConfig]] = {
     16: _both_plans(KernelConfig(16, 64, 4, 2, 1), KernelConfig(16, 64, 8, 2, 1), KernelConfig(16, 32, 4, 3, 1)),
     32: _both_plans(KernelConfig(32, 64, 4, 2, 1), KernelConfig(32, 64, 4, 2, 1, q_in_loop=True),
@@ -116,7 +134,7 @@ CANDIDATES: dict[int, list[KernelConfig]] = {
     64: _both_plans(KernelConfig(64, 64, 8, 2, 1), KernelConfig(64, 64, 8, 2, 1, q_in_loop=True),
                     KernelConfig(32, 64, 4, 2, 1)),
     128: _both_plans(KernelConfig(64, 64, 8, 2, 1), KernelConfig(64, 64, 8, 2, 1, q_in_loop=True),
-                     KernelConfig(64, 64, 16, 2, 1)) + [KernelConfig(128, 32, 16, 2, 1)],
+                     KernelConfig(64, 64, 16, 2, 1)) + _both_plans(*COMPUTE_VARIANTS),
 }
 SM_SHARED_BYTES = {"sm90": 228 * 1024, "sm80": 164 * 1024, "sm86": 100 * 1024}
 SM_REGISTERS = 65536
@@ -134,6 +152,74 @@ def occupancy(shared_bytes: int, n_regs: int, num_warps: int, family: str) -> in
     by_smem = SM_SHARED_BYTES.get(family, 100 * 1024) // max(1, shared_bytes + 1024)
     by_regs = SM_REGISTERS // max(1, n_regs * 32 * num_warps)
     return max(1, min(by_smem, by_regs, 64 // num_warps))
+
+
+def offline_resources(config: KernelConfig, kernel: str = "split", dtype: str = "bf16",
+                      capability: int = 90) -> dict:
+    """Compile one main kernel for a CUDA target without a GPU (Triton's compiler plus the ptxas
+    it ships) and report shared memory, registers and spills, as the GPU host would see them.
+    kernel: "split" (own plan, with partials) or "parts" (metadata plan). Pointers and the
+    16-divisible strides get the same divisibility hints the launcher derives on the GPU.
+    The numbers matched the H100's for the table entry (255 registers, 32 spills, 221184 B)."""
+    import re
+    import subprocess
+    import tempfile
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+    from flashmla import triton_decode
+    fn = triton_decode._mla_decode_split_kernel if kernel == "split" else triton_decode._mla_decode_parts_kernel
+    const = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, PAGE=triton_decode.PAGE_SIZE,
+                 D_V=triton_decode.HEAD_DIM_V, D_ROPE=triton_decode.HEAD_DIM_ROPE, DOT_FP32=False,
+                 Q_IN_LOOP=config.q_in_loop, DV_SPLIT=config.dv_split)
+    const.update(HAS_PARTIALS=True) if kernel == "split" else const.update(MD_WIDTH=triton_decode.METADATA_WIDTH)
+    int_pointers = ("block_table_ptr", "seqlens_ptr", "metadata_ptr", "num_splits_ptr")
+    unaligned = set(fn.do_not_specialize_names if hasattr(fn, "do_not_specialize_names") else ()) | {
+        "stride_bt_b", "stride_lse_b", "stride_lse_h"}
+    signature, attrs = {}, {}
+    for index, name in enumerate(fn.arg_names):
+        if name in const:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = ("*i32" if name in int_pointers else
+                               "*fp32" if "lse" in name or "part" in name else f"*{dtype}")
+            attrs[(index,)] = [["tt.divisibility", 16]]
+        elif name == "scale_log2":
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+            if name.startswith("stride") and name not in unaligned:
+                attrs[(index,)] = [["tt.divisibility", 16]]
+    compiled = triton.compile(ASTSource(fn, signature, const, attrs), target=GPUTarget("cuda", capability, 32),
+                              options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = f"{tmp}/kernel.ptx"
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        arch = f"sm_{capability}a" if capability == 90 else f"sm_{capability}"
+        log = subprocess.run([get_ptxas(capability).path, "-v", f"--gpu-name={arch}", ptx, "-o", f"{tmp}/k.o"],
+                             capture_output=True, text=True).stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores", log)
+    if regs is None:
+        raise RuntimeError(f"ptxas did not report registers: {log[-500:]}")
+    return dict(shared_bytes=int(compiled.metadata.shared), n_regs=int(regs.group(1)),
+                n_spills=int(spills.group(1)) // 4 if spills else 0)
+
+
+def _print_offline_resources(family_caps={"sm90": 90}):
+    """Registers and spills of the table entries and candidates, compiled here for sm_90a."""
+    configs = list(dict.fromkeys([c for c in CONFIGS["sm90"].values()] +
+                                 [_key(c) for cands in CANDIDATES.values() for c in cands]))
+    print("config | kernel | shared_bytes n_regs n_spills")
+    for cfg in configs:
+        for kernel in ("split", "parts"):
+            try:
+                res = offline_resources(cfg, kernel)
+                print(f"{cfg} | {kernel} | {res['shared_bytes']} {res['n_regs']} {res['n_spills']}", flush=True)
+            except Exception as exc:  # reported: e.g. ptxas refusing a register budget
+                print(f"{cfg} | {kernel} | failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
 
 
 def load_picks(path) -> None:
@@ -474,7 +560,12 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="CPU self-check under TRITON_INTERPRET=1")
     parser.add_argument("--sweep", action="store_true", help="time every candidate and write triton_picks.json")
     parser.add_argument("--use-picks", action="store_true", help="benchmark the sweep's picks, not the table")
+    parser.add_argument("--offline-resources", action="store_true",
+                        help="no GPU needed: compile every sm90 entry and candidate for sm_90a, print registers/spills")
     args = parser.parse_args(argv)
+    if args.offline_resources:
+        _print_offline_resources()
+        return
     run(args.out, sweep=args.sweep, quick=args.quick, workers=args.workers, smoke=args.smoke,
         use_picks=args.use_picks, precompile_only=args.precompile_only)
 

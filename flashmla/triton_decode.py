@@ -117,12 +117,33 @@ def is_available(device: torch.device) -> tuple[bool, str]:
 # --------------------------------------------------------------------------- kernels
 @_jit
 def _attend_range(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k_tok,
-                  tok_begin, tok_end, key_limit, scale_log2,
+                  tok_begin, tok_end, key_limit, scale_log2, dv_lo,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
                   D_V: tl.constexpr, D_ROPE: tl.constexpr, DOT_FP32: tl.constexpr,
-                  Q_IN_LOOP: tl.constexpr):
+                  Q_IN_LOOP: tl.constexpr, DV_SPLIT: tl.constexpr):
     """Online-softmax attention of BLOCK_M query rows over keys [tok_begin, tok_end) of one
-    request and kv head. Returns (unnormalised acc, running max m in log2 units, sum l)."""
+    request and kv head. Returns (unnormalised acc, running max m in log2 units, sum l).
+    With DV_SPLIT = 2 the program accumulates only output columns [dv_lo, dv_lo + D_V / 2)
+    (its twin program the other half), which halves the fp32 accumulator at the price of
+    computing the scores twice (see _attend_range_dv_half)."""
+    if DV_SPLIT == 2:
+        acc, m_i, l_i = _attend_range_dv_half(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k_tok,
+                                              tok_begin, tok_end, key_limit, scale_log2, dv_lo,
+                                              BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32)
+    else:
+        acc, m_i, l_i = _attend_range_full(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k_tok,
+                                           tok_begin, tok_end, key_limit, scale_log2,
+                                           BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32, Q_IN_LOOP)
+    return acc, m_i, l_i
+
+
+@_jit
+def _attend_range_full(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k_tok,
+                       tok_begin, tok_end, key_limit, scale_log2,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
+                       D_V: tl.constexpr, D_ROPE: tl.constexpr, DOT_FP32: tl.constexpr,
+                       Q_IN_LOOP: tl.constexpr):
+    """_attend_range over all D_V value columns (one [BLOCK_M, 512] accumulator)."""
     dv = tl.arange(0, D_V)
     dr = tl.arange(0, D_ROPE)
     if not Q_IN_LOOP:
@@ -177,20 +198,80 @@ def _attend_range(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k
 
 
 @_jit
+def _attend_range_dv_half(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k_tok,
+                          tok_begin, tok_end, key_limit, scale_log2, dv_lo,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
+                          D_V: tl.constexpr, D_ROPE: tl.constexpr, DOT_FP32: tl.constexpr):
+    """_attend_range for one half of the value columns. The 512 latent columns are loaded as
+    two 256-wide pieces, this program's own half first, so the scores use all 576 columns
+    while PV reuses only the own piece as V: no element is loaded twice, and the accumulator
+    is [BLOCK_M, 256] instead of [BLOCK_M, 512] (half the registers per row)."""
+    D_HALF: tl.constexpr = D_V // 2
+    dh = tl.arange(0, D_HALF)
+    dr = tl.arange(0, D_ROPE)
+    dv_other = D_HALF - dv_lo  # 256 for the first half, 0 for the second
+    q_own = tl.load(q_ptr + q_row[:, None] + dv_lo + dh[None, :], mask=row_ok[:, None], other=0.0)
+    q_other = tl.load(q_ptr + q_row[:, None] + dv_other + dh[None, :], mask=row_ok[:, None], other=0.0)
+    q_rope = tl.load(q_ptr + q_row[:, None] + D_V + dr[None, :], mask=row_ok[:, None], other=0.0)
+    if DOT_FP32:
+        q_own = q_own.to(tl.float32)
+        q_other = q_other.to(tl.float32)
+        q_rope = q_rope.to(tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D_HALF], tl.float32)
+    offs_n = tl.arange(0, BLOCK_N)
+    for start in range(tok_begin, tok_end, BLOCK_N):
+        page = tl.load(bt_row + start // PAGE).to(tl.int64)
+        key = start + offs_n
+        key_ok = key < tok_end
+        k_row = page * stride_k_block + (start % PAGE + offs_n) * stride_k_tok
+        k_own = tl.load(k_head + k_row[:, None] + dv_lo + dh[None, :], mask=key_ok[:, None], other=0.0)
+        k_other = tl.load(k_head + k_row[:, None] + dv_other + dh[None, :], mask=key_ok[:, None], other=0.0)
+        k_rope = tl.load(k_head + k_row[:, None] + D_V + dr[None, :], mask=key_ok[:, None], other=0.0)
+        p_dtype = k_own.dtype
+        if DOT_FP32:
+            k_own = k_own.to(tl.float32)
+            k_other = k_other.to(tl.float32)
+            k_rope = k_rope.to(tl.float32)
+        s = tl.dot(q_own, tl.trans(k_own))
+        s = tl.dot(q_other, tl.trans(k_other), s)
+        s = tl.dot(q_rope, tl.trans(k_rope), s)
+        s = s * scale_log2
+        allowed = key_ok[None, :] & (key[None, :] < key_limit[:, None])
+        s = tl.where(allowed, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_sub)
+        p = tl.exp2(s - m_sub[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if DOT_FP32:
+            acc = tl.dot(p, k_own, acc)
+        else:
+            acc = tl.dot(p.to(p_dtype), k_own, acc)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@_jit
 def _store_rows(acc, m_i, l_i, write_final, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
-                out_row, lse_offset, part_row, row_ok, D_V: tl.constexpr):
-    """Normalise and store: to out/lse (the request's only chunk) or to its partial slot."""
-    dv = tl.arange(0, D_V)
+                out_row, lse_offset, part_row, row_ok, dv_lo, D_V: tl.constexpr, DV_SPLIT: tl.constexpr):
+    """Normalise and store: to out/lse (the request's only chunk) or to its partial slot.
+    The program owns output columns [dv_lo, dv_lo + D_V / DV_SPLIT); with DV_SPLIT = 2 both
+    twins compute the same lse and only the first half stores it."""
+    dv = dv_lo + tl.arange(0, D_V // DV_SPLIT)
+    lse_ok = row_ok & (dv_lo == 0)
     has_keys = l_i > 0.0
     l_safe = tl.where(has_keys, l_i, 1.0)
     o = acc / l_safe[:, None]
     lse = (m_i + tl.log2(l_safe)) / 1.4426950408889634  # natural log
     if write_final:
         tl.store(out_ptr + out_row[:, None] + dv[None, :], o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
-        tl.store(lse_ptr + lse_offset, tl.where(has_keys, lse, float("inf")), mask=row_ok)
+        tl.store(lse_ptr + lse_offset, tl.where(has_keys, lse, float("inf")), mask=lse_ok)
     else:
         tl.store(out_part_ptr + part_row[:, None] * D_V + dv[None, :], o, mask=row_ok[:, None])
-        tl.store(lse_part_ptr + part_row, tl.where(has_keys, lse, float("-inf")), mask=row_ok)
+        tl.store(lse_part_ptr + part_row, tl.where(has_keys, lse, float("-inf")), mask=lse_ok)
 
 
 @_jit(do_not_specialize=["stride_bt_b", "stride_lse_b", "stride_lse_h", "s_q", "group", "rows", "h_kv",
@@ -208,10 +289,12 @@ def _mla_decode_split_kernel(
     HAS_PARTIALS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE: tl.constexpr, D_V: tl.constexpr, D_ROPE: tl.constexpr,
-    DOT_FP32: tl.constexpr, Q_IN_LOOP: tl.constexpr,
+    DOT_FP32: tl.constexpr, Q_IN_LOOP: tl.constexpr, DV_SPLIT: tl.constexpr,
 ):
     """Own plan. One program: BLOCK_M query rows of one kv head of one request, over one chunk."""
-    m_tile = tl.program_id(0)
+    # Twins that split the value columns (DV_SPLIT = 2) are adjacent: they share each cache block in L2.
+    m_tile = tl.program_id(0) // DV_SPLIT
+    dv_lo = (tl.program_id(0) % DV_SPLIT) * (D_V // DV_SPLIT)
     split = tl.program_id(1)
     batch_head = tl.program_id(2)
     batch = batch_head // h_kv
@@ -241,8 +324,8 @@ def _mla_decode_split_kernel(
     acc, m_i, l_i = _attend_range(
         q_ptr, q_row, row_ok, k_ptr + kv_head * stride_k_head,
         block_table_ptr + batch.to(tl.int64) * stride_bt_b, stride_k_block, stride_k_tok,
-        tok_begin, tok_end, key_limit, scale_log2,
-        BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32, Q_IN_LOOP)
+        tok_begin, tok_end, key_limit, scale_log2, dv_lo,
+        BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32, Q_IN_LOOP, DV_SPLIT)
 
     if HAS_PARTIALS:
         write_final = num_chunks <= 1
@@ -252,7 +335,7 @@ def _mla_decode_split_kernel(
     lse_offset = batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token
     part_row = ((batch.to(tl.int64) * num_splits + split) * h_kv + kv_head) * rows + row
     _store_rows(acc, m_i, l_i, write_final, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
-                out_row, lse_offset, part_row, row_ok, D_V)
+                out_row, lse_offset, part_row, row_ok, dv_lo, D_V, DV_SPLIT)
 
 
 @_jit(do_not_specialize=["stride_bt_b", "stride_lse_b", "stride_lse_h", "s_q", "group", "rows", "h_kv",
@@ -269,11 +352,12 @@ def _mla_decode_parts_kernel(
     scale_log2, causal,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE: tl.constexpr, D_V: tl.constexpr, D_ROPE: tl.constexpr,
-    DOT_FP32: tl.constexpr, Q_IN_LOOP: tl.constexpr, MD_WIDTH: tl.constexpr,
+    DOT_FP32: tl.constexpr, Q_IN_LOOP: tl.constexpr, DV_SPLIT: tl.constexpr, MD_WIDTH: tl.constexpr,
 ):
     """Metadata plan. One program: BLOCK_M query rows of one kv head over one SM part's slice of
     the batch (docs/internals.md: requests begin_req..end_req, blocks cut at the part's ends)."""
-    m_tile = tl.program_id(0)
+    m_tile = tl.program_id(0) // DV_SPLIT
+    dv_lo = (tl.program_id(0) % DV_SPLIT) * (D_V // DV_SPLIT)
     part = tl.program_id(1)
     kv_head = tl.program_id(2)
     md = metadata_ptr + part * MD_WIDTH
@@ -308,13 +392,13 @@ def _mla_decode_parts_kernel(
             acc, m_i, l_i = _attend_range(
                 q_ptr, q_row, row_ok, k_ptr + kv_head * stride_k_head,
                 block_table_ptr + req64 * stride_bt_b, stride_k_block, stride_k_tok,
-                tok_begin, tok_end, key_limit, scale_log2,
-                BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32, Q_IN_LOOP)
+                tok_begin, tok_end, key_limit, scale_log2, dv_lo,
+                BLOCK_M, BLOCK_N, PAGE, D_V, D_ROPE, DOT_FP32, Q_IN_LOOP, DV_SPLIT)
             out_row = req64 * stride_o_b + token * stride_o_s + head * stride_o_h
             lse_offset = req64 * stride_lse_b + head * stride_lse_h + token
             part_row = ((split_base + chunk).to(tl.int64) * h_kv + kv_head) * rows + row
             _store_rows(acc, m_i, l_i, num_chunks == 1, out_ptr, lse_ptr, out_part_ptr, lse_part_ptr,
-                        out_row, lse_offset, part_row, row_ok, D_V)
+                        out_row, lse_offset, part_row, row_ok, dv_lo, D_V, DV_SPLIT)
 
 
 @_jit(do_not_specialize=["stride_lse_b", "stride_lse_h", "group", "rows", "h_kv", "pages_per_split",
@@ -490,7 +574,11 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         config = kernel_config(q.device, rows)
     if PAGE_SIZE % config.block_n:
         raise ValueError(f"BLOCK_N ({config.block_n}) must divide the page size {PAGE_SIZE}")
+    if config.dv_split not in (1, 2):
+        raise ValueError(f"dv_split must be 1 or 2; got {config.dv_split}")
     row_tiles = -(-rows // config.block_m)
+    # programs per (request, kv head, chunk) along the grid's first axis: row tiles x value halves
+    tile_programs = row_tiles * config.dv_split
     max_pages = block_table.shape[1]
     use_metadata = (pages_per_split is None and config.plan == "metadata"
                     and tile_scheduler_metadata is not None and num_splits is not None)
@@ -502,7 +590,7 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
     if b == 0:
         return out, lse
     scale_log2 = float(softmax_scale) * LOG2E
-    common = dict(DOT_FP32=_dots_in_fp32(q.dtype), Q_IN_LOOP=config.q_in_loop,
+    common = dict(DOT_FP32=_dots_in_fp32(q.dtype), Q_IN_LOOP=config.q_in_loop, DV_SPLIT=config.dv_split,
                   BLOCK_M=config.block_m, BLOCK_N=config.block_n,
                   PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
                   num_warps=config.num_warps, num_stages=config.num_stages)
@@ -517,7 +605,7 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         num_parts = metadata.shape[0]
         out_part = torch.empty(b + num_parts, h_kv, rows, HEAD_DIM_V, dtype=torch.float32, device=q.device)
         lse_part = torch.empty(b + num_parts, h_kv, rows, dtype=torch.float32, device=q.device)
-        LAST_SPLIT_KERNEL = _mla_decode_parts_kernel[(row_tiles, num_parts, h_kv)](
+        LAST_SPLIT_KERNEL = _mla_decode_parts_kernel[(tile_programs, num_parts, h_kv)](
             q, k_cache, block_table, cache_seqlens, metadata, num_splits,
             out, lse, out_part, lse_part,
             q.stride(0), q.stride(1), q.stride(2),
@@ -532,7 +620,7 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         if pages_per_split is None:
             num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) \
                 if q.device.type == "cuda" else 4
-            n_splits, pages_per_split = plan_splits(b, h_kv, row_tiles, max_pages, num_sms, config, rows)
+            n_splits, pages_per_split = plan_splits(b, h_kv, tile_programs, max_pages, num_sms, config, rows)
         else:
             if pages_per_split < 1:
                 raise ValueError(f"pages_per_split must be >= 1; got {pages_per_split}")
@@ -542,7 +630,7 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
             lse_part = torch.empty(b, n_splits, h_kv, rows, dtype=torch.float32, device=q.device)
         else:  # never written; any fp32 buffer will do as the pointer argument
             out_part = lse_part = lse
-        LAST_SPLIT_KERNEL = _mla_decode_split_kernel[(row_tiles, n_splits, b * h_kv)](
+        LAST_SPLIT_KERNEL = _mla_decode_split_kernel[(tile_programs, n_splits, b * h_kv)](
             q, k_cache, block_table, cache_seqlens,
             out, lse, out_part, lse_part,
             q.stride(0), q.stride(1), q.stride(2),

@@ -158,6 +158,11 @@ _INTERPRETER_SHAPES = [
     ([200, 0, 70, 1], 2, 3, 1, True, "md3"),
     ([0, 129, 64, 5], 1, 4, 2, False, "md4"),
     ([260, 17], 4, 5, 1, True, "md16"),
+    # dv_split=2 (two programs per row tile, 256 value columns each): the direct store, the
+    # partials + combine, and the metadata plan; odd rows so the lse-owning half is masked too.
+    ([70, 0, 131], 2, 5, 1, True, "auto+dv2"),
+    ([150, 0, 1], 2, 9, 1, False, "2+dv2"),
+    ([200, 0, 70, 1], 2, 3, 1, True, "md3+dv2"),
 ]
 INTERPRETER_CASES = {
     f"L{'-'.join(map(str, c[0]))}_sq{c[1]}_hq{c[2]}_hkv{c[3]}_{'causal' if c[4] else 'full'}"
@@ -166,6 +171,15 @@ INTERPRETER_CASES = {
     for j, (dname, dtype) in enumerate([("bf16", torch.bfloat16), ("fp16", torch.float16)])
 }
 SOFTMAX_SCALE = 576 ** -0.5 * 1.3
+
+
+def _split_variant(plan):
+    """'<plan>+dv2' -> (plan, {'dv_split': 2}); an int plan may be written as a string."""
+    if not isinstance(plan, str) or "+" not in plan:
+        return plan, {}
+    plan, variant = plan.split("+")
+    assert variant == "dv2", variant
+    return (int(plan) if plan.isdigit() else plan), {"dv_split": 2}
 
 
 def _interpreter_case_inputs(name):
@@ -201,13 +215,15 @@ def _interpreter_worker(out_path):
     for name in INTERPRETER_CASES:
         def case(name=name):
             (q, k, bt, sl), causal, plan = _interpreter_case_inputs(name)
+            plan, variant = _split_variant(plan)
             if isinstance(plan, str) and plan.startswith("md"):
                 h_kv = k.shape[2]
                 md, ns = flashmla.get_mla_metadata(sl, q.shape[1] * q.shape[2] // h_kv, h_kv, num_sms=int(plan[2:]))
-                config = dataclasses.replace(triton_configs.INTERPRETER_CONFIG, plan="metadata")
+                config = dataclasses.replace(triton_configs.INTERPRETER_CONFIG, plan="metadata", **variant)
                 return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal, config=config,
                                                         tile_scheduler_metadata=md, num_splits=ns)
-            return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal,
+            config = dataclasses.replace(triton_configs.INTERPRETER_CONFIG, plan="own", **variant) if variant else None
+            return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal, config=config,
                                                     pages_per_split=None if plan == "auto" else plan)
         run(name, case)
 
@@ -318,6 +334,30 @@ def test_gpu_forced_split_plans(pages_per_split):
     out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, True, pages_per_split=pages_per_split)
     ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, True)
     assert_matches_reference(out, lse, ref_out, ref_lse)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("plan", ["metadata", "own"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("heads_sq", [(128, 1, 1), (128, 1, 2), (63, 1, 2), (16, 2, 4), (3, 1, 1)],
+                         ids=lambda h: f"hq{h[0]}-hkv{h[1]}-sq{h[2]}")
+@pytest.mark.parametrize("variant", triton_configs.COMPUTE_VARIANTS, ids=lambda c: "bm{}-bn{}-w{}-st{}-dv{}".format(
+    c.block_m, c.block_n, c.num_warps, c.num_stages, c.dv_split))
+def test_gpu_compute_variants(variant, heads_sq, dtype, plan):
+    """Every compute-bound variant the tuner may pick, whatever rows it is given (several row
+    tiles, partial tiles, GQA), with both plans and split requests."""
+    import flashmla
+    h_q, h_kv, s_q = heads_sq
+    device = _cuda_device()
+    seed = 7000 + h_q * 10 + s_q + (dtype == torch.float16)
+    q, k, bt, sl = make_inputs([300, 0, 1, 64, 65, 129, 777, 5], s_q, h_q, h_kv, dtype, device, seed)
+    config = dataclasses.replace(variant, plan=plan)
+    md, ns = flashmla.get_mla_metadata(sl, s_q * h_q // h_kv, h_kv, num_sms=5)
+    causal = s_q > 1
+    out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, causal, config=config,
+                                                tile_scheduler_metadata=md, num_splits=ns)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, causal)
+    assert_matches_reference(out, lse, ref_out, ref_lse, str(config))
 
 
 def benchmark_seqlens(b, mean, s_q, varied):
