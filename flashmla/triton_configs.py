@@ -528,7 +528,7 @@ def _benchmark_table(out_dir, device, family, gpu, shapes, bench, tag):
                             tflops=round(flops / ms / 1e9, 1), gbps=round(nbytes / ms / 1e6, 1),
                             block_m=cfg.block_m, block_n=cfg.block_n, num_warps=cfg.num_warps,
                             num_stages=cfg.num_stages, ctas_per_sm=cfg.ctas_per_sm, plan=cfg.plan,
-                            q_in_loop=int(cfg.q_in_loop), configs=tag, torch=torch.__version__,
+                            q_in_loop=int(cfg.q_in_loop), dv_split=cfg.dv_split, configs=tag, torch=torch.__version__,
                             triton=__import__("triton").__version__))
         q = k = None  # free the cache before the next shape
         if device.type == "cuda":

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -555,23 +555,29 @@ def _check_inputs(q, k_cache, block_table, cache_seqlens):
                         f"and {cache_seqlens.dtype}")
 
 
-def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
-                       config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None,
-                       tile_scheduler_metadata: Optional[torch.Tensor] = None,
-                       num_splits: Optional[torch.Tensor] = None):
-    """``decode`` with the table entry and/or the own plan's chunk length (pages) overridden.
-    ``pages_per_split`` forces the own plan; otherwise ``config.plan`` chooses (the metadata
-    plan needs both metadata tensors)."""
-    ok, reason = (True, "") if q.device.type == "cuda" and _cuda_ok(q.device) else is_available(q.device)
-    if not ok:
-        raise RuntimeError(f"Triton backend unavailable on {q.device}: {reason}")
-    _check_inputs(q, k_cache, block_table, cache_seqlens)
-    b, s_q, h_q, _ = q.shape
-    h_kv = k_cache.shape[2]
+class _LaunchPlan(NamedTuple):
+    """Everything about a call that follows from shapes, strides, dtypes and the config: worked
+    out once per distinct call signature (``_launch_plan``), so a repeated eager call only
+    allocates its outputs and launches (small batches are bound by this host time)."""
+    use_metadata: bool
+    out_shape: tuple
+    lse_shape: tuple
+    part_shapes: Optional[tuple]  # (out_part, lse_part) shapes, None when nothing is split
+    main_grid: tuple
+    main_ints: tuple  # the main kernel's integer arguments after the tensors
+    main_const: dict
+    combine_grid: Optional[tuple]
+    combine_ints: tuple
+    combine_const: dict
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_plan(device, dtype, q_shape, q_strides, k_shape, k_strides, bt_shape, bt_stride0, causal,
+                 config, pages_per_split, metadata_shape, num_splits_shape, dot_fp32) -> _LaunchPlan:
+    b, s_q, h_q, _ = q_shape
+    h_kv = k_shape[2]
     group = h_q // h_kv
     rows = s_q * group
-    if config is None:
-        config = kernel_config(q.device, rows)
     if PAGE_SIZE % config.block_n:
         raise ValueError(f"BLOCK_N ({config.block_n}) must divide the page size {PAGE_SIZE}")
     if config.dv_split not in (1, 2):
@@ -579,78 +585,96 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
     row_tiles = -(-rows // config.block_m)
     # programs per (request, kv head, chunk) along the grid's first axis: row tiles x value halves
     tile_programs = row_tiles * config.dv_split
-    max_pages = block_table.shape[1]
-    use_metadata = (pages_per_split is None and config.plan == "metadata"
-                    and tile_scheduler_metadata is not None and num_splits is not None)
-
-    block_table = block_table.contiguous()
-    cache_seqlens = cache_seqlens.contiguous()
-    out = torch.empty(b, s_q, h_q, HEAD_DIM_V, dtype=q.dtype, device=q.device)
-    lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
-    if b == 0:
-        return out, lse
-    scale_log2 = float(softmax_scale) * LOG2E
-    common = dict(DOT_FP32=_dots_in_fp32(q.dtype), Q_IN_LOOP=config.q_in_loop, DV_SPLIT=config.dv_split,
-                  BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-                  PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
-                  num_warps=config.num_warps, num_stages=config.num_stages)
-    global LAST_SPLIT_KERNEL
-
+    max_pages = bt_shape[1]
+    use_metadata = pages_per_split is None and config.plan == "metadata" and metadata_shape is not None
+    out_shape = (b, s_q, h_q, HEAD_DIM_V)
+    lse_shape = (b, h_q, s_q)
+    out_strides = (s_q * h_q * HEAD_DIM_V, h_q * HEAD_DIM_V, HEAD_DIM_V)  # torch.empty: contiguous
+    lse_strides = (h_q * s_q, s_q)
+    common_ints = (*q_strides[:3], *k_strides[:3], bt_stride0, *out_strides, *lse_strides)
+    main_const = dict(DOT_FP32=dot_fp32, Q_IN_LOOP=config.q_in_loop, DV_SPLIT=config.dv_split,
+                      BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+                      PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
+                      num_warps=config.num_warps, num_stages=config.num_stages)
     if use_metadata:
-        metadata = tile_scheduler_metadata.contiguous()
-        num_splits = num_splits.contiguous()
-        if metadata.dim() != 2 or metadata.shape[1] != METADATA_WIDTH or num_splits.numel() < b + 1:
+        if len(metadata_shape) != 2 or metadata_shape[1] != METADATA_WIDTH or num_splits_shape[0] < b + 1:
             raise ValueError(f"tile_scheduler_metadata must be [num_sm_parts, {METADATA_WIDTH}] and num_splits "
-                             f"[b + 1]; got {tuple(metadata.shape)} and {tuple(num_splits.shape)}")
-        num_parts = metadata.shape[0]
-        out_part = torch.empty(b + num_parts, h_kv, rows, HEAD_DIM_V, dtype=torch.float32, device=q.device)
-        lse_part = torch.empty(b + num_parts, h_kv, rows, dtype=torch.float32, device=q.device)
-        LAST_SPLIT_KERNEL = _mla_decode_parts_kernel[(tile_programs, num_parts, h_kv)](
-            q, k_cache, block_table, cache_seqlens, metadata, num_splits,
-            out, lse, out_part, lse_part,
-            q.stride(0), q.stride(1), q.stride(2),
-            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-            block_table.stride(0),
-            out.stride(0), out.stride(1), out.stride(2),
-            lse.stride(0), lse.stride(1),
-            s_q, group, rows, h_kv, scale_log2, int(bool(causal)),
-            MD_WIDTH=METADATA_WIDTH, **common)
+                             f"[b + 1]; got {metadata_shape} and {num_splits_shape}")
+        num_parts = metadata_shape[0]
+        part_shapes = ((b + num_parts, h_kv, rows, HEAD_DIM_V), (b + num_parts, h_kv, rows))
+        main_grid = (tile_programs, num_parts, h_kv)
+        main_ints = (*common_ints, s_q, group, rows, h_kv)
+        main_const["MD_WIDTH"] = METADATA_WIDTH
         n_splits, pages_per_split = 0, 1  # unused by the metadata combine
     else:
         if pages_per_split is None:
-            num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) \
-                if q.device.type == "cuda" else 4
+            num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
+                if device.type == "cuda" else 4
             n_splits, pages_per_split = plan_splits(b, h_kv, tile_programs, max_pages, num_sms, config, rows)
         else:
             if pages_per_split < 1:
                 raise ValueError(f"pages_per_split must be >= 1; got {pages_per_split}")
             n_splits = max(1, -(-max_pages // pages_per_split))
-        if n_splits > 1:
-            out_part = torch.empty(b, n_splits, h_kv, rows, HEAD_DIM_V, dtype=torch.float32, device=q.device)
-            lse_part = torch.empty(b, n_splits, h_kv, rows, dtype=torch.float32, device=q.device)
-        else:  # never written; any fp32 buffer will do as the pointer argument
-            out_part = lse_part = lse
-        LAST_SPLIT_KERNEL = _mla_decode_split_kernel[(tile_programs, n_splits, b * h_kv)](
-            q, k_cache, block_table, cache_seqlens,
-            out, lse, out_part, lse_part,
-            q.stride(0), q.stride(1), q.stride(2),
-            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-            block_table.stride(0),
-            out.stride(0), out.stride(1), out.stride(2),
-            lse.stride(0), lse.stride(1),
-            s_q, group, rows, h_kv, pages_per_split, n_splits,
-            scale_log2, int(bool(causal)),
-            HAS_PARTIALS=n_splits > 1, **common)
-        if n_splits == 1:
-            return out, lse
+        # with one split the partial buffers are never written (lse is passed in their place)
+        part_shapes = ((b, n_splits, h_kv, rows, HEAD_DIM_V), (b, n_splits, h_kv, rows)) if n_splits > 1 else None
+        main_grid = (tile_programs, n_splits, b * h_kv)
+        main_ints = (*common_ints, s_q, group, rows, h_kv, pages_per_split, n_splits)
+        main_const["HAS_PARTIALS"] = n_splits > 1
+    combine = use_metadata or n_splits > 1
+    return _LaunchPlan(
+        use_metadata=use_metadata, out_shape=out_shape, lse_shape=lse_shape, part_shapes=part_shapes,
+        main_grid=main_grid, main_ints=main_ints, main_const=main_const,
+        combine_grid=(-(-rows // COMBINE_BLOCK_ROWS), b * h_kv) if combine else None,
+        combine_ints=(*out_strides, *lse_strides, group, rows, h_kv, pages_per_split, n_splits),
+        combine_const=dict(USE_METADATA=use_metadata, BLOCK_R=COMBINE_BLOCK_ROWS, PAGE=PAGE_SIZE,
+                           D_V=HEAD_DIM_V, num_warps=4))
 
-    _mla_decode_combine_kernel[(-(-rows // COMBINE_BLOCK_ROWS), b * h_kv)](
-        cache_seqlens, num_splits if use_metadata else cache_seqlens, out, lse, out_part, lse_part,
-        out.stride(0), out.stride(1), out.stride(2),
-        lse.stride(0), lse.stride(1),
-        group, rows, h_kv, pages_per_split, n_splits,
-        USE_METADATA=use_metadata,
-        BLOCK_R=COMBINE_BLOCK_ROWS, PAGE=PAGE_SIZE, D_V=HEAD_DIM_V,
-        num_warps=4,
-    )
+
+def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
+                       config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None,
+                       tile_scheduler_metadata: Optional[torch.Tensor] = None,
+                       num_splits: Optional[torch.Tensor] = None):
+    """``decode`` with the table entry and/or the own plan's chunk length (pages) overridden.
+    ``pages_per_split`` forces the own plan; otherwise ``config.plan`` chooses (the metadata
+    plan needs both metadata tensors)."""
+    global LAST_SPLIT_KERNEL
+    device = q.device
+    ok, reason = (True, "") if device.type == "cuda" and _cuda_ok(device) else is_available(device)
+    if not ok:
+        raise RuntimeError(f"Triton backend unavailable on {device}: {reason}")
+    _check_inputs(q, k_cache, block_table, cache_seqlens)
+    if config is None:
+        config = kernel_config(device, q.shape[1] * (q.shape[2] // k_cache.shape[2]))
+    block_table = block_table.contiguous()
+    cache_seqlens = cache_seqlens.contiguous()
+    with_metadata = tile_scheduler_metadata is not None and num_splits is not None
+    plan = _launch_plan(device, q.dtype, tuple(q.shape), q.stride(), tuple(k_cache.shape), k_cache.stride(),
+                        tuple(block_table.shape), block_table.stride(0), bool(causal), config, pages_per_split,
+                        tuple(tile_scheduler_metadata.shape) if with_metadata else None,
+                        tuple(num_splits.shape) if with_metadata else None, _dots_in_fp32(q.dtype))
+    out = torch.empty(plan.out_shape, dtype=q.dtype, device=device)
+    lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=device)
+    if q.shape[0] == 0:
+        return out, lse
+    scale_log2 = float(softmax_scale) * LOG2E
+    causal_flag = 1 if causal else 0
+    if plan.part_shapes is not None:
+        out_part = torch.empty(plan.part_shapes[0], dtype=torch.float32, device=device)
+        lse_part = torch.empty(plan.part_shapes[1], dtype=torch.float32, device=device)
+    else:  # never written; any fp32 buffer will do as the pointer argument
+        out_part = lse_part = lse
+    if plan.use_metadata:
+        metadata = tile_scheduler_metadata.contiguous()
+        num_splits = num_splits.contiguous()
+        LAST_SPLIT_KERNEL = _mla_decode_parts_kernel[plan.main_grid](
+            q, k_cache, block_table, cache_seqlens, metadata, num_splits,
+            out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag, **plan.main_const)
+    else:
+        LAST_SPLIT_KERNEL = _mla_decode_split_kernel[plan.main_grid](
+            q, k_cache, block_table, cache_seqlens,
+            out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag, **plan.main_const)
+    if plan.combine_grid is not None:
+        _mla_decode_combine_kernel[plan.combine_grid](
+            cache_seqlens, num_splits if plan.use_metadata else cache_seqlens, out, lse, out_part, lse_part,
+            *plan.combine_ints, **plan.combine_const)
     return out, lse
