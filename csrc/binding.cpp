@@ -144,8 +144,9 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   p.num_m_blocks = static_cast<int>(num_m_blocks);
   p.softmax_scale = static_cast<float>(softmax_scale);
   p.causal = causal && s_q > 1;
-  MLA_CHECK(schedule >= 0 && schedule <= 7 && (schedule & 3) != 3,
-            "schedule must be 0 (auto), 1 (serial) or 2 (pipelined), plus 4 for rendezvous barriers, got ", schedule);
+  MLA_CHECK(schedule >= 0 && schedule <= 15,
+            "schedule must be 0 (auto), 1 (serial), 2 (pipelined) or 3 (chained), plus 4 for rendezvous barriers "
+            "and 8 for the column-split combine, got ", schedule);
   p.schedule = static_cast<int>(schedule);
 
   const auto dtype = q.scalar_type() == at::kBFloat16 ? flashmla::DType::kBF16 : flashmla::DType::kFP16;
@@ -154,7 +155,7 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
 }
 
 std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_t num_q_tokens_per_head_k,
-                                         int64_t num_heads_k, int64_t num_sms) {
+                                         int64_t num_heads_k, int64_t num_sms, int64_t min_blocks_per_part) {
   MLA_CHECK(cache_seqlens.is_cuda(), "cache_seqlens must be a CUDA tensor, got device ", cache_seqlens.device());
   check_int32_contiguous(cache_seqlens, "cache_seqlens");
   MLA_CHECK(cache_seqlens.dim() == 1 && cache_seqlens.size(0) > 0,
@@ -162,6 +163,8 @@ std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_
   MLA_CHECK(num_q_tokens_per_head_k > 0, "num_q_tokens_per_head_k must be positive, got ", num_q_tokens_per_head_k);
   MLA_CHECK(num_heads_k > 0, "num_heads_k must be positive, got ", num_heads_k);
   MLA_CHECK(num_sms > 0 && num_sms <= 1024, "num_sms must be in [1, 1024], got ", num_sms);
+  MLA_CHECK(min_blocks_per_part >= 1 && min_blocks_per_part <= (1 << 20),
+            "min_blocks_per_part must be in [1, 2**20], got ", min_blocks_per_part);
   const c10::cuda::CUDAGuard guard(cache_seqlens.device());
   const int64_t num_m_blocks = (num_q_tokens_per_head_k + flashmla::kRowsPerTile - 1) / flashmla::kRowsPerTile;
   const int64_t parts = std::max<int64_t>(1, num_sms / num_heads_k / num_m_blocks);
@@ -177,6 +180,7 @@ std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_
   p.tile_metadata = metadata.data_ptr<int>();
   p.num_splits = num_splits.data_ptr<int>();
   p.workspace = reinterpret_cast<long long*>(workspace.data_ptr<int64_t>());
+  p.min_blocks_per_part = static_cast<int>(min_blocks_per_part);
   check_cuda(flashmla::launch_mla_metadata(p, c10::cuda::getCurrentCUDAStream().stream()), "flashmla metadata launch");
   return {metadata, num_splits};
 }
@@ -189,6 +193,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("q"), pybind11::arg("k_cache"), pybind11::arg("block_table"), pybind11::arg("cache_seqlens"),
         pybind11::arg("softmax_scale"), pybind11::arg("causal"), pybind11::arg("tile_scheduler_metadata"),
         pybind11::arg("num_splits"), pybind11::arg("schedule") = 0);
-  m.def("get_mla_metadata", &get_mla_metadata, "Tile-scheduler metadata computed on the GPU");
+  m.def("get_mla_metadata", &get_mla_metadata, "Tile-scheduler metadata computed on the GPU",
+        pybind11::arg("cache_seqlens"), pybind11::arg("num_q_tokens_per_head_k"), pybind11::arg("num_heads_k"),
+        pybind11::arg("num_sms"), pybind11::arg("min_blocks_per_part") = 1);
   m.def("smem_bytes", &flashmla::mla_decode_smem_bytes, "Shared memory per block of the main kernel");
 }

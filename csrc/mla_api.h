@@ -45,8 +45,10 @@ struct DecodeParams {
   int num_m_blocks;                 // ceil(rows / 64)
   float softmax_scale;
   bool causal;
-  // bits 0-1: 0 = auto (= serial, the faster one measured), 1 = serial, 2 = pipelined;
-  // bit 2: rendezvous (bar.sync on both sides) instead of bar.arrive for the WG0/WG1 handoff.
+  // bits 0-1: 0 = auto (= serial, the faster one measured), 1 = serial, 2 = pipelined,
+  // 3 = chained (docs/kernel-design.md section 6);
+  // bit 2: rendezvous (bar.sync on both sides) instead of bar.arrive for the WG0/WG1 handoff;
+  // bit 3: column-split combine kernel (4 warps per row).
   int schedule;
 };
 
@@ -57,6 +59,7 @@ struct MetadataParams {
   int* tile_metadata;               // [num_sm_parts, 8] (output)
   int* num_splits;                  // [b + 1] (output)
   long long* workspace;             // [2 * b] scratch
+  int min_blocks_per_part;          // floor on line units per part (1 = no floor); scheduler.py
 };
 
 // Main split-KV kernel followed by the combine kernel, on `stream`.

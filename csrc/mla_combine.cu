@@ -11,7 +11,8 @@ namespace flashmla {
 
 namespace {
 
-constexpr int kCombineRowsPerBlock = 8;  // one warp per query row
+constexpr int kCombineRowsPerBlock = 8;  // one warp per query row (split variant: per row quarter)
+constexpr int kFlagSplitCombineBit = 8;  // DecodeParams::schedule bit; = kFlagSplitCombine of the main kernel
 
 template <typename T>
 __device__ __forceinline__ void store4(T* dst, float a, float b, float c, float d);
@@ -96,12 +97,90 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   if (lane == 0) *lse_out = final_lse;
 }
 
+// Column-split variant (schedule flag kFlagSplitCombineBit): each warp merges one quarter (128
+// columns, one float4 per lane) of one row, so a row is served by 4 warps and the grid has 4x
+// the blocks of the kernel above, with 8 chunk loads (16 B each) in flight per lane. Why: at
+// b = 1 the row count is small (16 rows for h_q = 16 -> 2 blocks of the kernel above, on 2
+// SMs), and merging ~64 partials of 2 KiB per row is then limited by the loads two SMs keep in
+// flight (docs/kernel-design.md section 6). Same arithmetic per element as mla_combine_kernel:
+// each of a row's 4 warps repeats the lse reduction (same inputs, same order), and each output
+// element sums the same products in the same chunk order.
+constexpr int kCombineColSplit = 4;
+constexpr int kCombineColsPerWarp = kHeadDimV / kCombineColSplit;  // 128 = 32 lanes x float4
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
+    mla_combine_split_kernel(const DecodeParams p) {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  const int req = blockIdx.z;
+  const int kv_head = blockIdx.y;
+  const int lane = threadIdx.x % 32;
+  const int unit = blockIdx.x * kCombineRowsPerBlock + threadIdx.x / 32;  // (row, quarter)
+  const int rho = unit / kCombineColSplit;
+  const int col0 = (unit % kCombineColSplit) * kCombineColsPerWarp + 4 * lane;
+  const int first_slot = p.num_splits[req];
+  const int num_chunks = p.num_splits[req + 1] - first_slot;
+  if (num_chunks == 1 || rho >= p.rows) return;
+
+  const int t = rho / p.heads_per_kv;
+  const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+  T* out_row = reinterpret_cast<T*>(p.out) +
+               ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV;
+  float* lse_out = p.lse + (static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t;
+  const float* lse_in = p.lse_accum + (static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho;
+  const int64_t lse_stride = static_cast<int64_t>(p.h_kv) * p.rows;
+
+  float lse_max = -INFINITY;
+  for (int c = lane; c < num_chunks; c += 32) lse_max = fmaxf(lse_max, lse_in[c * lse_stride]);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) lse_max = fmaxf(lse_max, __shfl_xor_sync(0xffffffff, lse_max, off));
+
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  float final_lse = INFINITY;
+  if (lse_max != -INFINITY) {
+    float sum = 0.f;
+    for (int c = lane; c < num_chunks; c += 32) sum += __expf(lse_in[c * lse_stride] - lse_max);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
+    const float inv_sum = 1.f / sum;
+    const float* o_in = p.out_accum + ((static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV + col0;
+    const int64_t o_stride = lse_stride * kHeadDimV;
+    // Batches of kBatch chunks: all loads of a batch are issued before the first use. Indices
+    // past the last chunk are clamped (an in-bounds, finite partial) and weighted 0, which adds
+    // exactly +0 and keeps the loop free of data-dependent branches.
+    constexpr int kBatch = 8;
+    for (int c0 = 0; c0 < num_chunks; c0 += kBatch) {
+      float4 v[kBatch];
+      float w[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int c = min(c0 + u, num_chunks - 1);
+        w[u] = lse_in[c * lse_stride];
+        v[u] = *reinterpret_cast<const float4*>(o_in + c * o_stride);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const float wu = c0 + u < num_chunks ? __expf(w[u] - lse_max) * inv_sum : 0.f;
+        acc.x += wu * v[u].x;
+        acc.y += wu * v[u].y;
+        acc.z += wu * v[u].z;
+        acc.w += wu * v[u].w;
+      }
+    }
+    final_lse = lse_max + __logf(sum);
+  }
+  store4<T>(out_row + col0, acc.x, acc.y, acc.z, acc.w);
+  if (lane == 0 && col0 == 0) *lse_out = final_lse;
+}
+
 }  // namespace
 
 template <typename T>
 cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t stream) {
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3((params.rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv, params.batch);
+  const bool split = (params.schedule & kFlagSplitCombineBit) != 0;
+  const int units = split ? params.rows * kCombineColSplit : params.rows;
+  config.gridDim = dim3((units + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv, params.batch);
   config.blockDim = dim3(32 * kCombineRowsPerBlock);
   config.stream = stream;
   // Programmatic dependent launch: the combine grid is scheduled while the main kernel drains
@@ -111,6 +190,7 @@ cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t strea
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attr;
   config.numAttrs = 1;
+  if (split) return cudaLaunchKernelEx(&config, mla_combine_split_kernel<T>, params);
   return cudaLaunchKernelEx(&config, mla_combine_kernel<T>, params);
 }
 

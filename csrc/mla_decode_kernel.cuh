@@ -170,7 +170,15 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
   }
 }
 
-template <typename T, bool kPipelined>
+// Inner-loop schedules (DecodeParams::schedule bits 0-1; docs/kernel-design.md section 3, 6).
+constexpr int kScheduleSerial = 1;
+constexpr int kSchedulePipelined = 2;
+constexpr int kScheduleChained = 3;
+// DecodeParams::schedule flag bits.
+constexpr int kFlagRendezvous = 4;     // bar.sync on both sides of the P handoff
+constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 columns over 4 warps
+
+template <typename T, int kSchedule>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -216,7 +224,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   __syncthreads();
 
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  const bool rendezvous = (p.schedule & 4) != 0;  // barrier mode of the WG0 <-> WG1 handoff
+  const bool rendezvous = (p.schedule & kFlagRendezvous) != 0;  // barrier mode of the WG0 <-> WG1 handoff
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
 
   PartCursor cur;
@@ -252,6 +260,28 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       // never carries out of its 14 bits inside shared memory.
       const uint64_t q_desc = make_smem_desc_sw128(q_desc_addr, 16, 1024);
       const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
+#pragma unroll
+      for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
+        const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
+        ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
+      }
+      wgmma_commit();
+    };
+    // The chained schedule splits issue_qk in two: wait_tile (mbarrier wait and tail zeroing,
+    // which branch) runs while no wgmma is in flight, and issue_qk_math is queued on the tensor
+    // pipe right behind the PV of the previous block.
+    auto wait_tile = [&](int stage, int it_idx, int seqlen, int block, bool last) {
+      uint8_t* tile = sK + stage * kTileBytes;
+      mbar_wait(&full_bar[stage], (it_idx >> 1) & 1);
+      const int valid_rows = seqlen - block * kPageSize;
+      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows);
+    };
+    auto issue_qk_math = [&](float* s_acc, int stage) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
+      wgmma_fence();
+      const uint64_t q_desc = make_smem_desc_sw128(q_desc_addr, 16, 1024);
+      const uint64_t k_desc = make_smem_desc_sw128(smem_addr(sK + stage * kTileBytes), 16, 1024);
 #pragma unroll
       for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
         const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
@@ -362,6 +392,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
       }
     };
+    // Exact shortcut of rescale_o: once a row's maximum has settled its factor is exactly 1.0f,
+    // and x * 1.0f == x, so a warp whose 16 rows all have factor 1 skips the 128 multiplies.
+    // The branch is warp-uniform and no wgmma is in flight here.
+    auto rescale_o_unless_unit = [&](float* o, const float* rescale) {
+      if (!__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) rescale_o(o, rescale);
+    };
     auto issue_pv = [&](float* o, const uint32_t* p_frag, int stage) {
       const uint32_t v_addr = smem_addr(sK + stage * kTileBytes);
       wgmma_fence();
@@ -446,7 +482,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       uint32_t p_frag[16];
       float rescale[2];
 
-      if constexpr (!kPipelined) {
+      if constexpr (kSchedule == kScheduleSerial) {
         // Serial: each block's PV is issued and waited for before the next QK^T, so a K stage is
         // released as early as possible (what memory-bound shapes need).
 #pragma unroll 1
@@ -462,6 +498,36 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           wgmma_wait<0>();
           mbar_arrive(&empty_bar[stage]);
         }
+      } else if constexpr (kSchedule == kScheduleChained) {
+        // Chained: as serial, but QK^T(j+1) is queued on the tensor pipe right behind PV(j)
+        // instead of after PV(j) has been waited for, so the pipe does not drain between blocks.
+        // The K stage of block j is still released as soon as PV(j) is done (wait_group 1: groups
+        // retire in order), exactly when the serial schedule releases it. Numerics are those of
+        // serial: same instructions on the same values, only issue order and waits move.
+        // wait_tile for block j+1 (a spin loop, and a branch for the tail) runs before PV(j) is
+        // issued, so no branch sits between a wgmma and its wait (ptxas would serialise them).
+        issue_qk(s_acc, it & 1, it, seqlen, block_lo, block_lo + 1 == block_hi);
+        wgmma_wait<0>();
+#pragma unroll 1
+        for (int block = block_lo; block + 1 < block_hi; ++block, ++it) {
+          const int stage = it & 1;
+          softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block);
+          hand_off(p_frag, rescale, false, row_sum, total_l, inv_l);
+          rescale_o_unless_unit(o, rescale);
+          wait_tile((it + 1) & 1, it + 1, seqlen, block + 1, block + 2 == block_hi);
+          issue_pv_from_smem(o, stage);  // P is in sP already (hand_off); frees p_frag
+          issue_qk_math(s_acc, (it + 1) & 1);
+          wgmma_wait<1>();  // PV(j) done: release its stage now
+          mbar_arrive(&empty_bar[stage]);
+          wgmma_wait<0>();  // S(j+1) ready
+        }
+        softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block_hi - 1);
+        hand_off(p_frag, rescale, true, row_sum, total_l, inv_l);
+        rescale_o_unless_unit(o, rescale);
+        issue_pv(o, p_frag, it & 1);
+        wgmma_wait<0>();
+        mbar_arrive(&empty_bar[it & 1]);
+        ++it;
       } else {
         // Pipelined: QK^T of block j+1 is issued before PV of block j, and the softmax of j+1 runs
         // while PV(j) (both halves) keeps the tensor cores busy. The K stage of block j is
@@ -563,12 +629,17 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           rescale[h] = sScale[row_in_tile[h]];
           if (last) inv_l[h] = sInvL[row_in_tile[h]];
         }
+        // Chained: skip the exact no-op of a unit rescale (as WG0 does; warp-uniform branch).
+        const bool unit = kSchedule == kScheduleChained &&
+                          __all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f);
+        if (!unit) {
 #pragma unroll
-        for (int i = 0; i < 32; ++i) {
+          for (int i = 0; i < 32; ++i) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            o[4 * i + 2 * h] *= rescale[h];
-            o[4 * i + 2 * h + 1] *= rescale[h];
+            for (int h = 0; h < 2; ++h) {
+              o[4 * i + 2 * h] *= rescale[h];
+              o[4 * i + 2 * h + 1] *= rescale[h];
+            }
           }
         }
         const uint32_t p_addr = smem_addr(sP);

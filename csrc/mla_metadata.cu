@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
   const long long total_blocks = carry_blocks;
   const long long total_units = carry_units;
   long long units_per_part = (total_units + parts - 1) / parts;
-  if (units_per_part < 1) units_per_part = 1;
+  if (units_per_part < p.min_blocks_per_part) units_per_part = p.min_blocks_per_part;  // clamp_min(floor >= 1)
 
   // 2. Part boundaries on the line, mapped to global block indices.
   for (int c = threadIdx.x; c <= parts; c += kMetaThreads) {
@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
 }  // namespace
 
 cudaError_t launch_mla_metadata(const MetadataParams& params, cudaStream_t stream) {
-  if (params.num_sm_parts < 1 || params.num_sm_parts > kMaxParts || params.batch < 1) {
+  if (params.num_sm_parts < 1 || params.num_sm_parts > kMaxParts || params.batch < 1 ||
+      params.min_blocks_per_part < 1) {
     return cudaErrorInvalidValue;
   }
   mla_metadata_kernel<<<1, kMetaThreads, 0, stream>>>(params);

@@ -14,9 +14,14 @@ import torch
 # Inner-loop schedule of the main kernel (docs/kernel-design.md): "serial" issues each block's
 # PV before the next QK^T (frees a K stage soonest: memory-bound shapes), "pipelined" overlaps
 # the softmax of block j+1 with PV(j) (kept as an experiment: it measured slower on every
-# benchmark row, see docs/kernel-design.md), "auto" = serial. $FLASHMLA_CUDA_SCHEDULE sets the
-# default.
-SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2}
+# benchmark row, see docs/kernel-design.md), "chained" is serial with QK^T(j+1) queued right
+# behind PV(j) and unit rescales skipped (same numerics as serial; a candidate for the
+# compute-bound rows, section 6), "auto" = serial. $FLASHMLA_CUDA_SCHEDULE sets the default.
+SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3}
+# Optional "+flag" suffixes: "rendezvous" (both warpgroups bar.sync at the P handoff instead of
+# bar.arrive; an experiment), "splitcombine" (the combine kernel merges each row with 4 warps
+# of 128 columns: more loads in flight at small batch).
+SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8}
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]
@@ -49,14 +54,14 @@ def is_available(device: torch.device) -> tuple[bool, str]:
 
 
 def _schedule_code(schedule: str | None) -> int:
-    """"serial", "pipelined" or "auto", optionally with "+rendezvous" (both warpgroups bar.sync
-    at the P handoff instead of bar.arrive; an experiment, see docs/kernel-design.md)."""
+    """"auto", "serial", "pipelined" or "chained", optionally followed by "+rendezvous" and/or
+    "+splitcombine" (see SCHEDULES / SCHEDULE_FLAGS), e.g. "chained+splitcombine"."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
-    base, _, suffix = name.partition("+")
-    if base not in SCHEDULES or suffix not in ("", "rendezvous"):
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, optionally with '+rendezvous', "
-                         f"got {name!r}")
-    return SCHEDULES[base] | (4 if suffix else 0)
+    base, *flags = str(name).split("+")
+    if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, optionally with "
+                         f"{' / '.join('+' + f for f in SCHEDULE_FLAGS)}, got {name!r}")
+    return SCHEDULES[base] | sum(SCHEDULE_FLAGS[f] for f in flags)
 
 
 def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
@@ -64,7 +69,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     """Paged MLA decode on the sm90a kernel; returns ``(out [b,s_q,h_q,512], lse [b,h_q,s_q])``.
 
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
-    ``schedule``: "auto" (default), "serial" or "pipelined"; see SCHEDULES.
+    ``schedule``: "auto" (default), "serial", "pipelined" or "chained", with optional flags;
+    see SCHEDULES and SCHEDULE_FLAGS.
     """
     if _C is None:
         raise RuntimeError(is_available(q.device)[1])
@@ -82,10 +88,13 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
 
 
 def get_mla_metadata_gpu(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int,
-                         num_sms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tile scheduler as one GPU kernel: same tensors as ``flashmla.scheduler``, no host sync."""
+                         num_sms: int, min_blocks_per_part: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tile scheduler as one GPU kernel: same tensors as ``flashmla.scheduler`` (with the same
+    ``min_blocks_per_part`` floor; 1 = none), no host sync."""
     if _C is None:
         raise RuntimeError(is_available(cache_seqlens.device)[1])
+    if not isinstance(min_blocks_per_part, int) or not 1 <= min_blocks_per_part <= 1 << 20:
+        raise ValueError(f"min_blocks_per_part must be an int in [1, 2**20], got {min_blocks_per_part!r}")
     metadata, num_splits = _C.get_mla_metadata(cache_seqlens, int(num_q_tokens_per_head_k), int(num_heads_k),
-                                               int(num_sms))
+                                               int(num_sms), min_blocks_per_part)
     return metadata, num_splits

@@ -20,6 +20,11 @@ inside a request's overhead is moved to the request's first block, so no chunk i
 The largest part therefore costs at most ``P + OVERHEAD`` (one chunk that starts mid-request
 pays an overhead the line did not charge), which the property tests check.
 
+Optional floor (``min_blocks_per_part``, default 1 = the schedule above unchanged): ``P`` is
+raised to at least that many units. It only bites when the batch is small (``T / num_sm_parts``
+below the floor, e.g. b = 1), where it trades fewer, longer chunks (fewer partials to write and
+merge) for fewer busy SMs; docs/kernel-design.md section 6 has the arithmetic.
+
 Everything below is cumulative sums and ``searchsorted`` on tensors: it runs on the tensors' own
 device with no host synchronisation, so it is cheap to call once per decode step and safe inside
 CUDA-graph capture. The exact output format is documented in ``docs/internals.md``; the CUDA
@@ -70,6 +75,7 @@ def compute_tile_scheduler_metadata(
     num_q_tokens_per_head_k: int,
     num_heads_k: int,
     num_sms: int | None = None,
+    min_blocks_per_part: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a batch's KV blocks over ``num_sm_parts`` parts.
 
@@ -78,6 +84,8 @@ def compute_tile_scheduler_metadata(
         num_q_tokens_per_head_k: s_q * h_q / h_kv.
         num_heads_k: h_kv.
         num_sms: SMs to plan for; defaults to the device's (132 off-GPU).
+        min_blocks_per_part: floor on the line units per part, ``P = max(ceil(T / parts),
+            min_blocks_per_part)``; 1 (the default) leaves the schedule as without a floor.
 
     Returns:
         ``tile_scheduler_metadata`` int32 ``[num_sm_parts, 8]`` and ``num_splits`` int32
@@ -85,6 +93,8 @@ def compute_tile_scheduler_metadata(
     """
     if cache_seqlens.numel() == 0:
         raise ValueError("cache_seqlens must hold at least one request (batch size b > 0)")
+    if not isinstance(min_blocks_per_part, int) or not 1 <= min_blocks_per_part <= 1 << 20:
+        raise ValueError(f"min_blocks_per_part must be an int in [1, 2**20], got {min_blocks_per_part!r}")
     device = cache_seqlens.device
     if num_sms is None:
         num_sms = device_num_sms(device)
@@ -103,7 +113,7 @@ def compute_tile_scheduler_metadata(
     total_blocks = torch.cat([zero, block_end])[-1]
 
     # Part boundaries on the line, then mapped to global block indices.
-    units_per_part = ((total_units + parts - 1) // parts).clamp_min(1)
+    units_per_part = ((total_units + parts - 1) // parts).clamp_min(min_blocks_per_part)
     line_cuts = torch.minimum(torch.arange(parts + 1, **i64) * units_per_part, total_units)
     req_at_cut = torch.searchsorted(line_end, line_cuts, right=True)  # b at the line's end
     inside = (line_cuts - _take(line_start, req_at_cut, 0) - overhead).clamp_min(0)

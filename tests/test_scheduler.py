@@ -126,3 +126,63 @@ def test_runs_on_the_tensors_device_without_python_loops():
     assert torch.equal(m1, m2) and torch.equal(n1, n2), "deterministic"
     assert m1.device == seq.device
     print(scheduler.describe(m1, n1))
+
+
+# --------------------------------------------------------------------------- optional floor
+def test_floor_of_one_is_the_default_schedule():
+    seq = torch.tensor([1, 4096, 0, 700, 65], dtype=torch.int32)
+    base = compute_tile_scheduler_metadata(seq, 128, 1, 132)
+    floored = compute_tile_scheduler_metadata(seq, 128, 1, 132, min_blocks_per_part=1)
+    assert torch.equal(base[0], floored[0]) and torch.equal(base[1], floored[1])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_floor_properties(seed):
+    """With a floor k the schedule is still a valid one (every block once, chunk ids 0..n-1,
+    balance bound with P = max(ceil(T/parts), k)), has at most ceil(T / P) non-empty parts, and
+    equals the default whenever ceil(T/parts) >= k (large batches are untouched)."""
+    rng = random.Random(1000 + seed)
+    b = rng.choice([1, 1, 2, 3, 8, 33, 128])
+    seqlens = [rng.choice([0, 1, 64, 65, 1000, rng.randint(0, 70000)]) for _ in range(b)]
+    rows, h_kv, num_sms = rng.choice([16, 64, 128, 256]), rng.choice([1, 2]), rng.choice([78, 132])
+    k = rng.choice([2, 4, 8, 16, 64])
+    seq = torch.tensor(seqlens, dtype=torch.int32)
+    metadata, num_splits = compute_tile_scheduler_metadata(seq, rows, h_kv, num_sms, min_blocks_per_part=k)
+    parts = num_sm_parts(num_sms, rows, h_kv)
+    blocks = [math.ceil(n / 64) for n in seqlens]
+    owner, costs, chunk_of = expand(metadata, num_splits, seqlens)
+    assert set(owner) == {(r, j) for r, n in enumerate(blocks) for j in range(n)}
+    splits = num_splits.tolist()
+    for r, n in enumerate(blocks):
+        ids = {c for (rr, c) in chunk_of if rr == r}
+        assert ids == set(range(splits[r + 1] - splits[r])) and (n == 0) == (not ids)
+    total = sum(n + FIXED_OVERHEAD_BLOCKS for n in blocks if n)
+    per_part = max(math.ceil(total / parts), k, 1)
+    assert max(costs) <= per_part + FIXED_OVERHEAD_BLOCKS + 1
+    nonempty = int((metadata[:, COL_BEGIN_REQ] >= 0).sum())
+    assert nonempty <= max(1, math.ceil(total / per_part))
+    assert splits[-1] <= len(seqlens) + parts
+    if math.ceil(total / parts) >= k:
+        base = compute_tile_scheduler_metadata(seq, rows, h_kv, num_sms)
+        assert torch.equal(base[0], metadata) and torch.equal(base[1], num_splits)
+
+
+@pytest.mark.parametrize("k", [2, 4, 5, 8, 16])
+def test_floor_at_batch_one_gives_chunks_of_k_blocks(k):
+    """b = 1, 4096 tokens (64 blocks): every chunk after the first has k blocks (the last may
+    have fewer); the first is shorter by the overhead the line charges before the first block."""
+    metadata, num_splits = compute_tile_scheduler_metadata(torch.tensor([4096], dtype=torch.int32), 16, 1, 132,
+                                                           min_blocks_per_part=k)
+    rows = [r for r in metadata.tolist() if r[COL_BEGIN_REQ] >= 0]
+    sizes = [r[COL_END_BLOCK] - r[COL_BEGIN_BLOCK] for r in rows]
+    assert sum(sizes) == 64 and int(num_splits[1]) == len(rows)
+    assert all(s == k for s in sizes[1:-1]) and 0 < sizes[-1] <= k
+    # The first cut past the request's overhead is at ceil(OVERHEAD / k) * k on the line.
+    assert sizes[0] == (math.ceil(FIXED_OVERHEAD_BLOCKS / k) * k - FIXED_OVERHEAD_BLOCKS or k)
+
+
+def test_floor_rejects_bad_values():
+    seq = torch.tensor([100], dtype=torch.int32)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="min_blocks_per_part"):
+            compute_tile_scheduler_metadata(seq, 16, 1, 132, min_blocks_per_part=bad)
