@@ -7,7 +7,8 @@
 #    (triton_compile.csv: shared memory, registers, spills), then times the public API with the
 #    checked-in table on every row of perf-targets.md (triton_results.csv: ms, CUDA-graph ms for
 #    b=1, TFLOPS, GB/s, whether each row meets best/0.6 and is not slower than vLLM's Triton MLA).
-#    TRITON_SWEEP=1 first times every candidate config too (triton_tuning.csv) and writes the
+#    TRITON_SWEEP=1 first times every candidate config too (triton_tuning.csv; includes the
+#    compute-bound COMPUTE_VARIANTS, e.g. dv_split=2, for the >64-row bucket) and writes the
 #    pick per row bucket (triton_picks.json); TRITON_USE_PICKS=1 then times and tests the picks
 #    instead of the table.
 # 2. pytest -m gpu tests/test_triton.py: the foundation grid (both split plans) and the benchmark

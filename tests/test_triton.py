@@ -98,7 +98,10 @@ def test_config_table_fits_shared_memory():
         assert set(table) == set(triton_configs.ROW_BUCKETS), family
         for bucket, cfg in table.items():
             assert PAGE % cfg.block_n == 0 and cfg.block_n >= 16, (family, bucket, cfg)
-            assert cfg.block_m in (16, 32, 64) and cfg.num_warps in (4, 8), (family, bucket, cfg)
+            # 128-row tiles only with half the value columns per program (a 128 x 512 fp32
+            # accumulator does not fit the register file)
+            assert cfg.block_m in (16, 32, 64) or (cfg.block_m == 128 and cfg.dv_split == 2), (family, bucket, cfg)
+            assert cfg.num_warps in (4, 8) and cfg.dv_split in (1, 2), (family, bucket, cfg)
             assert cfg.smem_bytes() <= limits[family], (family, bucket, cfg, cfg.smem_bytes())
 
 
