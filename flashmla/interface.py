@@ -13,6 +13,7 @@ values; nothing here can terminate the process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import os
 from typing import Optional
@@ -42,14 +43,18 @@ def _load_backend(name: str):
         return None, f"cannot import {_BACKEND_MODULES[name]}: {exc}"
 
 
+@functools.lru_cache(maxsize=None)
+def _availability(name: str, device: torch.device) -> tuple[bool, str]:
+    """Whether a backend can run on a device; cached: neither changes within a process, and the
+    check (imports, device queries) would otherwise cost microseconds on every decode call."""
+    module, reason = _load_backend(name)
+    return module.is_available(device) if module is not None else (False, reason)
+
+
 def backend_status(device: torch.device | str = "cpu") -> dict[str, tuple[bool, str]]:
     """For each backend: (usable on ``device``, reason when not)."""
     device = torch.device(device)
-    status = {}
-    for name in BACKENDS:
-        module, reason = _load_backend(name)
-        status[name] = module.is_available(device) if module is not None else (False, reason)
-    return status
+    return {name: _availability(name, device) for name in BACKENDS}
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
@@ -64,15 +69,13 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
         raise ValueError(f"backend must be one of 'auto', 'cuda', 'triton', 'reference'; got {choice!r}"
                          + (" (from $FLASHMLA_BACKEND)" if backend is None else ""))
     if choice != "auto":
-        module, reason = _load_backend(choice)
-        ok, why = module.is_available(device) if module is not None else (False, reason)
+        ok, why = _availability(choice, device)
         if not ok:
             raise RuntimeError(f"backend {choice!r} is not available on {device}: {why}")
         return choice
     candidates = ("cuda", "triton") if device.type == "cuda" else ()
     for name in candidates:
-        module, _ = _load_backend(name)
-        if module is not None and module.is_available(device)[0]:
+        if _availability(name, device)[0]:
             return name
     return "reference"
 
@@ -246,11 +249,10 @@ def get_mla_metadata(cache_seqlens: Optional[torch.Tensor] = None,
         num_sms = scheduler.device_num_sms(cache_seqlens.device)
 
     metadata = num_splits = None
-    if cache_seqlens.is_cuda:
+    if cache_seqlens.is_cuda and _availability("cuda", cache_seqlens.device)[0]:
         module, _ = _load_backend("cuda")
-        if module is not None and module.is_available(cache_seqlens.device)[0]:
-            metadata, num_splits = module.get_mla_metadata_gpu(
-                cache_seqlens, num_q_tokens_per_head_k, num_heads_k, num_sms)
+        metadata, num_splits = module.get_mla_metadata_gpu(
+            cache_seqlens, num_q_tokens_per_head_k, num_heads_k, num_sms)
     if metadata is None:
         metadata, num_splits = scheduler.compute_tile_scheduler_metadata(
             cache_seqlens, num_q_tokens_per_head_k, num_heads_k, num_sms)
