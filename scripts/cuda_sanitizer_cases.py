@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""A few small decodes for compute-sanitizer (memcheck/racecheck): zero-length and padded
-requests, NaN tails, garbage block-table slots, h_kv > 1, causal s_q > 1, split and direct paths."""
+"""A few small decodes for compute-sanitizer (memcheck/racecheck) and for gpu_cuda.sh's smoke
+step (a pipeline deadlock shows up as a timeout): zero-length and padded requests, NaN tails,
+garbage block-table slots, h_kv > 1, causal s_q > 1, split and direct paths, each schedule
+variant of $SANITIZE_SCHEDULES ("schedule@floor", comma-separated)."""
 import os
 import sys
 
@@ -15,7 +17,9 @@ for i, (lens, s_q, h_q, h_kv, dtype, num_sms) in enumerate([
         ([200, 0, 64], 1, 9, 3, torch.float16, 5),
         ([129], 4, 32, 2, torch.bfloat16, 132)]):
     q, k, bt, sl = make_inputs(lens, s_q, h_q, h_kv, dtype, device, seed=i)
-    for schedule in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined").split(","):
-        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule)
+    # "schedule@floor": a main-loop schedule (with flags) and the scheduler floor (default 1).
+    for variant in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined,chained+splitcombine@4").split(","):
+        schedule, _, floor = variant.partition("@")
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule, min_blocks_per_part=int(floor or 1))
         torch.cuda.synchronize()
-        print(f"case {i} {schedule}: out finite={bool(torch.isfinite(out).all())}")
+        print(f"case {i} {variant}: out finite={bool(torch.isfinite(out).all())}")

@@ -5,9 +5,14 @@
 #   2. smoke run of one small case under a timeout (a pipeline deadlock shows up here)
 #   3. pytest tests/test_cuda.py (GPU tests: scheduler bit-identity, foundation grid, benchmark
 #      shapes, CUDA graphs, binding errors)
-#   4. benchmark on perf-targets.md's shapes -> cuda_bench_<gpu>.csv
+#   4. benchmark of the default path and every variant (docs/kernel-design.md section 6) on
+#      perf-targets.md's shapes plus small-batch shapes -> cuda_bench_<gpu>.csv (one line per
+#      shape x variant; written after every shape)
 #   5. compute-sanitizer memcheck + racecheck on a few small cases
-# Set SKIP_BENCH=1 / SKIP_SANITIZER=1 to leave steps out.
+# Set SKIP_BENCH=1 / SKIP_SANITIZER=1 to leave steps out; BENCH_FIRST=1 runs step 4 before step 3
+# (so a long test run cannot eat the timing inside one 10-minute device call).
+# The one-call evaluation of the variants (about 8 minutes on an H100):
+#   SKIP_SANITIZER=1 BENCH_FIRST=1 bash scripts/gpu_cuda.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
@@ -29,19 +34,43 @@ grep -E "flashmla setup|registers|spill" "$OUT/cuda_build.log" | sed 's/^ptxas i
 if grep -E "[1-9][0-9]* bytes spill" "$OUT/cuda_build.log"; then echo "SPILLS"; fail=1; fi
 
 step "smoke"
-if ! timeout 120 $PY scripts/cuda_sanitizer_cases.py; then
+if ! SANITIZE_SCHEDULES=serial,pipelined timeout 120 $PY scripts/cuda_sanitizer_cases.py; then
   echo "SMOKE FAILED or timed out (a hang means a pipeline deadlock)"; exit 1
 fi
-
-step "pytest tests/test_cuda.py"
-timeout 420 $PY -m pytest -q -x -rs tests/test_cuda.py 2>&1 | tee "$OUT/cuda_pytest.log" | tail -25
-[ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
-
-if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  step "benchmark"
-  gpu=$($PY -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
-  timeout 300 $PY scripts/bench_cuda.py "$OUT/cuda_bench_${gpu}.csv" || fail=1
+# Each new variant alone: one that fails or hangs here is left out of the tests and the benchmark
+# (reported as a failure) instead of taking the default path's results down with it.
+broken=()
+for feature in chained splitcombine; do
+  case $feature in chained) cases="chained,chained@4" ;; splitcombine) cases="serial+splitcombine,serial+splitcombine@4" ;; esac
+  if ! SANITIZE_SCHEDULES=$cases timeout 60 $PY scripts/cuda_sanitizer_cases.py; then
+    echo "SMOKE of variant '$feature' FAILED or timed out: left out below"; broken+=("$feature"); fail=1
+  fi
+done
+deselect=""; bench_variants=""
+if [ ${#broken[@]} -gt 0 ]; then
+  # (the two tests that loop over all variants internally have "variants_" in their names)
+  deselect="not variants_$(printf " and not %s" "${broken[@]}")"
+  bench_variants=$($PY -c "
+import sys; sys.path.insert(0, 'scripts'); from bench_cuda import VARIANTS, name_of
+print(','.join(name_of(v) for v in VARIANTS if not any(b in v[0] for b in sys.argv[1:])))" "${broken[@]}")
+  export BENCH_VARIANTS=$bench_variants
 fi
+
+run_tests() {
+  step "pytest tests/test_cuda.py"
+  timeout ${TEST_TIMEOUT:-420} $PY -m pytest -q -x -rs --durations=10 ${deselect:+-k "$deselect"} tests/test_cuda.py 2>&1 \
+    | tee "$OUT/cuda_pytest.log" | tail -40
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+}
+run_bench() {
+  [ "${SKIP_BENCH:-0}" = 1 ] && return
+  step "benchmark (default + variants)"
+  gpu=$($PY -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
+  timeout ${BENCH_TIMEOUT:-300} $PY scripts/bench_cuda.py "$OUT/cuda_bench_${gpu}.csv" 2>&1 \
+    | tee "$OUT/cuda_bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+}
+if [ "${BENCH_FIRST:-0}" = 1 ]; then run_bench; run_tests; else run_tests; run_bench; fi
 
 if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   for tool in memcheck racecheck; do

@@ -92,13 +92,23 @@ def check_against_reference(out, lse, ref_out, ref_lse, what=""):
         assert rel.max().item() <= 1e-4, f"lse rel error {rel.max().item():.3e} > 1e-4 {what}"
 
 
-def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=None):
+def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=None, min_blocks_per_part=1):
     b, s_q, h_q, _ = q.shape
     h_kv = k.shape[2]
     if num_sms is None:
         num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q // h_kv, h_kv, num_sms)
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q // h_kv, h_kv, num_sms, min_blocks_per_part)
     return cuda_backend.decode(q, k, bt, sl, scale, causal, md, ns, schedule=schedule)
+
+
+# Kernel variants under evaluation (docs/kernel-design.md section 6): (schedule, scheduler floor).
+# Each must match the reference on the whole foundation grid before its timings mean anything.
+VARIANTS = [("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8)]
+
+
+def variant_id(variant):
+    schedule, floor = variant
+    return schedule + (f"-floor{floor}" if floor > 1 else "")
 
 
 # --------------------------------------------------------------------------- CPU
@@ -117,14 +127,15 @@ SCHED_CASES = [
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("floor", [1, 3, 16], ids=lambda f: f"floor{f}")
 @pytest.mark.parametrize("case", range(len(SCHED_CASES)))
 @pytest.mark.parametrize("num_sms", [132, 78, 1, 264])
-def test_gpu_scheduler_bit_identical(case, num_sms):
+def test_gpu_scheduler_bit_identical(case, num_sms, floor):
     device = _device()
     seqlens, rows, h_kv = SCHED_CASES[case]
     sl = torch.tensor(seqlens, dtype=torch.int32, device=device)
-    md, ns = cuda_backend.get_mla_metadata_gpu(sl, rows, h_kv, num_sms)
-    ref_md, ref_ns = scheduler.compute_tile_scheduler_metadata(sl, rows, h_kv, num_sms)
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, rows, h_kv, num_sms, min_blocks_per_part=floor)
+    ref_md, ref_ns = scheduler.compute_tile_scheduler_metadata(sl, rows, h_kv, num_sms, min_blocks_per_part=floor)
     assert md.dtype == ref_md.dtype == torch.int32 and ns.dtype == torch.int32
     assert torch.equal(md, ref_md), f"metadata differs:\n{md}\n{ref_md}"
     assert torch.equal(ns, ref_ns), f"num_splits differs:\n{ns}\n{ref_ns}"
@@ -158,6 +169,33 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype):
                               (rng.choice([1, 7, 33, 200]), "auto")):
         out, lse = run_cuda(q, k, bt, sl, causal, num_sms, schedule=schedule)
         check_against_reference(out, lse, ref_out.float(), ref_lse, f"num_sms={num_sms} schedule={schedule}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("s_q", [1, 2, 4])
+@pytest.mark.parametrize("heads", FOUNDATION_HEADS, ids=lambda hk: f"hq{hk[0]}-hkv{hk[1]}")
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_gpu_variant_foundation_grid(variant, heads, s_q, causal):
+    """The foundation grid for each variant (dtype alternates with the case to keep the GPU
+    test time near 4 minutes; both dtypes run for every variant): default SM count and a random
+    one (forces the split/combine path)."""
+    schedule, floor = variant
+    h_q, h_kv = heads
+    device = _device()
+    seed = 7 + h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2
+    dtype = (torch.bfloat16, torch.float16)[(h_q + h_kv + s_q + causal) % 2]
+    rng = random.Random(seed)
+    seqlens = FOUNDATION_SEQLENS[:]
+    rng.shuffle(seqlens)
+    seqlens.append(rng.choice([140, 4096, 20]))
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
+    causal = causal and s_q > 1
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
+    for num_sms in (None, rng.choice([1, 7, 33, 200])):
+        out, lse = run_cuda(q, k, bt, sl, causal, num_sms, schedule=schedule, min_blocks_per_part=floor)
+        check_against_reference(out, lse, ref_out.float(), ref_lse,
+                                f"variant={variant_id(variant)} num_sms={num_sms} dtype={dtype}")
 
 
 @pytest.mark.gpu
@@ -196,9 +234,30 @@ def test_gpu_benchmark_shapes(shape):
     check_against_reference(out, lse, ref_out.float(), ref_lse, str(shape))
 
 
+VARIANT_BENCH_SHAPES = [(1, 1, 4096, 16, False), (1, 1, 4096, 128, False), (1, 2, 16384, 128, False),
+                        (8, 1, 4096, 128, False), (128, 2, 4096, 128, True), (32, 1, 8192, 128, False)]
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("shape", VARIANT_BENCH_SHAPES, ids=lambda s: "b{}-sq{}-L{}-hq{}-{}".format(
+    *s[:4], "varied" if s[4] else "fixed"))
+def test_gpu_variants_on_benchmark_shapes(shape):
+    """Every variant on the small-batch shapes (where the floor and the split combine act) and
+    on compute-bound ones (where the chained schedule acts); long chunks exercise steady state."""
+    b, s_q, mean, h_q, varied = shape
+    device = _device()
+    seqlens = benchmark_seqlens(b, mean, s_q, varied)
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=3 + sum(shape), spare_pages=1)
+    ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)
+    for schedule, floor in VARIANTS:
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, schedule=schedule, min_blocks_per_part=floor)
+        check_against_reference(out, lse, ref_out.float(), ref_lse, f"{shape} {variant_id((schedule, floor))}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", [("auto", 1), ("chained+splitcombine", 8)], ids=variant_id)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_gpu_cuda_graph_padded_batch(dtype):
+def test_gpu_cuda_graph_padded_batch(dtype, variant):
     """Metadata of the real batch copied into buffers of a padded batch (vLLM pads num_splits with
     its last value, seqlens with 0): graph replay equals eager, padded rows give 0 / +inf."""
     device = _device()
@@ -212,14 +271,14 @@ def test_gpu_cuda_graph_padded_batch(dtype):
     ns_buf = torch.empty(b_pad + 1, dtype=torch.int32, device=device)
 
     def plan():
-        md, ns = cuda_backend.get_mla_metadata_gpu(sl[:b_real], rows, 1, num_sms)
+        md, ns = cuda_backend.get_mla_metadata_gpu(sl[:b_real], rows, 1, num_sms, min_blocks_per_part=variant[1])
         md_buf.copy_(md)
         ns_buf[:b_real + 1].copy_(ns)
         ns_buf[b_real + 1:].copy_(ns[-1].expand(b_pad - b_real))
 
     def step():
         plan()
-        return cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, True, md_buf, ns_buf)
+        return cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, True, md_buf, ns_buf, schedule=variant[0])
 
     eager_out, eager_lse = step()
     torch.cuda.synchronize()
@@ -285,6 +344,12 @@ def test_gpu_binding_rejects_bad_input():
         cuda_backend.decode(q, k, bt.long(), sl, 0.1, False, md, ns)
     with pytest.raises(ValueError, match="schedule"):
         cuda_backend.decode(q, k, bt, sl, 0.1, False, md, ns, schedule="fastest")
+    with pytest.raises(ValueError, match="schedule"):
+        cuda_backend.decode(q, k, bt, sl, 0.1, False, md, ns, schedule="chained+fast")
+    with pytest.raises(ValueError, match="min_blocks_per_part"):
+        cuda_backend.get_mla_metadata_gpu(sl, 16, 1, 132, min_blocks_per_part=0)
+    with pytest.raises(ValueError, match="min_blocks_per_part"):
+        cuda_backend._C.get_mla_metadata(sl, 16, 1, 132, 0)  # the binding's own check
 
 
 _BINDING_VALUE_ERROR_CHILD = """
@@ -315,3 +380,24 @@ def test_gpu_binding_value_error_without_python_checks():
                           timeout=120)
     assert proc.returncode == 0 and "VALUE_ERROR num_splits must have shape [2]" in proc.stdout, (
         f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(4, 2, 3000, 128, False), (1, 1, 4096, 16, False)],
+                         ids=lambda s: "b{}-sq{}-L{}-hq{}".format(*s[:4]))
+def test_gpu_variants_bit_identical_where_predicted(shape):
+    """Predictions of docs/kernel-design.md section 6, checked exactly: 'chained' performs the
+    same wgmma on the same operands as 'serial' (P read from smem instead of registers holds
+    the same bits; a skipped unit rescale is x * 1.0f == x), and the split combine sums the same
+    products in the same order as the default combine (its extra terms add +0)."""
+    b, s_q, mean, h_q, varied = shape
+    device = _device()
+    q, k, bt, sl = make_inputs(benchmark_seqlens(b, mean, s_q, varied), s_q, h_q, 1, torch.bfloat16, device,
+                               seed=41, spare_pages=1)
+    for num_sms in (None, 33):
+        base_out, base_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial")
+        for schedule in ("chained", "serial+splitcombine", "chained+splitcombine"):
+            out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule)
+            diff = (out.float() - base_out.float()).abs().max().item()
+            assert torch.equal(out, base_out) and torch.equal(lse, base_lse), (
+                f"{schedule} differs from serial (num_sms={num_sms}): max |out diff| {diff:.3e}")
