@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
 
 // Column-split variant (schedule flag kFlagSplitCombineBit): each warp merges one quarter (128
 // columns, one float4 per lane) of one row, so a row is served by 4 warps and the grid has 4x
-// the blocks of the kernel above, with 8 chunk loads (16 B each) in flight per lane. Why: at
+// the blocks of the kernel above, with 16 chunk loads (16 B each) in flight per lane. Why: at
 // b = 1 the row count is small (16 rows for h_q = 16 -> 2 blocks of the kernel above, on 2
 // SMs), and merging ~64 partials of 2 KiB per row is then limited by the loads two SMs keep in
 // flight (docs/kernel-design.md section 6). Same arithmetic per element as mla_combine_kernel:
@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     // Batches of kBatch chunks: all loads of a batch are issued before the first use. Indices
     // past the last chunk are clamped (an in-bounds, finite partial) and weighted 0, which adds
     // exactly +0 and keeps the loop free of data-dependent branches.
-    constexpr int kBatch = 8;
+    constexpr int kBatch = 16;
     for (int c0 = 0; c0 < num_chunks; c0 += kBatch) {
       float4 v[kBatch];
       float w[kBatch];
