@@ -172,33 +172,6 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("s_q", [1, 2, 4])
-@pytest.mark.parametrize("heads", FOUNDATION_HEADS, ids=lambda hk: f"hq{hk[0]}-hkv{hk[1]}")
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_gpu_variant_foundation_grid(variant, heads, s_q, causal):
-    """The foundation grid for each variant (dtype alternates with the case to keep the GPU
-    test time near 4 minutes; both dtypes run for every variant): default SM count and a random
-    one (forces the split/combine path)."""
-    schedule, floor = variant
-    h_q, h_kv = heads
-    device = _device()
-    seed = 7 + h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2
-    dtype = (torch.bfloat16, torch.float16)[(h_q + h_kv + s_q + causal) % 2]
-    rng = random.Random(seed)
-    seqlens = FOUNDATION_SEQLENS[:]
-    rng.shuffle(seqlens)
-    seqlens.append(rng.choice([140, 4096, 20]))
-    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
-    causal = causal and s_q > 1
-    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
-    for num_sms in (None, rng.choice([1, 7, 33, 200])):
-        out, lse = run_cuda(q, k, bt, sl, causal, num_sms, schedule=schedule, min_blocks_per_part=floor)
-        check_against_reference(out, lse, ref_out.float(), ref_lse,
-                                f"variant={variant_id(variant)} num_sms={num_sms} dtype={dtype}")
-
-
-@pytest.mark.gpu
 def test_gpu_softmax_scale_and_strided_q():
     device = _device()
     q, k, bt, sl = make_inputs([700, 0, 129], 2, 32, 1, torch.bfloat16, device, seed=11)
@@ -232,26 +205,6 @@ def test_gpu_benchmark_shapes(shape):
     out, lse = run_cuda(q, k, bt, sl, s_q > 1)
     ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)  # upcasts per request
     check_against_reference(out, lse, ref_out.float(), ref_lse, str(shape))
-
-
-VARIANT_BENCH_SHAPES = [(1, 1, 4096, 16, False), (1, 1, 4096, 128, False), (1, 2, 16384, 128, False),
-                        (8, 1, 4096, 128, False), (128, 2, 4096, 128, True), (32, 1, 8192, 128, False)]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("shape", VARIANT_BENCH_SHAPES, ids=lambda s: "b{}-sq{}-L{}-hq{}-{}".format(
-    *s[:4], "varied" if s[4] else "fixed"))
-def test_gpu_variants_on_benchmark_shapes(shape):
-    """Every variant on the small-batch shapes (where the floor and the split combine act) and
-    on compute-bound ones (where the chained schedule acts); long chunks exercise steady state."""
-    b, s_q, mean, h_q, varied = shape
-    device = _device()
-    seqlens = benchmark_seqlens(b, mean, s_q, varied)
-    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=3 + sum(shape), spare_pages=1)
-    ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)
-    for schedule, floor in VARIANTS:
-        out, lse = run_cuda(q, k, bt, sl, s_q > 1, schedule=schedule, min_blocks_per_part=floor)
-        check_against_reference(out, lse, ref_out.float(), ref_lse, f"{shape} {variant_id((schedule, floor))}")
 
 
 @pytest.mark.gpu
@@ -348,8 +301,6 @@ def test_gpu_binding_rejects_bad_input():
         cuda_backend.decode(q, k, bt, sl, 0.1, False, md, ns, schedule="chained+fast")
     with pytest.raises(ValueError, match="min_blocks_per_part"):
         cuda_backend.get_mla_metadata_gpu(sl, 16, 1, 132, min_blocks_per_part=0)
-    with pytest.raises(ValueError, match="min_blocks_per_part"):
-        cuda_backend._C.get_mla_metadata(sl, 16, 1, 132, 0)  # the binding's own check
 
 
 _BINDING_VALUE_ERROR_CHILD = """
@@ -381,6 +332,55 @@ def test_gpu_binding_value_error_without_python_checks():
     assert proc.returncode == 0 and "VALUE_ERROR num_splits must have shape [2]" in proc.stdout, (
         f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}")
 
+
+# --------------------------------------------------------------------------- GPU: variants
+# Last in the file: the default path's tests above run first, so a broken variant cannot hide
+# their results (gpu_cuda.sh runs pytest with --maxfail, not -x).
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("s_q", [1, 2, 4])
+@pytest.mark.parametrize("heads", FOUNDATION_HEADS, ids=lambda hk: f"hq{hk[0]}-hkv{hk[1]}")
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_gpu_variant_foundation_grid(variant, heads, s_q, causal):
+    """The foundation grid for each variant (dtype alternates with the case to keep the GPU
+    test time near 4 minutes; both dtypes run for every variant): default SM count and a random
+    one (forces the split/combine path)."""
+    schedule, floor = variant
+    h_q, h_kv = heads
+    device = _device()
+    seed = 7 + h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2
+    dtype = (torch.bfloat16, torch.float16)[(h_q + h_kv + s_q + causal) % 2]
+    rng = random.Random(seed)
+    seqlens = FOUNDATION_SEQLENS[:]
+    rng.shuffle(seqlens)
+    seqlens.append(rng.choice([140, 4096, 20]))
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
+    causal = causal and s_q > 1
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
+    for num_sms in (None, rng.choice([1, 7, 33, 200])):
+        out, lse = run_cuda(q, k, bt, sl, causal, num_sms, schedule=schedule, min_blocks_per_part=floor)
+        check_against_reference(out, lse, ref_out.float(), ref_lse,
+                                f"variant={variant_id(variant)} num_sms={num_sms} dtype={dtype}")
+
+
+VARIANT_BENCH_SHAPES = [(1, 1, 4096, 16, False), (1, 1, 4096, 128, False), (1, 2, 16384, 128, False),
+                        (8, 1, 4096, 128, False), (128, 2, 4096, 128, True), (32, 1, 8192, 128, False)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", VARIANT_BENCH_SHAPES, ids=lambda s: "b{}-sq{}-L{}-hq{}-{}".format(
+    *s[:4], "varied" if s[4] else "fixed"))
+def test_gpu_variants_on_benchmark_shapes(shape):
+    """Every variant on the small-batch shapes (where the floor and the split combine act) and
+    on compute-bound ones (where the chained schedule acts); long chunks exercise steady state."""
+    b, s_q, mean, h_q, varied = shape
+    device = _device()
+    seqlens = benchmark_seqlens(b, mean, s_q, varied)
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=3 + sum(shape), spare_pages=1)
+    ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)
+    for schedule, floor in VARIANTS:
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, schedule=schedule, min_blocks_per_part=floor)
+        check_against_reference(out, lse, ref_out.float(), ref_lse, f"{shape} {variant_id((schedule, floor))}")
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(4, 2, 3000, 128, False), (1, 1, 4096, 16, False)],
