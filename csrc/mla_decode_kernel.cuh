@@ -69,11 +69,17 @@ struct ElemOps<__nv_bfloat16> {
   static __device__ __forceinline__ void qk(float* d, uint64_t a, uint64_t b, int acc) {
     wgmmaM64N64K16SSBf16(d, a, b, acc);
   }
+  static __device__ __forceinline__ void qk_regs(float* d, const uint32_t* a, uint64_t b, int acc) {
+    wgmmaM64N64K16RSBf16(d, a, b, acc);
+  }
   static __device__ __forceinline__ void pv_regs(float* d, const uint32_t* a, uint64_t b) {
     wgmmaM64N256K16RSBf16(d, a, b, 1);
   }
   static __device__ __forceinline__ void pv_smem(float* d, uint64_t a, uint64_t b) {
     wgmmaM64N256K16SSTransBBf16(d, a, b, 1);
+  }
+  static __device__ __forceinline__ void pv_smem_n128(float* d, uint64_t a, uint64_t b) {
+    wgmmaM64N128K16SSTransBBf16(d, a, b, 1);
   }
 };
 
@@ -86,11 +92,17 @@ struct ElemOps<__half> {
   static __device__ __forceinline__ void qk(float* d, uint64_t a, uint64_t b, int acc) {
     wgmmaM64N64K16SSF16(d, a, b, acc);
   }
+  static __device__ __forceinline__ void qk_regs(float* d, const uint32_t* a, uint64_t b, int acc) {
+    wgmmaM64N64K16RSF16(d, a, b, acc);
+  }
   static __device__ __forceinline__ void pv_regs(float* d, const uint32_t* a, uint64_t b) {
     wgmmaM64N256K16RSF16(d, a, b, 1);
   }
   static __device__ __forceinline__ void pv_smem(float* d, uint64_t a, uint64_t b) {
     wgmmaM64N256K16SSTransBF16(d, a, b, 1);
+  }
+  static __device__ __forceinline__ void pv_smem_n128(float* d, uint64_t a, uint64_t b) {
+    wgmmaM64N128K16SSTransBF16(d, a, b, 1);
   }
 };
 

@@ -60,6 +60,8 @@ body = [
     rs(256, 1, "wgmmaM64N256K16RS"),
     "\n\n// O[64x256] += P[64x16] (shared, K-major) * V[16x256], V N-major in shared memory.",
     ss(256, 1, "wgmmaM64N256K16SSTransB"),
+    "\n\n// S[64x64] = Q[64x16] (registers) * K[64x16]^T, K K-major in shared memory (qreg schedule).",
+    rs(64, 0, "wgmmaM64N64K16RS"),
     "\n\n// Half-width variants (N = 128) of the two PV shapes.",
     rs(128, 1, "wgmmaM64N128K16RS"),
     ss(128, 1, "wgmmaM64N128K16SSTransB"),
