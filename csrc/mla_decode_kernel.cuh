@@ -27,13 +27,12 @@ namespace flashmla {
 
 constexpr int kNumThreads = 256;
 
-// Defined once per element type in mla_decode_{bf16,fp16}.cu.
+// Defined at the end of this file; instantiated once per element type in
+// mla_decode_{bf16,fp16}.cu (one file per type so the two compile in parallel).
 template <typename T>
 cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream);
-template <>
-cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
-template <>
-cudaError_t launch_main_kernel<__half>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
+extern template cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
+extern template cudaError_t launch_main_kernel<__half>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
 constexpr int kBoxDim = 64;                                   // 64 dims x 64 tokens per TMA box
 constexpr int kBoxBytes = kBoxDim * kPageSize * 2;            // 8 KiB
 constexpr int kNumBoxes = kHeadDimQK / kBoxDim;               // 9
@@ -679,6 +678,26 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
   }
 #endif
+}
+
+template <typename T>
+cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream) {
+  // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).
+  int kind = params.schedule & 3;
+  if (kind == 0) kind = kScheduleSerial;
+  auto kernel = kind == kSchedulePipelined ? mla_decode_kernel<T, kSchedulePipelined>
+                : kind == kScheduleChained ? mla_decode_kernel<T, kScheduleChained>
+                                           : mla_decode_kernel<T, kScheduleSerial>;
+  // The opt-in shared-memory size is a per-function attribute; set it once per process.
+  static bool configured[4] = {false, false, false, false};
+  if (!configured[kind]) {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (err != cudaSuccess) return err;
+    configured[kind] = true;
+  }
+  dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
+  kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, params);
+  return cudaGetLastError();
 }
 
 }  // namespace flashmla
