@@ -138,6 +138,22 @@ def _attend_range(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k
 
 
 @_jit
+def _online_softmax_step(s, allowed, v, acc, m_i, l_i):
+    """One flash-attention step on base-2 scores ``s``: mask, rescale, accumulate ``P @ v``.
+    ``v`` is the value tile as loaded (fp32 where the dots run in fp32 under the interpreter,
+    whose fp32 -> bf16 cast truncates instead of rounding, so P then stays fp32 too)."""
+    s = tl.where(allowed, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # A row with nothing allowed so far keeps m = -inf; subtract 0 instead (exp2(-inf) = 0).
+    m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_sub)
+    p = tl.exp2(s - m_sub[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return acc, m_new, l_i
+
+
+@_jit
 def _attend_range_full(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, stride_k_tok,
                        tok_begin, tok_end, key_limit, scale_log2,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
@@ -172,28 +188,13 @@ def _attend_range_full(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, str
         # Rows past the end are not loaded (other=0): they may hold NaN, and 0 * NaN = NaN in PV.
         k_nope = tl.load(k_head + k_row[:, None] + dv[None, :], mask=key_ok[:, None], other=0.0)
         k_rope = tl.load(k_head + k_row[:, None] + D_V + dr[None, :], mask=key_ok[:, None], other=0.0)
-        p_dtype = k_nope.dtype
         if DOT_FP32:
             k_nope = k_nope.to(tl.float32)
             k_rope = k_rope.to(tl.float32)
         s = tl.dot(q_nope, tl.trans(k_nope))
         s = tl.dot(q_rope, tl.trans(k_rope), s)
-        s = s * scale_log2
         allowed = key_ok[None, :] & (key[None, :] < key_limit[:, None])
-        s = tl.where(allowed, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row with nothing allowed so far keeps m = -inf; subtract 0 instead (exp2(-inf) = 0).
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_sub)
-        p = tl.exp2(s - m_sub[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        if DOT_FP32:
-            # The interpreter's fp32 -> bf16 cast truncates instead of rounding; keep P in fp32.
-            acc = tl.dot(p, k_nope, acc)
-        else:
-            acc = tl.dot(p.to(p_dtype), k_nope, acc)
-        m_i = m_new
+        acc, m_i, l_i = _online_softmax_step(s * scale_log2, allowed, k_nope, acc, m_i, l_i)
     return acc, m_i, l_i
 
 
@@ -229,7 +230,6 @@ def _attend_range_dv_half(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, 
         k_own = tl.load(k_head + k_row[:, None] + dv_lo + dh[None, :], mask=key_ok[:, None], other=0.0)
         k_other = tl.load(k_head + k_row[:, None] + dv_other + dh[None, :], mask=key_ok[:, None], other=0.0)
         k_rope = tl.load(k_head + k_row[:, None] + D_V + dr[None, :], mask=key_ok[:, None], other=0.0)
-        p_dtype = k_own.dtype
         if DOT_FP32:
             k_own = k_own.to(tl.float32)
             k_other = k_other.to(tl.float32)
@@ -237,20 +237,8 @@ def _attend_range_dv_half(q_ptr, q_row, row_ok, k_head, bt_row, stride_k_block, 
         s = tl.dot(q_own, tl.trans(k_own))
         s = tl.dot(q_other, tl.trans(k_other), s)
         s = tl.dot(q_rope, tl.trans(k_rope), s)
-        s = s * scale_log2
         allowed = key_ok[None, :] & (key[None, :] < key_limit[:, None])
-        s = tl.where(allowed, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_sub)
-        p = tl.exp2(s - m_sub[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        if DOT_FP32:
-            acc = tl.dot(p, k_own, acc)
-        else:
-            acc = tl.dot(p.to(p_dtype), k_own, acc)
-        m_i = m_new
+        acc, m_i, l_i = _online_softmax_step(s * scale_log2, allowed, k_own, acc, m_i, l_i)
     return acc, m_i, l_i
 
 
