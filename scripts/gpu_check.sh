@@ -13,7 +13,10 @@
 #   bench      scripts/gpu_bench.sh: all providers, CSV + plots (needs .gpu/flashinfer, .gpu/vllm-kernels.tar.xz)
 #   vllm       scripts/gpu_vllm.sh: DeepSeek-V2-Lite (dummy weights) in vLLM 0.26.0 with ours,
 #              TRITON_MLA and FLASHMLA (needs .gpu/vllm-site.tar.xz)
+#   payloads   unpack the carried competitors (.gpu/flashinfer, .gpu/vllm-kernels.tar.xz) into
+#              /tmp/flashmla-bench without benchmarking (for the notebooks stage's 03_benchmark)
 #   notebooks  the notebook series outside SMOKE mode (python scripts/run_notebooks.py --no-smoke)
+# Longer than one 10-minute device call: scripts/gpu_job.sh runs stages as a background job.
 # The carry limit of the test host (64 MiB) does not fit the vLLM bundle and FlashInfer together:
 # run `bench` and `vllm` in separate calls. Stages after a failed build still run and report.
 set -uo pipefail
@@ -43,11 +46,14 @@ for stage in "${stages[@]}"; do
                  --ignore=tests/test_cuda.py --ignore=tests/test_triton.py ;;
     bench)     run_stage bench env BENCH_PACK=1 bash scripts/gpu_bench.sh ${BENCH_ARGS:-} ;;
     vllm)      run_stage vllm bash scripts/gpu_vllm.sh ;;
+    payloads)  run_stage payloads bash scripts/gpu_payloads.sh ;;
     notebooks) # 04/05 need vLLM (carry .gpu/vllm-site.tar.xz; it does not fit beside FlashInfer): split calls,
                # NB_ONLY="00 01 02 03", then GPU_VLLM_DRY=1 NB_ONLY="02 04 05" with stages `vllm notebooks`
                [ -d .gpu/nbwheels ] && $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/nbwheels \
                  .gpu/nbwheels/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/nbwheels  # papermill & co., offline
                [ -f /tmp/flashmla-vllm/site/vllm/__init__.py ] && export PYTHONPATH=$PYTHONPATH:/tmp/flashmla-vllm/site  # from `vllm`
+               [ -d /tmp/flashmla-bench/site ] && export PYTHONPATH=$PYTHONPATH:/tmp/flashmla-bench/site  # from `payloads`
+               [ -d /tmp/flashmla-bench/vllm-kernels ] && export FLASHMLA_BENCH_VLLM_KERNELS=/tmp/flashmla-bench/vllm-kernels
                run_stage notebooks timeout ${NB_TIMEOUT:-570} $PY scripts/run_notebooks.py --no-smoke ${NB_ONLY:+--only $NB_ONLY} \
                  ${NB_ARGS:-} --out "$OUT/notebooks" --archive "$OUT/notebooks.tar.gz" ;;
     *) echo "unknown stage $stage"; result[$stage]=2; seconds[$stage]=0 ;;
