@@ -268,9 +268,14 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
                parameters: Optional[dict[str, Any]] = None, kernel_name: str = DEFAULT_KERNEL,
                execution_timeout: Optional[int] = None, notebook_dir: Path = NOTEBOOK_DIR,
                log_output: bool = True, stop_on_failure: bool = False,
-               kernel_env: Optional[dict[str, str]] = None, use_current_python: bool = True) -> SeriesResult:
+               kernel_env: Optional[dict[str, str]] = None, use_current_python: bool = True,
+               notebook_env: Optional[dict[str, dict[str, str]]] = None) -> SeriesResult:
     """Run the chosen notebooks in order (each on its own: a failure does not stop the rest
     unless ``stop_on_failure``), then write ``summary.json`` and ``summary.md`` into out_dir.
+
+    ``notebook_env`` maps a notebook name to environment variables set for that notebook only
+    (for example a PYTHONPATH without a package that must not be seen there); they are recorded
+    in the summary's parameters.
 
     With ``use_current_python`` the kernel ``kernel_name`` is this interpreter (see
     ``_write_current_python_kernelspec``), whatever kernelspecs the machine has registered."""
@@ -279,6 +284,10 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
     names = list(notebooks) if notebooks else list(SERIES)
     params = {"SMOKE": bool(smoke), "OUTPUT_DIR": str(out_dir)}
     params.update(parameters or {})
+    notebook_env = {name: dict(env) for name, env in (notebook_env or {}).items()}
+    unknown = sorted(set(notebook_env) - set(names))
+    if unknown:
+        raise ValueError(f"notebook_env names notebooks that are not run: {unknown} (running {names})")
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     runs: list[NotebookRun] = []
@@ -287,6 +296,11 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
             for name in names:
                 print(f"=== {name} (SMOKE={smoke})", flush=True)
                 started_at = time.perf_counter()
+                saved_env = dict(os.environ)
+                extra = dict(notebook_env.get(name, {}))
+                if "PYTHONPATH" in extra:  # the repository stays first, as for the whole series
+                    extra["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([extra["PYTHONPATH"]] if extra["PYTHONPATH"] else []))
+                os.environ.update(extra)
                 try:
                     run = run_notebook(name, out_dir, params, notebook_dir=notebook_dir, kernel_name=kernel_name,
                                        execution_timeout=execution_timeout, log_output=log_output)
@@ -295,6 +309,9 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
                     runs.append(NotebookRun(name=name, status="failed", seconds=time.perf_counter() - started_at,
                                             error="interrupted (Ctrl-C or SIGTERM) while running"))
                     raise
+                finally:
+                    os.environ.clear()
+                    os.environ.update(saved_env)
                 runs.append(run)
                 print(f"=== {name}: {run.status} in {run.seconds:.1f} s"
                       + (f" -- {run.error}" if run.error else ""), flush=True)
@@ -305,6 +322,8 @@ def run_series(out_dir: Path | str, *, smoke: bool, notebooks: Optional[Sequence
         for name in names[len(runs):]:
             runs.append(NotebookRun(name=name, status="not run", error="the series stopped before this notebook"))
         environment = _environment_report()
+    if notebook_env:
+        params = dict(params, notebook_env=notebook_env)
     result = SeriesResult(smoke=bool(smoke), out_dir=str(out_dir), parameters=params, runs=runs,
                           started=started, seconds=time.perf_counter() - start, environment=environment)
     write_summary(result, out_dir)
@@ -461,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Jupyter kernel name (default {DEFAULT_KERNEL}); it runs this Python unless --registered-kernel")
     parser.add_argument("--registered-kernel", action="store_true",
                         help="use the machine's registered kernelspec of that name instead of this Python")
+    parser.add_argument("--env", nargs=2, action="append", default=[], metavar=("NB", "NAME=VALUE"),
+                        help="set an environment variable for one notebook only (repeatable), e.g. "
+                             "--env 05 PYTHONPATH=/repo to hide a package from that notebook")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
     parser.add_argument("--stop-on-failure", action="store_true", help="stop at the first failed notebook")
     parser.add_argument("--fail-on-skip", action="store_true",
@@ -489,6 +511,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _parse_notebook_env(pairs: Sequence[Sequence[str]], names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--env NB NAME=VALUE`` pairs -> {notebook name: {NAME: VALUE}}; NB is a prefix like 05."""
+    result: dict[str, dict[str, str]] = {}
+    for prefix, assignment in pairs:
+        if "=" not in assignment or assignment.startswith("="):
+            raise ValueError(f"--env {prefix} {assignment!r}: expected NAME=VALUE")
+        matches = [n for n in names if n == prefix or n.startswith(prefix)]
+        if len(matches) != 1:
+            raise ValueError(f"--env {prefix}: matches {matches or 'no notebook'} of the notebooks run ({list(names)})")
+        key, value = assignment.split("=", 1)
+        result.setdefault(matches[0], {})[key] = value
+    return result
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.download_wheels is not None:
@@ -509,12 +545,13 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         check_parameter_names(parameters, names)
+        notebook_env = _parse_notebook_env(args.env, names)
     except ValueError as exc:
         raise SystemExit(str(exc))
     result = run_series(args.out, smoke=args.smoke, notebooks=names, parameters=parameters,
                         kernel_name=args.kernel, execution_timeout=args.timeout,
                         log_output=not args.quiet, stop_on_failure=args.stop_on_failure,
-                        use_current_python=not args.registered_kernel)
+                        use_current_python=not args.registered_kernel, notebook_env=notebook_env)
     if args.archive:
         archive(Path(result.out_dir), args.archive)
     print(summary_markdown(result))

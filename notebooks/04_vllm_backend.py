@@ -204,15 +204,13 @@ with steps.step("decode_step_through_vllm_classes", needs=[have_vllm, have_plugi
 #
 # ## What to expect on an H100 (measured)
 #
-# This notebook has not been recorded on a GPU yet. The recorded end-to-end run
-# (`benchmarks/results/vllm_e2e_h100_2026-11-23/README.md`: NVIDIA H100 80GB HBM3, driver
-# 580.159.04, vLLM 0.26.0, torch 2.11.0+cu130, Triton 3.6.0, 2026-11-23) used this plugin: vLLM
-# found it, served DeepSeek-V2-Lite (dummy weights, block size 64, CUDA graphs `FULL_DECODE_ONLY`)
-# on `CUSTOM (flashmla kernel=cuda)`, and with the live check on, 1593 `forward_mqa` calls inside
-# the served model matched the float32 reference (max `out` error 3.8e-3, max `lse` error 9.5e-7).
-# The GPU test of the backend under CUDA-graph capture (padded rows, as in section 3) failed in
-# that run on a bug of the test itself (a block table too narrow), fixed since and not yet re-run
-# on a GPU.
+# The recorded end-to-end run (`benchmarks/results/vllm_e2e_h100_2026-11-23_run2/README.md`:
+# NVIDIA H100 80GB HBM3, driver 580.159.04, vLLM 0.26.0, torch 2.11.0+cu130, Triton 3.6.0,
+# 2026-11-23) used this plugin: vLLM found it, served DeepSeek-V2-Lite (dummy weights, block size
+# 64, CUDA graphs `FULL_DECODE_ONLY`) on `CUSTOM (flashmla kernel=cuda)`, and with the live check
+# on, 1377 `forward_mqa` calls inside the served model matched the float32 reference (max `out`
+# error 3.8e-3, max `lse` error 9.5e-7). The GPU test of the backend under CUDA-graph capture
+# (padded rows, as in section 3) passed in that run.
 #
 # The steps above print what the backend declares, the same on every machine:
 # `CUSTOM -> flashmla.vllm_backend.backend.FlashMLATutorialBackend`, kernel block sizes `[64]`,

@@ -52,10 +52,19 @@ for stage in "${stages[@]}"; do
                [ -d .gpu/nbwheels ] && $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/nbwheels \
                  .gpu/nbwheels/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/nbwheels  # papermill & co., offline
                [ -f /tmp/flashmla-vllm/site/vllm/__init__.py ] && export PYTHONPATH=$PYTHONPATH:/tmp/flashmla-vllm/site  # from `vllm`
-               [ -d /tmp/flashmla-bench/site ] && export PYTHONPATH=$PYTHONPATH:/tmp/flashmla-bench/site  # from `payloads`
                [ -d /tmp/flashmla-bench/vllm-kernels ] && export FLASHMLA_BENCH_VLLM_KERNELS=/tmp/flashmla-bench/vllm-kernels
+               nb_env=()
+               if [ -d /tmp/flashmla-bench/site ]; then  # from `payloads`: FlashInfer for 03_benchmark only.
+                 # The carried FlashInfer is trimmed to its MLA sources; vLLM would pick it for DeepSeek's
+                 # rope and fail to JIT rope.cu, so 04/05 run without it (as scripts/gpu_vllm.sh does).
+                 without_fi=$PYTHONPATH
+                 export PYTHONPATH=$PYTHONPATH:/tmp/flashmla-bench/site
+                 for nb in 04 05; do
+                   case " ${NB_ONLY:-04 05} " in *" $nb"*) nb_env+=(--env "$nb" "PYTHONPATH=$without_fi") ;; esac
+                 done
+               fi
                run_stage notebooks timeout ${NB_TIMEOUT:-570} $PY scripts/run_notebooks.py --no-smoke ${NB_ONLY:+--only $NB_ONLY} \
-                 ${NB_ARGS:-} --out "$OUT/notebooks" --archive "$OUT/notebooks.tar.gz" ;;
+                 "${nb_env[@]}" ${NB_ARGS:-} --out "$OUT/notebooks" --archive "$OUT/notebooks.tar.gz" ;;
     *) echo "unknown stage $stage"; result[$stage]=2; seconds[$stage]=0 ;;
   esac
 done

@@ -6,6 +6,7 @@ The series run happens once per session (module fixture) through ``notebook_runn
 exit code, the summary files and each notebook's step record are all checked.
 """
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -271,6 +272,29 @@ def test_script_is_a_thin_entry_point():
     assert "from flashmla.notebook_runner import main" in script
     assert len(script.splitlines()) < 30
     assert sys.executable  # the kernel "python3" runs with this interpreter (ipykernel's native spec)
+
+
+def test_environment_for_one_notebook_only(tmp_path):
+    """--env NB NAME=VALUE reaches that notebook's kernel and no other; the repository stays on
+    PYTHONPATH; bad --env arguments are refused with the reason."""
+    _tools()
+    nb_dir, out = tmp_path / "nbs", tmp_path / "out"
+    nb_dir.mkdir()
+    log = 'from flashmla import env\nsteps = env.StepLog("{n}", smoke=SMOKE, output_dir=OUTPUT_DIR)'
+    _write_notebook(nb_dir, "nb_a", [log.format(n="nb_a"), 'import os\nassert os.environ["FLASHMLA_T"] == "x=1"',
+                                     'assert os.environ["PYTHONPATH"].endswith("/elsewhere")', "steps.finish()"])
+    _write_notebook(nb_dir, "nb_b", [log.format(n="nb_b"), 'import os\nassert "FLASHMLA_T" not in os.environ',
+                                     "steps.finish()"])
+    env = runner._parse_notebook_env([("nb_a", "FLASHMLA_T=x=1"), ("nb_a", "PYTHONPATH=/elsewhere")], ["nb_a", "nb_b"])
+    result = runner.run_series(out, smoke=True, notebooks=["nb_a", "nb_b"], notebook_dir=nb_dir, log_output=False,
+                               notebook_env=env)
+    assert [r.status for r in result.runs] == ["ok", "ok"], [r.error for r in result.runs]
+    assert "FLASHMLA_T" not in os.environ
+    assert json.loads((out / "summary.json").read_text())["parameters"]["notebook_env"]["nb_a"]["FLASHMLA_T"] == "x=1"
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        runner._parse_notebook_env([("nb_a", "novalue")], ["nb_a"])
+    with pytest.raises(ValueError, match="no notebook"):
+        runner._parse_notebook_env([("09", "A=1")], ["nb_a"])
 
 
 def test_an_interrupted_series_still_writes_its_summary(tmp_path, monkeypatch):
