@@ -16,12 +16,19 @@ import torch
 # the softmax of block j+1 with PV(j) (kept as an experiment: it measured slower on every
 # benchmark row, see docs/kernel-design.md), "chained" is serial with QK^T(j+1) queued right
 # behind PV(j) and unit rescales skipped (same numerics as serial; a candidate for the
-# compute-bound rows, section 6), "auto" = serial. $FLASHMLA_CUDA_SCHEDULE sets the default.
+# compute-bound rows, section 6; measured 6% slower on the H100, kept as an experiment), "auto" =
+# serial, with the column-split combine for small batches (below). $FLASHMLA_CUDA_SCHEDULE sets
+# the default.
 SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3}
 # Optional "+flag" suffixes: "rendezvous" (both warpgroups bar.sync at the P handoff instead of
 # bar.arrive; an experiment), "splitcombine" (the combine kernel merges each row with 4 warps
 # of 128 columns: more loads in flight at small batch).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8}
+# "auto" adds +splitcombine when the batch has at most this many query rows (b * s_q * h_q). On
+# the H100 (docs/kernel-design.md section 6.7) it cut b=1 from 30 to 22 us (h16, 4K) and from 67 to
+# 42 us (h128, 16K), was neutral at 256-1024 rows, and 3-12% slower at b=128, where many
+# warps each merge a row that has only one or two chunks.
+AUTO_SPLITCOMBINE_MAX_ROWS = 256
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]
@@ -53,15 +60,19 @@ def is_available(device: torch.device) -> tuple[bool, str]:
     return _device_status(index)
 
 
-def _schedule_code(schedule: str | None) -> int:
+def _schedule_code(schedule: str | None, query_rows: int | None = None) -> int:
     """"auto", "serial", "pipelined" or "chained", optionally followed by "+rendezvous" and/or
-    "+splitcombine" (see SCHEDULES / SCHEDULE_FLAGS), e.g. "chained+splitcombine"."""
+    "+splitcombine" (see SCHEDULES / SCHEDULE_FLAGS), e.g. "chained+splitcombine". With
+    ``query_rows`` (b * s_q * h_q), "auto" adds "+splitcombine" for small batches."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
     base, *flags = str(name).split("+")
     if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, optionally with "
                          f"{' / '.join('+' + f for f in SCHEDULE_FLAGS)}, got {name!r}")
-    return SCHEDULES[base] | sum(SCHEDULE_FLAGS[f] for f in flags)
+    code = SCHEDULES[base] | sum(SCHEDULE_FLAGS[f] for f in flags)
+    if base == "auto" and query_rows is not None and query_rows <= AUTO_SPLITCOMBINE_MAX_ROWS:
+        code |= SCHEDULE_FLAGS["splitcombine"]
+    return code
 
 
 def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
@@ -69,8 +80,9 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     """Paged MLA decode on the sm90a kernel; returns ``(out [b,s_q,h_q,512], lse [b,h_q,s_q])``.
 
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
-    ``schedule``: "auto" (default), "serial", "pipelined" or "chained", with optional flags;
-    see SCHEDULES and SCHEDULE_FLAGS.
+    ``schedule``: "auto" (default: serial, plus the column-split combine for at most
+    AUTO_SPLITCOMBINE_MAX_ROWS query rows), "serial", "pipelined" or "chained", with optional
+    flags; see SCHEDULES and SCHEDULE_FLAGS.
     """
     if _C is None:
         raise RuntimeError(is_available(q.device)[1])
@@ -83,7 +95,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     if num_splits.dim() != 1 or num_splits.shape[0] != q.shape[0] + 1:
         raise ValueError(f"num_splits must have shape [{q.shape[0] + 1}] (batch + 1), got {list(num_splits.shape)}")
     out, lse = _C.decode(q, k_cache, block_table, cache_seqlens, float(softmax_scale), bool(causal),
-                         tile_scheduler_metadata, num_splits, _schedule_code(schedule))
+                         tile_scheduler_metadata, num_splits,
+                         _schedule_code(schedule, q.shape[0] * q.shape[1] * q.shape[2]))
     return out, lse
 
 

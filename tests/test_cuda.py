@@ -112,6 +112,21 @@ def variant_id(variant):
 
 
 # --------------------------------------------------------------------------- CPU
+def test_auto_schedule_adds_split_combine_only_for_small_batches():
+    """"auto" = serial (code 0, resolved in the launcher) plus the column-split combine (8) at
+    most AUTO_SPLITCOMBINE_MAX_ROWS query rows; explicit schedules are never changed."""
+    limit = cuda_backend.AUTO_SPLITCOMBINE_MAX_ROWS
+    assert cuda_backend._schedule_code("auto", 1 * 1 * 16) == 8
+    assert cuda_backend._schedule_code("auto", limit) == 8
+    assert cuda_backend._schedule_code("auto", limit + 1) == 0
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128) == 0
+    assert cuda_backend._schedule_code("auto") == 0
+    assert cuda_backend._schedule_code("serial", 16) == 1
+    assert cuda_backend._schedule_code("chained+splitcombine", 10 ** 6) == 3 | 8
+    with pytest.raises(ValueError, match="schedule"):
+        cuda_backend._schedule_code("auto+fast", 16)
+
+
 def test_unavailable_on_cpu_says_why():
     ok, why = cuda_backend.is_available(torch.device("cpu"))
     assert not ok and why
