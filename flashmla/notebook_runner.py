@@ -396,7 +396,8 @@ def archive(out_dir: Path, archive_path: Path) -> Path:
 
 
 RECORDED_PATTERNS = ("summary.md", "summary.json", "*.steps.json", "*.png", "03_bench/bench.md", "03_bench/bench.csv",
-                     "03_bench/bench_meta.json", "03_bench/*.png")
+                     "03_bench/bench_meta.json", "03_bench/*.png", "05_deploy/deploy_compare.*",
+                     "05_deploy/verify_summary.json")
 
 
 def record_run(source: Path, results_root: Path = REPO_ROOT / "benchmarks" / "results") -> Path:
