@@ -60,6 +60,13 @@ COMBINE_LAUNCH_PAGES = 1  # the combine kernel's launch and tail
 MAX_SPLITS = 64
 COMBINE_BLOCK_ROWS = 8
 LAST_SPLIT_KERNEL = None  # the last launched main kernel (its .metadata, .n_regs, .n_spills: tuning)
+# Direct relaunch of compiled kernels (why: at b = 1 an eager call is bound by host time, and
+# Triton's per-launch argument binding and specialisation is much of it; see
+# docs/triton-kernel.md). FLASHMLA_TRITON_FAST_LAUNCH=0 turns it off.
+FAST_LAUNCH = os.environ.get("FLASHMLA_TRITON_FAST_LAUNCH", "1").strip() != "0"
+_COMPILED: dict = {}  # (launch-plan key, kernel name) -> the CompiledKernel of its first launch
+_MAX_COMPILED = 4096
+TRITON_ALIGNMENT = 16  # bytes: Triton specialises pointer arguments on this alignment
 
 
 def _interpreting() -> bool:
@@ -618,6 +625,48 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_shape, k_strides, bt_shape
                            D_V=HEAD_DIM_V, num_warps=4))
 
 
+def _launch_hooks():
+    """Triton's launch enter/exit hooks (None unless a profiler installed them)."""
+    knobs = getattr(triton, "knobs", None)
+    runtime = getattr(knobs, "runtime", None)
+    return getattr(runtime, "launch_enter_hook", None), getattr(runtime, "launch_exit_hook", None)
+
+
+def _current_stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _relaunchable(kernel) -> bool:
+    return FAST_LAUNCH and not _interpreting() and all(
+        hasattr(kernel, a) for a in ("run", "function", "packed_metadata", "launch_metadata"))
+
+
+def _launch(jit_fn, key, grid, pointer_args, args, consts, device):
+    """``jit_fn[grid](*args, **consts)``; the first launch for ``key`` (a launch plan) keeps the
+    compiled kernel, and later launches with the same plan call its launcher directly, skipping
+    Triton's argument binding and specialisation. The plan fixes every integer argument and the
+    constexprs, so the specialisation can only differ in pointer alignment: a kernel is kept, and
+    reused, only when every pointer in ``pointer_args`` is 16-byte aligned (torch allocations
+    are; a view with an offset may not be, and takes the ordinary path)."""
+    aligned = all(t.data_ptr() % TRITON_ALIGNMENT == 0 for t in pointer_args)
+    compiled = _COMPILED.get(key) if FAST_LAUNCH and aligned else None
+    if compiled is None:
+        kernel = jit_fn[grid](*args, **consts)
+        if aligned and _relaunchable(kernel):
+            if len(_COMPILED) >= _MAX_COMPILED:
+                _COMPILED.clear()
+            _COMPILED[key] = kernel
+        return kernel
+    # the signature's remaining parameters are the constexprs, passed by name
+    values = (*args, *(consts[name] for name in jit_fn.arg_names[len(args):]))
+    stream = _current_stream(device)
+    grid = tuple(grid) + (1,) * (3 - len(grid))
+    enter, exit_ = _launch_hooks()
+    compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
+                 compiled.launch_metadata(grid, stream, *values), enter, exit_, *values)
+    return compiled
+
+
 def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
                        config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None,
                        tile_scheduler_metadata: Optional[torch.Tensor] = None,
@@ -636,10 +685,11 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
     block_table = block_table.contiguous()
     cache_seqlens = cache_seqlens.contiguous()
     with_metadata = tile_scheduler_metadata is not None and num_splits is not None
-    plan = _launch_plan(device, q.dtype, tuple(q.shape), q.stride(), tuple(k_cache.shape), k_cache.stride(),
-                        tuple(block_table.shape), block_table.stride(0), bool(causal), config, pages_per_split,
-                        tuple(tile_scheduler_metadata.shape) if with_metadata else None,
-                        tuple(num_splits.shape) if with_metadata else None, _dots_in_fp32(q.dtype))
+    plan_key = (device, q.dtype, tuple(q.shape), q.stride(), tuple(k_cache.shape), k_cache.stride(),
+                tuple(block_table.shape), block_table.stride(0), bool(causal), config, pages_per_split,
+                tuple(tile_scheduler_metadata.shape) if with_metadata else None,
+                tuple(num_splits.shape) if with_metadata else None, _dots_in_fp32(q.dtype))
+    plan = _launch_plan(*plan_key)
     out = torch.empty(plan.out_shape, dtype=q.dtype, device=device)
     lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=device)
     if q.shape[0] == 0:
@@ -651,18 +701,20 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         lse_part = torch.empty(plan.part_shapes[1], dtype=torch.float32, device=device)
     else:  # never written; any fp32 buffer will do as the pointer argument
         out_part = lse_part = lse
+    inputs = (q, k_cache, block_table, cache_seqlens)
     if plan.use_metadata:
         metadata = tile_scheduler_metadata.contiguous()
         num_splits = num_splits.contiguous()
-        LAST_SPLIT_KERNEL = _mla_decode_parts_kernel[plan.main_grid](
-            q, k_cache, block_table, cache_seqlens, metadata, num_splits,
-            out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag, **plan.main_const)
+        inputs += (metadata, num_splits)
+        LAST_SPLIT_KERNEL = _launch(
+            _mla_decode_parts_kernel, (plan_key, "parts"), plan.main_grid, inputs,
+            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
     else:
-        LAST_SPLIT_KERNEL = _mla_decode_split_kernel[plan.main_grid](
-            q, k_cache, block_table, cache_seqlens,
-            out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag, **plan.main_const)
+        LAST_SPLIT_KERNEL = _launch(
+            _mla_decode_split_kernel, (plan_key, "split"), plan.main_grid, inputs,
+            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
     if plan.combine_grid is not None:
-        _mla_decode_combine_kernel[plan.combine_grid](
-            cache_seqlens, num_splits if plan.use_metadata else cache_seqlens, out, lse, out_part, lse_part,
-            *plan.combine_ints, **plan.combine_const)
+        splits = num_splits if plan.use_metadata else cache_seqlens
+        _launch(_mla_decode_combine_kernel, (plan_key, "combine"), plan.combine_grid, (cache_seqlens, splits),
+                (cache_seqlens, splits, out, lse, out_part, lse_part, *plan.combine_ints), plan.combine_const, device)
     return out, lse

@@ -397,3 +397,106 @@ def test_gpu_benchmark_shapes(shape):
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--interpreter-worker":
     _interpreter_worker(sys.argv[2])
+
+
+# --------------------------------------------------------------------------- fast relaunch (CPU, fakes)
+class _FakeCompiled:
+    function, packed_metadata = "fn-handle", "packed"
+
+    def __init__(self):
+        self.runs = []
+
+    def launch_metadata(self, grid, stream, *values):
+        return None
+
+    def run(self, g0, g1, g2, stream, function, packed, launch_metadata, enter, exit_, *values):
+        self.runs.append(((g0, g1, g2), stream, values))
+
+
+class _FakeJit:
+    arg_names = ["a", "b", "n", "BLOCK", "FLAG"]
+
+    def __init__(self):
+        self.compiled, self.jit_calls = _FakeCompiled(), []
+
+    def __getitem__(self, grid):
+        def call(*args, **consts):
+            self.jit_calls.append((grid, args, consts))
+            return self.compiled
+        return call
+
+
+def test_fast_relaunch_reuses_the_compiled_kernel_only_when_safe(monkeypatch):
+    """First launch of a plan goes through Triton and keeps the compiled kernel; the next one
+    calls its launcher with every argument in signature order (constexprs by name, options such
+    as num_warps left out) and a 3-d grid; a misaligned pointer or FLASHMLA_TRITON_FAST_LAUNCH=0
+    takes Triton's own path."""
+    monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
+    monkeypatch.setattr(triton_decode, "_current_stream", lambda device: 1234)
+    monkeypatch.setattr(triton_decode, "_COMPILED", {})
+    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
+    jit = _FakeJit()
+    a, b = torch.zeros(64), torch.zeros(64)
+    consts = dict(BLOCK=64, FLAG=True, num_warps=8)
+    args = (a, b, 7)
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), (a, b), args, consts, torch.device("cpu"))
+    assert len(jit.jit_calls) == 1 and jit.compiled.runs == []
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), (a, b), args, consts, torch.device("cpu"))
+    assert len(jit.jit_calls) == 1
+    assert jit.compiled.runs == [((3, 2, 1), 1234, (a, b, 7, 64, True))]
+    misaligned = torch.zeros(65)[1:]  # 4-byte offset
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), (misaligned, b), (misaligned, b, 7), consts, torch.device("cpu"))
+    assert len(jit.jit_calls) == 2 and len(jit.compiled.runs) == 1
+    triton_decode._launch(jit, ("other", "k"), (1,), (a, b), args, consts, torch.device("cpu"))
+    assert len(jit.jit_calls) == 3  # a new plan compiles (or looks up) through Triton first
+    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", False)
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), (a, b), args, consts, torch.device("cpu"))
+    assert len(jit.jit_calls) == 4 and len(jit.compiled.runs) == 1
+
+
+def test_no_fast_relaunch_under_the_interpreter(monkeypatch):
+    monkeypatch.setattr(triton_decode, "_interpreting", lambda: True)
+    monkeypatch.setattr(triton_decode, "_COMPILED", {})
+    jit = _FakeJit()
+    a = torch.zeros(64)
+    for _ in range(2):
+        triton_decode._launch(jit, ("plan", "k"), (1,), (a,), (a, a, 1), dict(BLOCK=1, FLAG=0), torch.device("cpu"))
+    assert len(jit.jit_calls) == 2 and triton_decode._COMPILED == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("plan", ["metadata", "own"])
+def test_gpu_fast_relaunch_matches_reference(plan, monkeypatch):
+    """Same launch plan, new data each time: the first call goes through Triton, the later ones
+    through the kept kernels' launchers (asserted), inside and outside a CUDA graph; each output
+    is checked against the reference, and the fast path gives the bits of the ordinary one."""
+    import flashmla
+    monkeypatch.setattr(triton_decode, "_COMPILED", {})
+    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
+    fast_launches = []
+    real_stream = triton_decode._current_stream
+    monkeypatch.setattr(triton_decode, "_current_stream", lambda d: fast_launches.append(1) or real_stream(d))
+    device = _cuda_device()
+    config = dataclasses.replace(triton_decode.kernel_config(device, 2 * 16), plan=plan)
+    seqlens = [300, 0, 64, 65, 1, 700]
+    for seed in range(3):
+        q, k, bt, sl = make_inputs(seqlens, 2, 16, 1, torch.bfloat16, device, seed=40 + seed)
+        md, ns = flashmla.get_mla_metadata(sl, 2 * 16, 1, num_sms=7)
+        out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, True, config=config,
+                                                    tile_scheduler_metadata=md, num_splits=ns)
+        ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, True)
+        assert_matches_reference(out, lse, ref_out, ref_lse, f"seed {seed}")
+        assert len(triton_decode._COMPILED) >= 1, "the first launch kept no compiled kernel"
+        assert (len(fast_launches) > 0) == (seed > 0), f"seed {seed}: {len(fast_launches)} direct launches"
+    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", False)
+    slow_out, slow_lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, True, config=config,
+                                                          tile_scheduler_metadata=md, num_splits=ns)
+    assert torch.equal(out, slow_out) and torch.equal(lse, slow_lse)
+    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        g_out, g_lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, True, config=config,
+                                                        tile_scheduler_metadata=md, num_splits=ns)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(g_out, slow_out) and torch.equal(g_lse, slow_lse)
