@@ -33,6 +33,47 @@ __device__ __forceinline__ void store4<__half>(__half* dst, float a, float b, fl
   *reinterpret_cast<uint2*>(dst) = v;
 }
 
+// Where one query row's inputs and outputs live, shared by both combine kernels.
+template <typename T>
+struct CombineRow {
+  T* out;               // the row's 512 outputs
+  float* lse_out;       // the row's lse
+  const float* lse_in;  // chunk 0's lse of this row; chunk c at lse_in[c * lse_stride]
+  int64_t lse_stride;
+};
+
+template <typename T>
+__device__ __forceinline__ CombineRow<T> combine_row(const DecodeParams& p, int req, int kv_head, int rho,
+                                                     int first_slot) {
+  const int t = rho / p.heads_per_kv;
+  const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+  CombineRow<T> row;
+  row.out = reinterpret_cast<T*>(p.out) + ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV;
+  row.lse_out = p.lse + (static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t;
+  row.lse_in = p.lse_accum + (static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho;
+  row.lse_stride = static_cast<int64_t>(p.h_kv) * p.rows;
+  return row;
+}
+
+// Max over the row's chunk lse values, strided over the warp's lanes, then butterfly-reduced.
+__device__ __forceinline__ float warp_max_lse(const float* lse_in, int64_t stride, int num_chunks, int lane) {
+  float m = -INFINITY;
+  for (int c = lane; c < num_chunks; c += 32) m = fmaxf(m, lse_in[c * stride]);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, off));
+  return m;
+}
+
+// Sum of exp(lse - lse_max) over the row's chunks, reduced the same way.
+__device__ __forceinline__ float warp_sum_exp(const float* lse_in, int64_t stride, int num_chunks, int lane,
+                                              float lse_max) {
+  float sum = 0.f;
+  for (int c = lane; c < num_chunks; c += 32) sum += __expf(lse_in[c * stride] - lse_max);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
+  return sum;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     mla_combine_kernel(const DecodeParams p) {
@@ -47,28 +88,19 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   const int num_chunks = p.num_splits[req + 1] - first_slot;
   if (num_chunks == 1 || rho >= p.rows) return;
 
-  const int t = rho / p.heads_per_kv;
-  const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-  T* out_row = reinterpret_cast<T*>(p.out) +
-               ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV;
-  float* lse_out = p.lse + (static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t;
-  const float* lse_in = p.lse_accum + (static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho;
-  const int64_t lse_stride = static_cast<int64_t>(p.h_kv) * p.rows;
-
-  float lse_max = -INFINITY;
-  for (int c = lane; c < num_chunks; c += 32) lse_max = fmaxf(lse_max, lse_in[c * lse_stride]);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) lse_max = fmaxf(lse_max, __shfl_xor_sync(0xffffffff, lse_max, off));
+  const CombineRow<T> row = combine_row<T>(p, req, kv_head, rho, first_slot);
+  T* out_row = row.out;
+  float* lse_out = row.lse_out;
+  const float* lse_in = row.lse_in;
+  const int64_t lse_stride = row.lse_stride;
+  const float lse_max = warp_max_lse(lse_in, lse_stride, num_chunks, lane);
 
   float acc[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) acc[i] = 0.f;
   float final_lse = INFINITY;  // nothing to attend: out = 0, lse = +inf
   if (lse_max != -INFINITY) {
-    float sum = 0.f;
-    for (int c = lane; c < num_chunks; c += 32) sum += __expf(lse_in[c * lse_stride] - lse_max);
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
+    const float sum = warp_sum_exp(lse_in, lse_stride, num_chunks, lane, lse_max);
     const float inv_sum = 1.f / sum;
     const float* o_in = p.out_accum + ((static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV;
     const int64_t o_stride = lse_stride * kHeadDimV;
@@ -122,26 +154,17 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   const int num_chunks = p.num_splits[req + 1] - first_slot;
   if (num_chunks == 1 || rho >= p.rows) return;
 
-  const int t = rho / p.heads_per_kv;
-  const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-  T* out_row = reinterpret_cast<T*>(p.out) +
-               ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV;
-  float* lse_out = p.lse + (static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t;
-  const float* lse_in = p.lse_accum + (static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho;
-  const int64_t lse_stride = static_cast<int64_t>(p.h_kv) * p.rows;
-
-  float lse_max = -INFINITY;
-  for (int c = lane; c < num_chunks; c += 32) lse_max = fmaxf(lse_max, lse_in[c * lse_stride]);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) lse_max = fmaxf(lse_max, __shfl_xor_sync(0xffffffff, lse_max, off));
+  const CombineRow<T> row = combine_row<T>(p, req, kv_head, rho, first_slot);
+  T* out_row = row.out;
+  float* lse_out = row.lse_out;
+  const float* lse_in = row.lse_in;
+  const int64_t lse_stride = row.lse_stride;
+  const float lse_max = warp_max_lse(lse_in, lse_stride, num_chunks, lane);
 
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   float final_lse = INFINITY;
   if (lse_max != -INFINITY) {
-    float sum = 0.f;
-    for (int c = lane; c < num_chunks; c += 32) sum += __expf(lse_in[c * lse_stride] - lse_max);
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
+    const float sum = warp_sum_exp(lse_in, lse_stride, num_chunks, lane, lse_max);
     const float inv_sum = 1.f / sum;
     const float* o_in = p.out_accum + ((static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV + col0;
     const int64_t o_stride = lse_stride * kHeadDimV;
