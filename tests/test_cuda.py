@@ -333,7 +333,7 @@ except ValueError as e:
 
 
 @pytest.mark.gpu
-@pytest.mark.xfail(reason="known bug, docs/kernel-design.md section 5.4: on the GPU host the binding segfaults "
+@pytest.mark.xfail(reason="known bug, docs/kernel-design.md section 5, item 4: on the GPU host the binding segfaults "
                           "when it raises this ValueError itself (cuda_backend.decode checks first, so the "
                           "public path raises correctly)", strict=False)
 def test_gpu_binding_value_error_without_python_checks():
