@@ -636,8 +636,14 @@ def _current_stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
+# The launcher call below is the one Triton 3.6's JITFunction.run makes; other Triton versions take
+# Triton's own launch path until their call convention has been checked.
+FAST_LAUNCH_TRITON_VERSIONS = ("3.6.",)
+
+
 def _relaunchable(kernel) -> bool:
-    return FAST_LAUNCH and not _interpreting() and all(
+    version = getattr(triton, "__version__", "")
+    return FAST_LAUNCH and not _interpreting() and version.startswith(FAST_LAUNCH_TRITON_VERSIONS) and all(
         hasattr(kernel, a) for a in ("run", "function", "packed_metadata", "launch_metadata"))
 
 

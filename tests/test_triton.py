@@ -435,6 +435,7 @@ def test_fast_relaunch_reuses_the_compiled_kernel_only_when_safe(monkeypatch):
     monkeypatch.setattr(triton_decode, "_current_stream", lambda device: 1234)
     monkeypatch.setattr(triton_decode, "_COMPILED", {})
     monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
+    monkeypatch.setattr(triton_decode.triton, "__version__", "3.6.0")
     jit = _FakeJit()
     a, b = torch.zeros(64), torch.zeros(64)
     consts = dict(BLOCK=64, FLAG=True, num_warps=8)
@@ -452,6 +453,17 @@ def test_fast_relaunch_reuses_the_compiled_kernel_only_when_safe(monkeypatch):
     monkeypatch.setattr(triton_decode, "FAST_LAUNCH", False)
     triton_decode._launch(jit, ("plan", "k"), (3, 2), (a, b), args, consts, torch.device("cpu"))
     assert len(jit.jit_calls) == 4 and len(jit.compiled.runs) == 1
+
+
+def test_no_fast_relaunch_on_an_unchecked_triton_version(monkeypatch):
+    monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
+    monkeypatch.setattr(triton_decode, "_COMPILED", {})
+    monkeypatch.setattr(triton_decode.triton, "__version__", "3.1.0")
+    jit = _FakeJit()
+    a = torch.zeros(64)
+    for _ in range(2):
+        triton_decode._launch(jit, ("plan", "k"), (1,), (a,), (a, a, 1), dict(BLOCK=1, FLAG=0), torch.device("cpu"))
+    assert len(jit.jit_calls) == 2 and triton_decode._COMPILED == {}
 
 
 def test_no_fast_relaunch_under_the_interpreter(monkeypatch):
