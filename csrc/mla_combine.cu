@@ -89,27 +89,23 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   if (num_chunks == 1 || rho >= p.rows) return;
 
   const CombineRow<T> row = combine_row<T>(p, req, kv_head, rho, first_slot);
-  T* out_row = row.out;
-  float* lse_out = row.lse_out;
-  const float* lse_in = row.lse_in;
-  const int64_t lse_stride = row.lse_stride;
-  const float lse_max = warp_max_lse(lse_in, lse_stride, num_chunks, lane);
+  const float lse_max = warp_max_lse(row.lse_in, row.lse_stride, num_chunks, lane);
 
   float acc[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) acc[i] = 0.f;
   float final_lse = INFINITY;  // nothing to attend: out = 0, lse = +inf
   if (lse_max != -INFINITY) {
-    const float sum = warp_sum_exp(lse_in, lse_stride, num_chunks, lane, lse_max);
+    const float sum = warp_sum_exp(row.lse_in, row.lse_stride, num_chunks, lane, lse_max);
     const float inv_sum = 1.f / sum;
     const float* o_in = p.out_accum + ((static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV;
-    const int64_t o_stride = lse_stride * kHeadDimV;
+    const int64_t o_stride = row.lse_stride * kHeadDimV;
     // No data-dependent branch in this loop, so the compiler keeps several chunks' loads in
     // flight (b = 1 requests are split into ~64 chunks). A chunk whose row saw no key has
     // lse = -inf (weight 0) and a zero partial, so it adds exactly nothing.
 #pragma unroll 4
     for (int c = 0; c < num_chunks; ++c) {
-      const float w = __expf(lse_in[c * lse_stride] - lse_max) * inv_sum;
+      const float w = __expf(row.lse_in[c * row.lse_stride] - lse_max) * inv_sum;
       const float4* src = reinterpret_cast<const float4*>(o_in + c * o_stride);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
@@ -124,9 +120,9 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   }
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    store4<T>(out_row + (k * 32 + lane) * 4, acc[4 * k], acc[4 * k + 1], acc[4 * k + 2], acc[4 * k + 3]);
+    store4<T>(row.out + (k * 32 + lane) * 4, acc[4 * k], acc[4 * k + 1], acc[4 * k + 2], acc[4 * k + 3]);
   }
-  if (lane == 0) *lse_out = final_lse;
+  if (lane == 0) *row.lse_out = final_lse;
 }
 
 // Column-split variant (schedule flag kFlagSplitCombineBit): each warp merges one quarter (128
@@ -155,19 +151,15 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   if (num_chunks == 1 || rho >= p.rows) return;
 
   const CombineRow<T> row = combine_row<T>(p, req, kv_head, rho, first_slot);
-  T* out_row = row.out;
-  float* lse_out = row.lse_out;
-  const float* lse_in = row.lse_in;
-  const int64_t lse_stride = row.lse_stride;
-  const float lse_max = warp_max_lse(lse_in, lse_stride, num_chunks, lane);
+  const float lse_max = warp_max_lse(row.lse_in, row.lse_stride, num_chunks, lane);
 
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   float final_lse = INFINITY;
   if (lse_max != -INFINITY) {
-    const float sum = warp_sum_exp(lse_in, lse_stride, num_chunks, lane, lse_max);
+    const float sum = warp_sum_exp(row.lse_in, row.lse_stride, num_chunks, lane, lse_max);
     const float inv_sum = 1.f / sum;
     const float* o_in = p.out_accum + ((static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV + col0;
-    const int64_t o_stride = lse_stride * kHeadDimV;
+    const int64_t o_stride = row.lse_stride * kHeadDimV;
     // Batches of kBatch chunks: all loads of a batch are issued before the first use. Indices
     // past the last chunk are clamped (an in-bounds, finite partial) and weighted 0, which adds
     // exactly +0 and keeps the loop free of data-dependent branches.
@@ -178,7 +170,7 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int c = min(c0 + u, num_chunks - 1);
-        w[u] = lse_in[c * lse_stride];
+        w[u] = row.lse_in[c * row.lse_stride];
         v[u] = *reinterpret_cast<const float4*>(o_in + c * o_stride);
       }
 #pragma unroll
@@ -192,8 +184,8 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     }
     final_lse = lse_max + __logf(sum);
   }
-  store4<T>(out_row + col0, acc.x, acc.y, acc.z, acc.w);
-  if (lane == 0 && col0 == 0) *lse_out = final_lse;
+  store4<T>(row.out + col0, acc.x, acc.y, acc.z, acc.w);
+  if (lane == 0 && col0 == 0) *row.lse_out = final_lse;
 }
 
 }  // namespace

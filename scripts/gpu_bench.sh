@@ -40,28 +40,8 @@ say "=== gpu_bench.sh $(date -u '+%Y-%m-%d %H:%M UTC') on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader 2>&1 | tee -a "$LOG"
 
 # --- competitors (no internet on the host: only what was carried) -------------------------------
-if ls .gpu/flashinfer/flashinfer-site.tar.xz >/dev/null 2>&1; then
-  t0=$SECONDS
-  if tar -xJf .gpu/flashinfer/flashinfer-site.tar.xz -C "$SITE" &&
-     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-       .gpu/flashinfer/apache_tvm_ffi-*.whl >>"$LOG" 2>&1; then
-    say "flashinfer unpacked into $SITE ($((SECONDS - t0)) s)"
-  else
-    say "flashinfer: unpacking failed (its providers will be skipped)"
-  fi
-else
-  say "flashinfer: .gpu/flashinfer/flashinfer-site.tar.xz not carried (its providers will be skipped)"
-fi
-if [ -f .gpu/vllm-kernels.tar.xz ]; then
-  if tar -xJf .gpu/vllm-kernels.tar.xz -C "$WORK"; then
-    export FLASHMLA_BENCH_VLLM_KERNELS=$WORK/vllm-kernels
-    say "vLLM kernels: $FLASHMLA_BENCH_VLLM_KERNELS ($(head -1 "$WORK/vllm-kernels/MANIFEST.txt" 2>/dev/null))"
-  else
-    say "vLLM kernels: unpacking failed (flash_mla / vllm-triton will be skipped unless vllm is installed)"
-  fi
-else
-  say "vLLM kernels: .gpu/vllm-kernels.tar.xz not carried (flash_mla / vllm-triton use an installed vllm, if any)"
-fi
+BENCH_WORK=$WORK bash scripts/gpu_payloads.sh 2>&1 | tee -a "$LOG"
+[ -d "$WORK/vllm-kernels" ] && export FLASHMLA_BENCH_VLLM_KERNELS=$WORK/vllm-kernels
 # Our checkout first (flashmla._C built in place), then the carried packages, then what was set before.
 export PYTHONPATH=$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}
 $PY -c "import flashmla; print('flashmla', flashmla.__version__, flashmla.backend_status('cuda'))" 2>&1 | tee -a "$LOG"

@@ -66,13 +66,8 @@ PYEOF
 [ "${GPU_VLLM_DRY:-0}" = 1 ] && finish "dry run: bundle + wheel + entry point ok" 0
 
 # 2. our CUDA kernel ------------------------------------------------------------------------------
-if ! $PY -c "import flashmla.cuda_backend as c, sys; sys.exit(0 if c._C is not None else 1)" 2>/dev/null; then
-  say "flashmla._C not built yet: building it in place (MAX_JOBS=${MAX_JOBS:-16})"
-  t0=$SECONDS
-  FLASHMLA_BUILD_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} $PY setup.py build_ext --inplace >"$LOGS/cuda_build.txt" 2>&1 ||
-    { tail -30 "$LOGS/cuda_build.txt"; say "CUDA build failed: ours falls back to the Triton kernel"; }
-  say "build: $((SECONDS - t0)) s"
-fi
+bash scripts/gpu_build_if_needed.sh "$LOGS/cuda_build.txt" 2>&1 | tee -a "$LOGS/gpu_vllm.txt" ||
+  say "CUDA build failed: ours falls back to the Triton kernel"
 $PY -c "import torch, flashmla; print('flashmla backends on cuda:', flashmla.backend_status(torch.device('cuda')))" 2>&1 | tee -a "$LOGS/gpu_vllm.txt"
 
 # 3. GPU tests of the backend pieces --------------------------------------------------------------

@@ -21,7 +21,7 @@ import random
 import pytest
 import torch
 
-from flashmla import cuda_backend, reference, scheduler
+from flashmla import cuda_backend, reference, scheduler, testing
 
 PAGE = 64
 GARBAGE_IDS = (2**31 - 77, -5, 1234567)
@@ -162,6 +162,20 @@ FOUNDATION_HEADS = [(h_q, h_kv) for h_q in (1, 3, 9, 16, 63, 64, 126, 128) for h
                     if h_q % h_kv == 0]
 
 
+def foundation_case(h_q, h_kv, s_q, causal, dtype, device, seed):
+    """One case of the foundation grid: the shuffled lengths plus one random long or short one,
+    poisoned inputs and the fp32 reference. Returns (rng, inputs, causal, reference): the rng
+    goes on to draw the SM count, so a case is the same for every test that uses its seed."""
+    rng = random.Random(seed)
+    seqlens = FOUNDATION_SEQLENS[:]
+    rng.shuffle(seqlens)
+    seqlens.append(rng.choice([140, 4096, 20]))
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
+    causal = causal and s_q > 1
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
+    return rng, (q, k, bt, sl), causal, (ref_out.float(), ref_lse)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -171,19 +185,13 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype):
     h_q, h_kv = heads
     device = _device()
     seed = h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2 + (dtype == torch.float16)
-    rng = random.Random(seed)
-    seqlens = FOUNDATION_SEQLENS[:]
-    rng.shuffle(seqlens)
-    seqlens.append(rng.choice([140, 4096, 20]))
-    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
-    causal = causal and s_q > 1
-    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
+    rng, (q, k, bt, sl), causal, (ref_out, ref_lse) = foundation_case(h_q, h_kv, s_q, causal, dtype, device, seed)
     # Both inner-loop schedules, and a random SM count so both the direct-write and the combine
     # paths run.
     for num_sms, schedule in ((None, "serial"), (None, "pipelined+rendezvous"),
                               (rng.choice([1, 7, 33, 200]), "auto")):
         out, lse = run_cuda(q, k, bt, sl, causal, num_sms, schedule=schedule)
-        check_against_reference(out, lse, ref_out.float(), ref_lse, f"num_sms={num_sms} schedule={schedule}")
+        check_against_reference(out, lse, ref_out, ref_lse, f"num_sms={num_sms} schedule={schedule}")
 
 
 @pytest.mark.gpu
@@ -198,10 +206,8 @@ def test_gpu_softmax_scale_and_strided_q():
 
 
 def benchmark_seqlens(b, mean, s_q, varied):
-    if not varied:
-        return [mean] * b
-    rng = random.Random(0)
-    return [max(int(rng.normalvariate(mean, mean / 2)), s_q) for _ in range(b)]
+    """perf-targets.md's lengths: all at the mean, or FlashMLA's normal(mean, mean/2) draw."""
+    return testing.flashmla_varied_lengths(b, mean, s_q) if varied else [mean] * b
 
 
 GPU_BENCH_SHAPES = [(128, s_q, 4096, h_q, varied) for s_q in (1, 2) for h_q in (16, 32, 64, 128)
@@ -365,16 +371,10 @@ def test_gpu_variant_foundation_grid(variant, heads, s_q, causal):
     device = _device()
     seed = 7 + h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2
     dtype = (torch.bfloat16, torch.float16)[(h_q + h_kv + s_q + causal) % 2]
-    rng = random.Random(seed)
-    seqlens = FOUNDATION_SEQLENS[:]
-    rng.shuffle(seqlens)
-    seqlens.append(rng.choice([140, 4096, 20]))
-    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
-    causal = causal and s_q > 1
-    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, causal)
+    rng, (q, k, bt, sl), causal, (ref_out, ref_lse) = foundation_case(h_q, h_kv, s_q, causal, dtype, device, seed)
     for num_sms in (None, rng.choice([1, 7, 33, 200])):
         out, lse = run_cuda(q, k, bt, sl, causal, num_sms, schedule=schedule, min_blocks_per_part=floor)
-        check_against_reference(out, lse, ref_out.float(), ref_lse,
+        check_against_reference(out, lse, ref_out, ref_lse,
                                 f"variant={variant_id(variant)} num_sms={num_sms} dtype={dtype}")
 
 

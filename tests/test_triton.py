@@ -22,7 +22,7 @@ import torch
 triton = pytest.importorskip("triton", reason="Triton is not installed: pip install the pinned triton "
                                               "(see docs/triton-kernel.md) to test the Triton backend")
 
-from flashmla import reference, triton_configs, triton_decode  # noqa: E402
+from flashmla import reference, testing, triton_configs, triton_decode  # noqa: E402
 
 if os.environ.get("FLASHMLA_TRITON_PICKS"):  # scripts/gpu_triton.sh: test the tuner's fresh picks
     triton_configs.load_picks(os.environ["FLASHMLA_TRITON_PICKS"])
@@ -365,11 +365,7 @@ def test_gpu_compute_variants(variant, heads_sq, dtype, plan):
 
 def benchmark_seqlens(b, mean, s_q, varied):
     """perf-targets.md's lengths: all at the mean, or FlashMLA's normal(mean, mean/2) draw."""
-    if not varied:
-        return [mean] * b
-    import random
-    rng = random.Random(0)
-    return [max(int(rng.normalvariate(mean, mean / 2)), s_q) for _ in range(b)]
+    return testing.flashmla_varied_lengths(b, mean, s_q) if varied else [mean] * b
 
 
 # Benchmark shapes (b, s_q, mean seqlen, h_q, varied), h_kv = 1, causal; the 8192-long rows of

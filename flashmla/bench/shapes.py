@@ -21,12 +21,13 @@ import csv
 import dataclasses
 import functools
 import math
-import random
 import re
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
+
+from .. import testing
 
 PAGE_SIZE = 64
 HEAD_DIM_QK = 576
@@ -92,15 +93,11 @@ def flashmla_varied_lengths(batch: int, mean: int, s_q: int) -> list[int]:
     """FlashMLA's length generator, exactly as perf-targets.md states it:
     ``random.seed(0); L_i = max(int(random.normalvariate(mean, mean/2)), s_q)``.
 
-    It uses (and restores) the global ``random`` state, so the lengths are the ones the anchor
-    figures were taken with.
+    ``flashmla.testing.flashmla_varied_lengths`` with seed 0: a private ``random.Random(0)``
+    draws the same sequence as the seeded global generator, so the lengths are the ones the
+    anchor figures were taken with, and the caller's global ``random`` state is left alone.
     """
-    state = random.getstate()
-    try:
-        random.seed(0)
-        return [max(int(random.normalvariate(mean, mean / 2)), s_q) for _ in range(batch)]
-    finally:
-        random.setstate(state)
+    return testing.flashmla_varied_lengths(batch, mean, s_q, seed=0)
 
 
 # --------------------------------------------------------------------------- FLOPs and bytes
