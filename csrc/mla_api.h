@@ -48,7 +48,8 @@ struct DecodeParams {
   // bits 0-1: 0 = auto (= serial, the faster one measured), 1 = serial, 2 = pipelined,
   // 3 = chained (docs/kernel-design.md section 6);
   // bit 2: rendezvous (bar.sync on both sides) instead of bar.arrive for the WG0/WG1 handoff;
-  // bit 3: column-split combine kernel (4 warps per row).
+  // bit 3: column-split combine kernel (4 warps per row);
+  // bit 4: the seesaw main kernel (mla_decode_seesaw.cuh) instead of bits 0-2's.
   int schedule;
 };
 

@@ -680,8 +680,26 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
 }
 
+}  // namespace flashmla
+
+#include "mla_decode_seesaw.cuh"
+
+namespace flashmla {
+
 template <typename T>
 cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream) {
+  dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
+  if (params.schedule & kFlagSeesaw) {
+    static bool seesaw_configured = false;
+    if (!seesaw_configured) {
+      cudaError_t err = cudaFuncSetAttribute(mla_decode_seesaw_kernel<T>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
+      if (err != cudaSuccess) return err;
+      seesaw_configured = true;
+    }
+    mla_decode_seesaw_kernel<T><<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, params);
+    return cudaGetLastError();
+  }
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).
   int kind = params.schedule & 3;
   if (kind == 0) kind = kScheduleSerial;
@@ -695,7 +713,6 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv
     if (err != cudaSuccess) return err;
     configured[kind] = true;
   }
-  dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, params);
   return cudaGetLastError();
 }

@@ -16,10 +16,12 @@ import torch
 # the softmax of block j+1 with PV(j) (kept as an experiment: it measured slower on every
 # benchmark row, see docs/kernel-design.md), "chained" is serial with QK^T(j+1) queued right
 # behind PV(j) and unit rescales skipped (same numerics as serial; a candidate for the
-# compute-bound rows, section 6; measured 6% slower on the H100, kept as an experiment), "auto" =
-# serial, with the column-split combine for small batches (below). $FLASHMLA_CUDA_SCHEDULE sets
-# the default.
-SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3}
+# compute-bound rows, section 6; measured 6% slower on the H100, kept as an experiment),
+# "seesaw" is the second main kernel (csrc/mla_decode_seesaw.cuh, docs/kernel-design.md section
+# 7): both warpgroups compute S for their own block, so one's softmax overlaps the other's
+# GEMMs. "auto" = serial, with the column-split combine for small batches (below).
+# $FLASHMLA_CUDA_SCHEDULE sets the default.
+SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # Optional "+flag" suffixes: "rendezvous" (both warpgroups bar.sync at the P handoff instead of
 # bar.arrive; an experiment), "splitcombine" (the combine kernel merges each row with 4 warps
 # of 128 columns: more loads in flight at small batch).
@@ -61,7 +63,7 @@ def is_available(device: torch.device) -> tuple[bool, str]:
 
 
 def _schedule_code(schedule: str | None, query_rows: int | None = None) -> int:
-    """"auto", "serial", "pipelined" or "chained", optionally followed by "+rendezvous" and/or
+    """"auto", "serial", "pipelined", "chained" or "seesaw", optionally followed by "+rendezvous" and/or
     "+splitcombine" (see SCHEDULES / SCHEDULE_FLAGS), e.g. "chained+splitcombine". With
     ``query_rows`` (b * s_q * h_q), "auto" adds "+splitcombine" for small batches."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
@@ -81,7 +83,7 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
 
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
     ``schedule``: "auto" (default: serial, plus the column-split combine for at most
-    AUTO_SPLITCOMBINE_MAX_ROWS query rows), "serial", "pipelined" or "chained", with optional
+    AUTO_SPLITCOMBINE_MAX_ROWS query rows), "serial", "pipelined", "chained" or "seesaw", with optional
     flags; see SCHEDULES and SCHEDULE_FLAGS.
     """
     if _C is None:

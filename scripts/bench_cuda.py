@@ -81,6 +81,8 @@ EXTRA_TABLE = """1,1,1024,128,F,0.0366,0.0180
 DEFAULT_VARIANT = ("auto", 1)
 VARIANTS = [
     DEFAULT_VARIANT,
+    ("seesaw", 1),
+    ("serial", 1),
     ("chained", 1),
     ("serial+splitcombine", 1),
     ("chained+splitcombine", 1),

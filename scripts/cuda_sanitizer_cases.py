@@ -18,7 +18,7 @@ for i, (lens, s_q, h_q, h_kv, dtype, num_sms) in enumerate([
         ([129], 4, 32, 2, torch.bfloat16, 132)]):
     q, k, bt, sl = make_inputs(lens, s_q, h_q, h_kv, dtype, device, seed=i)
     # "schedule@floor": a main-loop schedule (with flags) and the scheduler floor (default 1).
-    for variant in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined,chained+splitcombine@4").split(","):
+    for variant in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined,chained+splitcombine@4,seesaw").split(","):
         schedule, _, floor = variant.partition("@")
         out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule, min_blocks_per_part=int(floor or 1))
         torch.cuda.synchronize()

@@ -9,7 +9,8 @@
 #      perf-targets.md's shapes plus small-batch shapes -> cuda_bench_<gpu>.csv (one line per
 #      shape x variant; written after every shape)
 #   5. compute-sanitizer memcheck + racecheck on a few small cases
-# Set SKIP_BENCH=1 / SKIP_SANITIZER=1 to leave steps out; BENCH_FIRST=1 runs step 4 before step 3
+# Set SKIP_BENCH=1 / SKIP_SANITIZER=1 to leave steps out; TEST_SELECT=EXPR runs only the tests
+# pytest -k EXPR selects; BENCH_VARIANTS=auto,seesaw,... times only those variants; BENCH_FIRST=1 runs step 4 before step 3
 # (so a long test run cannot eat the timing inside one 10-minute device call).
 # The one-call evaluation of the variants (about 8 minutes on an H100):
 #   SKIP_SANITIZER=1 BENCH_FIRST=1 bash scripts/gpu_cuda.sh
@@ -40,8 +41,12 @@ fi
 # Each new variant alone: one that fails or hangs here is left out of the tests and the benchmark
 # (reported as a failure) instead of taking the default path's results down with it.
 broken=()
-for feature in chained splitcombine; do
-  case $feature in chained) cases="chained,chained@4" ;; splitcombine) cases="serial+splitcombine,serial+splitcombine@4" ;; esac
+for feature in chained splitcombine seesaw; do
+  case $feature in
+    chained) cases="chained,chained@4" ;;
+    splitcombine) cases="serial+splitcombine,serial+splitcombine@4" ;;
+    seesaw) cases="seesaw,seesaw+splitcombine@4" ;;
+  esac
   if ! SANITIZE_SCHEDULES=$cases timeout 60 $PY scripts/cuda_sanitizer_cases.py; then
     echo "SMOKE of variant '$feature' FAILED or timed out: left out below"; broken+=("$feature"); fail=1
   fi
@@ -58,7 +63,9 @@ fi
 
 run_tests() {
   step "pytest tests/test_cuda.py"
-  timeout ${TEST_TIMEOUT:-420} $PY -m pytest -q --maxfail=25 -rs --durations=10 ${deselect:+-k "$deselect"} tests/test_cuda.py 2>&1 \
+  local kexpr=${deselect}
+  [ -n "${TEST_SELECT:-}" ] && kexpr="${kexpr:+($kexpr) and }($TEST_SELECT)"
+  timeout ${TEST_TIMEOUT:-420} $PY -m pytest -q --maxfail=25 -rs --durations=10 ${kexpr:+-k "$kexpr"} tests/test_cuda.py 2>&1 \
     | tee "$OUT/cuda_pytest.log" | tail -40
   [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 }

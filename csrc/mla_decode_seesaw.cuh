@@ -1,0 +1,514 @@
+// The "seesaw" main kernel for compute-bound shapes (more than 64 query rows per kv head), after
+// the idea DeepSeek's FlashMLA described in April 2025: both warpgroups compute S for their own
+// KV block, two blocks per step, and each owns one half of O. While one warpgroup runs its
+// softmax on the CUDA cores, the other keeps the tensor cores busy, so the tensor pipe no longer
+// idles for the softmax as it does in the serial kernel (docs/kernel-design.md section 7).
+//
+// One step over blocks A (pipeline stage 0, S by WG0) and B (stage 1, S by WG1) of one request:
+//   WG0: S_A = Q K_A^T; m0 = max(m, rowmax S_A); P_A = 2^(S_A - m0); publish m0, s0 = 2^(m - m0)
+//        and P_A (in stage 0's rope box, dead once S_A is done); O_L = O_L s0 + P_A V_A[:, :256];
+//        then, with m1 and s1 from WG1: O_L = O_L s1 + P_B V_B[:, :256].
+//   WG1: S_B = Q K_B^T; with m0 from WG0, m1 = max(m0, rowmax S_B); P_B = 2^(S_B - m1);
+//        publish m1, s1 = 2^(m0 - m1), P_B (stage 1's rope box); O_R = O_R s0 + P_A V_A[:, 256:];
+//        O_R = O_R s1 + P_B V_B[:, 256:].
+// Both halves end relative to the same running max; each warpgroup keeps the row sums of the P
+// it computed, and the two are added at the end. This is exact online softmax, reordered.
+//
+// Each K stage has three "full" mbarriers, one per box group (V left = boxes 0-3, V right =
+// boxes 4-7, rope = box 8), because the groups are released at different times by different
+// warpgroups: the last reader of a group issues its refill (block + 2) as soon as its own wgmma
+// that reads it has retired, with no "empty" barrier (the other readers are ordered before it
+// through the P handoff barriers).
+//
+// A request whose blocks start on stage 1 begins with a step of block B alone; one that ends on
+// stage 0 ends with a step of block A alone.
+#pragma once
+
+namespace flashmla {
+
+constexpr int kFlagSeesaw = 16;  // DecodeParams::schedule bit: launch this kernel
+
+namespace seesaw {
+
+constexpr int kSmemQ = 0;
+constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
+constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
+constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
+constexpr int kSmemUsed = kSmemBars + 6 * 8;                  // full[stage * 3 + group]
+constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
+static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
+
+constexpr int kGroupVLeft = 0;   // boxes 0-3
+constexpr int kGroupVRight = 1;  // boxes 4-7
+constexpr int kGroupRope = 2;    // box 8; holds P once S of its block is done
+constexpr int kRopeBox = 8;
+
+// Named barrier ids (1-4 belong to the serial kernel; ids are per thread block).
+constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
+constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
+constexpr int kBarAll = 7;     // both warpgroups: Q tile loaded / row sums exchanged
+constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
+constexpr int kBarZero1 = 9;   // WG1 alone
+
+}  // namespace seesaw
+
+// wgmma_wait, then pin the accumulators behind it: the compiler does not know that the async
+// wgmma writes them, so it must not move their next use above the wait.
+template <int N>
+__device__ __forceinline__ void wgmma_retire(float* acc) {
+  wgmma_wait<0>();
+#pragma unroll
+  for (int i = 0; i < N; ++i) fence_regs(acc[i]);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kNumThreads, 1)
+    mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                             ~static_cast<uintptr_t>(1023));
+  uint8_t* sQ = smem + seesaw::kSmemQ;
+  uint8_t* sK = smem + seesaw::kSmemK;
+  float* sMax0 = reinterpret_cast<float*>(smem + seesaw::kSmemRowVals);  // m0 per row (WG0 -> WG1)
+  float* sScale0 = sMax0 + kRowsPerTile;                           // s0
+  float* sMax1 = sScale0 + kRowsPerTile;                           // m1 (WG1 -> WG0)
+  float* sScale1 = sMax1 + kRowsPerTile;                           // s1
+  float* sSum0 = sScale1 + kRowsPerTile;                           // row sums at a request's end
+  float* sSum1 = sSum0 + kRowsPerTile;
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + seesaw::kSmemBars);
+
+  const int m_block = blockIdx.x;
+  const int kv_head = blockIdx.y;
+  const int part = blockIdx.z;
+  const int tid = threadIdx.x;
+  const int wg = tid / 128;
+  const int lane = tid % 32;
+  const int warp_in_wg = (tid % 128) / 32;
+
+  const int* md = p.tile_metadata + part * kMetadataWidth;
+  const int begin_req = md[0];
+  if (begin_req < 0) return;  // empty part (uniform across the block, before any barrier)
+  const int begin_block = md[1];
+  const int end_req = md[2];
+  const int end_block = md[3];
+  const int begin_chunk = md[4];
+  const int num_iters = md[6] - md[5];
+  if (num_iters <= 0) return;
+
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (tid == 0) {
+    for (int i = 0; i < 6; ++i) mbar_init(&full_bar[i], 1);
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
+  const uint64_t policy = make_evict_first_policy();  // each page is read once per m-block CTA
+  const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
+
+  // Loads boxes [box_begin, box_end) of the block at cursor `c` into `stage`, counted on the
+  // group's mbarrier.
+  auto load_boxes = [&](const PartCursor& c, int stage, int group, int box_begin, int box_end) {
+    const int page = p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block];
+    uint8_t* dst = sK + stage * kTileBytes;
+    uint64_t* bar = &full_bar[stage * 3 + group];
+    mbar_arrive_expect_tx(bar, (box_end - box_begin) * kBoxBytes);
+    for (int box = box_begin; box < box_end; ++box) {
+      tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
+    }
+  };
+  // next_load[s]: the block that refills stage s (sequence index of its current block + 2).
+  PartCursor next_load[2];
+  {
+    PartCursor c;
+    c.start(p, begin_req, begin_block, end_req, end_block);
+    for (int idx = 0; idx < 2; ++idx) {
+      if (tid == 0 && idx < num_iters) {
+        if (idx == 0) prefetch_tensor_map(&kv_map);
+        load_boxes(c, idx, seesaw::kGroupVLeft, 0, 4);
+        load_boxes(c, idx, seesaw::kGroupVRight, 4, 8);
+        load_boxes(c, idx, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+      }
+      c.advance(p, end_req, end_block);
+    }
+    next_load[0] = c;
+    c.advance(p, end_req, end_block);
+    next_load[1] = c;
+  }
+  // Refill of `stage` after the block at sequence index `idx` was consumed by this warpgroup's
+  // last reader of the given groups. Called with no wgmma in flight (it branches).
+  auto refill = [&](int stage, int idx, int group_a, int a_begin, int a_end, int group_b, int b_begin, int b_end) {
+    if (elected && idx + 2 < num_iters) {
+      load_boxes(next_load[stage], stage, group_a, a_begin, a_end);
+      if (group_b >= 0) load_boxes(next_load[stage], stage, group_b, b_begin, b_end);
+    }
+    next_load[stage].advance(p, end_req, end_block);
+    next_load[stage].advance(p, end_req, end_block);
+  };
+
+  // Rows past the sequence end may hold anything (NaN included). S masks them, but P = 0 times
+  // V = NaN is still NaN, so the warpgroup that computes S of a request's last block zeroes
+  // those rows of the V boxes (0-7) before any PV reads them.
+  auto zero_tail_rows = [&](uint8_t* tile, int valid_rows, int bar_id) {
+    const int zero_rows = kPageSize - valid_rows;
+    for (int idx = opaque_tid() % 128; idx < zero_rows * 8 * 8; idx += 128) {
+      const int box = idx / (zero_rows * 8);
+      const int rem = idx % (zero_rows * 8);
+      const int row = valid_rows + rem / 8;
+      *reinterpret_cast<uint4*>(tile + box * kBoxBytes + row * 128 + (rem % 8) * 16) = make_uint4(0, 0, 0, 0);
+    }
+    fence_proxy_async_smem();
+    named_barrier_sync(bar_id, 128);
+  };
+  // Waits for the block at sequence index `idx` in `stage` and issues S = Q K^T over 576 dims.
+  auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
+    uint8_t* tile = sK + stage * kTileBytes;
+    const uint32_t parity = (idx >> 1) & 1;
+    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVLeft], parity);
+    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVRight], parity);
+    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupRope], parity);
+    const int valid_rows = seqlen - block * kPageSize;
+    if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, zero_bar);
+#pragma unroll
+    for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
+    wgmma_fence();
+    const uint64_t q_desc = make_smem_desc_sw128(smem_addr(sQ), 16, 1024);
+    const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
+#pragma unroll
+    for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
+      const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
+      ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
+    }
+    wgmma_commit();
+  };
+  // Online-softmax step on this thread's two rows (16 of the 64 columns each): masks, raises the
+  // running max, turns s_acc into P = 2^(s - max) in place, and returns the factor that brings
+  // values relative to the old max to the new one, and P's partial row sums.
+  auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
+                          int block) {
+    const int col_base = 2 * (lane & 3);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int limit = key_limit[h] - block * kPageSize;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = 8 * i + col_base + e;
+          float v = s_acc[4 * i + 2 * h + e] * scale_log2;
+          v = col < limit ? v : -INFINITY;
+          s_acc[4 * i + 2 * h + e] = v;
+          mx = fmaxf(mx, v);
+        }
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+      const float new_max = fmaxf(row_max[h], mx);
+      const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
+      rescale[h] = fast_exp2(row_max[h] - ref);
+      row_max[h] = new_max;
+      float sum = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float pv = fast_exp2(s_acc[4 * i + 2 * h + e] - ref);
+          s_acc[4 * i + 2 * h + e] = pv;
+          sum += pv;
+        }
+      }
+      p_sum[h] = sum;
+    }
+  };
+  auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
+#pragma unroll
+    for (int k = 0; k < 16; ++k) p_frag[k] = ElemOps<T>::pack(s_acc[2 * k], s_acc[2 * k + 1]);
+  };
+  // P into a rope box (K-major, 128-byte swizzle, like a TMA tile) for the other warpgroup's PV.
+  auto store_p = [&](uint8_t* box, const uint32_t* p_frag) {
+    const int ltid = opaque_tid();
+    const int row0 = (ltid % 128) / 32 * 16 + (ltid % 32) / 4;  // row1 = row0 + 8: same swizzle
+    uint8_t* p_row0 = box + row0 * 128 + (ltid % 4) * 4;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+#pragma unroll
+      for (int half8 = 0; half8 < 2; ++half8) {
+        const int chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
+        *reinterpret_cast<uint32_t*>(p_row0 + chunk_off) = p_frag[4 * k + 2 * half8];
+        *reinterpret_cast<uint32_t*>(p_row0 + 8 * 128 + chunk_off) = p_frag[4 * k + 2 * half8 + 1];
+      }
+    }
+  };
+  auto publish_stats = [&](float* s_max, float* s_scale, const float* row_max, const float* rescale) {
+    if ((lane & 3) == 0) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        s_max[row_in_tile[h]] = row_max[h];
+        s_scale[row_in_tile[h]] = rescale[h];
+      }
+    }
+  };
+  auto read_stats = [&](const float* s_max, const float* s_scale, float* row_max, float* rescale) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      row_max[h] = s_max[row_in_tile[h]];
+      rescale[h] = s_scale[row_in_tile[h]];
+    }
+  };
+  auto rescale_o = [&](float* o, const float* rescale) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        o[4 * i + 2 * h] *= rescale[h];
+        o[4 * i + 2 * h + 1] *= rescale[h];
+      }
+    }
+  };
+  // O_half += P V_half with P in registers (this warpgroup's own block).
+  auto issue_pv_regs = [&](float* o, const uint32_t* p_frag, int stage) {
+    const uint32_t v_addr = smem_addr(sK + stage * kTileBytes + wg * 4 * kBoxBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ElemOps<T>::pv_regs(o, &p_frag[4 * k], make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+    }
+    wgmma_commit();
+  };
+  // O_half += P V_half with P from the stage's rope box (the other warpgroup's block).
+  auto issue_pv_smem = [&](float* o, int stage) {
+    const uint32_t v_addr = smem_addr(sK + stage * kTileBytes + wg * 4 * kBoxBytes);
+    const uint32_t p_addr = smem_addr(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
+                          make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+    }
+    wgmma_commit();
+  };
+  auto scale_pair = [](float* v, const float* f) {
+    v[0] *= f[0];
+    v[1] *= f[1];
+  };
+
+  int it = 0;  // sequence index of the next block = pipeline slot counter
+#pragma unroll 1
+  for (int req = begin_req; req <= end_req; ++req) {
+    const int seqlen = p.cache_seqlens[req];
+    const int block_lo = req == begin_req ? begin_block : 0;
+    const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
+    if (block_lo >= block_hi) continue;  // zero-length request
+    {
+      // Both warpgroups load the 64-row Q tile (rows past `rows` are zero) in the swizzled layout
+      // TMA would produce. Every QK^T of the previous request has retired: each warpgroup waited
+      // for its own before the row-sum exchange barrier that ended that request.
+      const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
+      const int ltid = opaque_tid();
+      constexpr int kChunksPerRow = kHeadDimQK / 8;                    // 16-byte chunks
+      constexpr int kPerThread = kRowsPerTile * kChunksPerRow / kNumThreads;  // 18, all in flight
+      uint4 v[kPerThread];
+#pragma unroll
+      for (int u = 0; u < kPerThread; ++u) {
+        const int idx = u * kNumThreads + ltid;
+        const int row = idx / kChunksPerRow;
+        const int ch = idx % kChunksPerRow;
+        const int rho = m_block * kRowsPerTile + row;
+        v[u] = make_uint4(0, 0, 0, 0);
+        if (rho < p.rows) {
+          const int t = rho / p.heads_per_kv;
+          const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+          v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h + ch * 8));
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kPerThread; ++u) {
+        const int idx = u * kNumThreads + ltid;
+        const int row = idx / kChunksPerRow;
+        const int ch = idx % kChunksPerRow;
+        *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
+      }
+      fence_proxy_async_smem();
+      named_barrier_sync(seesaw::kBarAll, kNumThreads);
+    }
+    float o[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) o[i] = 0.f;
+    float row_max[2], row_sum[2];  // running max (the same in both warpgroups); own row sums
+    int key_limit[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      row_max[h] = -INFINITY;
+      row_sum[h] = 0.f;
+      const int rho = m_block * kRowsPerTile + row_in_tile[h];
+      const int t = min(rho / p.heads_per_kv, p.s_q - 1);
+      key_limit[h] = p.causal ? seqlen - (p.s_q - 1 - t) : seqlen;
+    }
+    float s_acc[32];
+    uint32_t p_frag[16];
+    float s0[2], s1[2], p_sum[2];
+    int block = block_lo;
+
+    if (it & 1) {
+      // ---- First block on stage 1: block B alone.
+      const bool last = block + 1 == block_hi;
+      if (wg == 1) {
+        issue_qk(s_acc, 1, it, seqlen, block, last, seesaw::kBarZero1);
+        wgmma_retire<32>(s_acc);
+        softmax_step(s_acc, row_max, s1, p_sum, key_limit, block);
+        pack_p(s_acc, p_frag);
+        store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
+        publish_stats(sMax1, sScale1, row_max, s1);
+        fence_proxy_async_smem();
+        named_barrier_arrive(seesaw::kBarStats1, kNumThreads);
+        scale_pair(row_sum, s1);
+        row_sum[0] += p_sum[0];
+        row_sum[1] += p_sum[1];
+        rescale_o(o, s1);
+        issue_pv_regs(o, p_frag, 1);
+        wgmma_retire<128>(o);
+        refill(1, it, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
+      } else {
+        named_barrier_sync(seesaw::kBarStats1, kNumThreads);
+        read_stats(sMax1, sScale1, row_max, s1);
+        scale_pair(row_sum, s1);
+        rescale_o(o, s1);
+        issue_pv_smem(o, 1);
+        wgmma_retire<128>(o);
+        refill(1, it, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+      }
+      ++block;
+      ++it;
+    }
+
+#pragma unroll 1
+    for (; block + 1 < block_hi; block += 2, it += 2) {
+      // ---- Block A (stage 0, index it) and block B (stage 1, index it + 1).
+      if (wg == 0) {
+        issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
+        wgmma_retire<32>(s_acc);
+        softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
+        pack_p(s_acc, p_frag);
+        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
+        publish_stats(sMax0, sScale0, row_max, s0);
+        fence_proxy_async_smem();
+        named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
+        scale_pair(row_sum, s0);
+        row_sum[0] += p_sum[0];
+        row_sum[1] += p_sum[1];
+        rescale_o(o, s0);
+        issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
+        named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
+        read_stats(sMax1, sScale1, row_max, s1);
+        scale_pair(row_sum, s1);
+        wgmma_retire<128>(o);
+        refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);     // stage 0's V left is free
+        rescale_o(o, s1);
+        issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        wgmma_retire<128>(o);
+        refill(1, it + 1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+      } else {
+        issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
+        wgmma_retire<32>(s_acc);
+        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
+        read_stats(sMax0, sScale0, row_max, s0);
+        softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
+        pack_p(s_acc, p_frag);
+        store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
+        publish_stats(sMax1, sScale1, row_max, s1);
+        fence_proxy_async_smem();
+        named_barrier_arrive(seesaw::kBarStats1, kNumThreads);
+        scale_pair(row_sum, s0);
+        scale_pair(row_sum, s1);
+        row_sum[0] += p_sum[0];
+        row_sum[1] += p_sum[1];
+        rescale_o(o, s0);
+        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right
+        wgmma_retire<128>(o);
+        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        rescale_o(o, s1);
+        issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+        wgmma_retire<128>(o);
+        refill(1, it + 1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
+      }
+    }
+
+    if (block < block_hi) {
+      // ---- Last block on stage 0: block A alone.
+      if (wg == 0) {
+        issue_qk(s_acc, 0, it, seqlen, block, true, seesaw::kBarZero0);
+        wgmma_retire<32>(s_acc);
+        softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
+        pack_p(s_acc, p_frag);
+        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
+        publish_stats(sMax0, sScale0, row_max, s0);
+        fence_proxy_async_smem();
+        named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
+        scale_pair(row_sum, s0);
+        row_sum[0] += p_sum[0];
+        row_sum[1] += p_sum[1];
+        rescale_o(o, s0);
+        issue_pv_regs(o, p_frag, 0);
+        wgmma_retire<128>(o);
+        refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
+      } else {
+        named_barrier_sync(seesaw::kBarStats0, kNumThreads);
+        read_stats(sMax0, sScale0, row_max, s0);
+        scale_pair(row_sum, s0);
+        rescale_o(o, s0);
+        issue_pv_smem(o, 0);
+        wgmma_retire<128>(o);
+        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+      }
+      ++block;
+      ++it;
+    }
+
+    // Row sums: over the 4 lanes of a quad, then over the two warpgroups.
+    float total_l[2], inv_l[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l = row_sum[h];
+      l += __shfl_xor_sync(0xffffffff, l, 1);
+      l += __shfl_xor_sync(0xffffffff, l, 2);
+      row_sum[h] = l;
+    }
+    if ((lane & 3) == 0) {
+      float* mine = wg == 0 ? sSum0 : sSum1;
+      mine[row_in_tile[0]] = row_sum[0];
+      mine[row_in_tile[1]] = row_sum[1];
+    }
+    named_barrier_sync(seesaw::kBarAll, kNumThreads);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      total_l[h] = sSum0[row_in_tile[h]] + sSum1[row_in_tile[h]];
+      inv_l[h] = total_l[h] > 0.f ? 1.f / total_l[h] : 0.f;
+    }
+    const int chunk_idx = req == begin_req ? begin_chunk : 0;
+    store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
+    if (wg == 0 && (lane & 3) == 0) {
+      const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int rho = m_block * kRowsPerTile + row_in_tile[h];
+        if (rho >= p.rows) continue;
+        const float l = total_l[h];
+        const float lse_val = (row_max[h] + __log2f(l)) * 0.6931471805599453f;
+        if (num_chunks == 1) {
+          const int t = rho / p.heads_per_kv;
+          const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+          p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = l > 0.f ? lse_val : INFINITY;
+        } else {
+          const int64_t slot = p.num_splits[req] + chunk_idx;
+          p.lse_accum[(slot * p.h_kv + kv_head) * p.rows + rho] = l > 0.f ? lse_val : -INFINITY;
+        }
+      }
+    }
+  }  // requests
+#endif
+}
+
+}  // namespace flashmla
