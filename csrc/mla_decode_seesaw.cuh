@@ -26,7 +26,8 @@
 
 namespace flashmla {
 
-constexpr int kFlagSeesaw = 16;  // DecodeParams::schedule bit: launch this kernel
+constexpr int kFlagSeesaw = 16;   // DecodeParams::schedule bit: launch this kernel
+constexpr int kFlagStagger = 32;  // WG1 issues S_B only once S_A has retired (see the main loop)
 
 namespace seesaw {
 
@@ -49,6 +50,8 @@ constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarAll = 7;     // both warpgroups: Q tile loaded / row sums exchanged
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
+constexpr int kBarP0 = 10;     // WG0 -> WG1: P_A, rebased onto m1, is in stage 0's rope box
+constexpr int kBarSA = 11;     // WG0 -> WG1: S_A has retired (only with kFlagStagger)
 
 }  // namespace seesaw
 
@@ -107,6 +110,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = make_evict_first_policy();  // each page is read once per m-block CTA
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
+  // Stagger: with both S GEMMs issued at once they share the tensor pipe and finish together,
+  // and both softmaxes then run while the pipe idles. WG1 waiting for S_A puts the pipe's work
+  // in the order S_A | S_B (while WG0 runs its softmax) | PVs.
+  const bool stagger = (p.schedule & kFlagStagger) != 0;
 
   // Loads boxes [box_begin, box_end) of the block at cursor `c` into `stage`, counted on the
   // group's mbarrier.
@@ -162,25 +169,46 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     fence_proxy_async_smem();
     named_barrier_sync(bar_id, 128);
   };
-  // Waits for the block at sequence index `idx` in `stage` and issues S = Q K^T over 576 dims.
+  // Waits for the block at sequence index `idx` in `stage` and issues S = Q K^T over 576 dims,
+  // box group by box group in the order the groups are refilled: stage 0's left V boxes come
+  // back first (WG0 frees them after its first PV), stage 1's right ones (WG1's first PV), so
+  // the 16 k-steps on those run while the other groups are still in flight.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
     const uint32_t parity = (idx >> 1) & 1;
-    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVLeft], parity);
-    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVRight], parity);
-    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupRope], parity);
     const int valid_rows = seqlen - block * kPageSize;
-    if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, zero_bar);
+    if (last && valid_rows < kPageSize) {
+      for (int g = 0; g < 3; ++g) mbar_wait(&full_bar[stage * 3 + g], parity);
+      zero_tail_rows(tile, valid_rows, zero_bar);
+    }
+    // (zeroed and pinned before the fence, so ptxas need not inject a second one)
 #pragma unroll
-    for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-    wgmma_fence();
+    for (int i = 0; i < 32; ++i) {
+      s_acc[i] = 0.f;
+      fence_regs(s_acc[i]);
+    }
     const uint64_t q_desc = make_smem_desc_sw128(smem_addr(sQ), 16, 1024);
     const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
+    auto issue_boxes = [&](int box_begin, int box_end, bool first) {
 #pragma unroll
-    for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
-      const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-      ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
-    }
+      for (int kk = box_begin * 4; kk < box_end * 4; ++kk) {
+        const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
+        ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, !(first && kk == box_begin * 4));
+      }
+    };
+    const int early = stage == 0 ? seesaw::kGroupVLeft : seesaw::kGroupVRight;
+    const int late = stage == 0 ? seesaw::kGroupVRight : seesaw::kGroupVLeft;
+    // Waits between wgmma issues use a uniform branch and a fence right after: a plain divergent
+    // spin loop makes ptxas serialise every wgmma in the kernel (C7520).
+    mbar_wait_uniform(&full_bar[stage * 3 + early], parity);
+    wgmma_fence();
+    issue_boxes(early * 4, early * 4 + 4, true);
+    mbar_wait_uniform(&full_bar[stage * 3 + late], parity);
+    wgmma_fence();
+    issue_boxes(late * 4, late * 4 + 4, false);
+    mbar_wait_uniform(&full_bar[stage * 3 + seesaw::kGroupRope], parity);
+    wgmma_fence();
+    issue_boxes(seesaw::kRopeBox, seesaw::kRopeBox + 1, false);
     wgmma_commit();
   };
   // Online-softmax step on this thread's two rows (16 of the 64 columns each): masks, raises the
@@ -241,6 +269,17 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         *reinterpret_cast<uint32_t*>(p_row0 + 8 * 128 + chunk_off) = p_frag[4 * k + 2 * half8 + 1];
       }
     }
+  };
+  // P * factor (per row) into a rope box, packed on the fly: the rebased P_A, whose registers
+  // are still being read by this warpgroup's in-flight PV.
+  auto store_p_scaled = [&](uint8_t* box, const float* s_acc, const float* factor) {
+    uint32_t frag[16];
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      const int h = (k / 2) % 2;  // accumulator pair k holds row (lane / 4) + 8 h
+      frag[k] = ElemOps<T>::pack(s_acc[2 * k] * factor[h], s_acc[2 * k + 1] * factor[h]);
+    }
+    store_p(box, frag);
   };
   auto publish_stats = [&](float* s_max, float* s_scale, const float* row_max, const float* rescale) {
     if ((lane & 3) == 0) {
@@ -390,30 +429,34 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (wg == 0) {
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
+        if (stagger) named_barrier_arrive(seesaw::kBarSA, kNumThreads);
         softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
-        pack_p(s_acc, p_frag);
-        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(sMax0, sScale0, row_max, s0);
-        fence_proxy_async_smem();
         named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
         scale_pair(row_sum, s0);
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
         rescale_o(o, s0);
-        issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
+        pack_p(s_acc, p_frag);
+        issue_pv_regs(o, p_frag, 0);                            // O_L += P_A V_A,left
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
         read_stats(sMax1, sScale1, row_max, s1);
+        // P_A rebased onto m1 for WG1, which has already folded s1 into O_R.
+        store_p_scaled(sK + seesaw::kRopeBox * kBoxBytes, s_acc, s1);
+        fence_proxy_async_smem();
+        named_barrier_arrive(seesaw::kBarP0, kNumThreads);
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
         refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);     // stage 0's V left is free
         rescale_o(o, s1);
-        issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        issue_pv_smem(o, 1);                                    // O_L += P_B V_B,left
         wgmma_retire<128>(o);
         refill(1, it + 1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       } else {
+        if (stagger) named_barrier_sync(seesaw::kBarSA, kNumThreads);
         issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
         wgmma_retire<32>(s_acc);
-        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
+        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0 from WG0
         read_stats(sMax0, sScale0, row_max, s0);
         softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
         pack_p(s_acc, p_frag);
@@ -426,13 +469,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
         rescale_o(o, s0);
-        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right
-        wgmma_retire<128>(o);
-        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         rescale_o(o, s1);
-        issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+        issue_pv_regs(o, p_frag, 1);                            // O_R += P_B V_B,right
         wgmma_retire<128>(o);
         refill(1, it + 1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
+        named_barrier_sync(seesaw::kBarP0, kNumThreads);        // rebased P_A from WG0
+        issue_pv_smem(o, 0);                                    // O_R += P_A V_A,right
+        wgmma_retire<128>(o);
+        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       }
     }
 

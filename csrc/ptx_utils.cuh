@@ -38,6 +38,18 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
       : "memory");
 }
 
+// The same wait with a uniform branch (bra.uni): every thread of a warp reads the same barrier
+// phase, so the loop is not divergent. ptxas then lets wgmmas stay in flight across the wait
+// (with a plain bra it serialises every wgmma of the kernel, C7520).
+__device__ __forceinline__ void mbar_wait_uniform(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra.uni WAIT_%=;\n}" ::"r"(smem_addr(bar)),
+      "r"(parity)
+      : "memory");
+}
+
 // ---- TMA -------------------------------------------------------------------------------------
 // One box of a 4-d tensor map into shared memory; completion is counted on `bar` in bytes.
 __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0,
