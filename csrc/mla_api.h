@@ -49,8 +49,7 @@ struct DecodeParams {
   // 3 = chained (docs/kernel-design.md section 6);
   // bit 2: rendezvous (bar.sync on both sides) instead of bar.arrive for the WG0/WG1 handoff;
   // bit 3: column-split combine kernel (4 warps per row);
-  // bit 4: the seesaw main kernel (mla_decode_seesaw.cuh) instead of bits 0-2's;
-  // bit 5: seesaw stagger (WG1 issues its S GEMM after WG0's has retired).
+  // bit 4: the seesaw main kernel (mla_decode_seesaw.cuh) instead of bits 0-2's.
   int schedule;
 };
 
