@@ -5,27 +5,20 @@
 // idles for the softmax as it does in the serial kernel (docs/kernel-design.md section 7).
 //
 // One step over blocks A (pipeline stage 0, S by WG0) and B (stage 1, S by WG1) of one request:
-//   WG0: m0 = max(m, rowmax S_A); P_A = 2^(S_A - m0); publish m0 and s0 = 2^(m - m0);
-//        O_L = O_L s0 + P_A V_A[:, :256]; with m1, s1 from WG1: publish P_A s1 (P_A rebased onto
-//        m1, in stage 0's rope box, dead once S_A is done); O_L = O_L s1 + P_B V_B[:, :256].
-//   WG1: with m0 from WG0, m1 = max(m0, rowmax S_B); P_B = 2^(S_B - m1); publish m1,
-//        s1 = 2^(m0 - m1) and P_B (stage 1's rope box); O_R = O_R s0 s1 + P_B V_B[:, 256:];
-//        O_R += (P_A s1) V_A[:, 256:].
+//   WG0: S_A = Q K_A^T; m0 = max(m, rowmax S_A); P_A = 2^(S_A - m0); publish m0, s0 = 2^(m - m0)
+//        and P_A (in stage 0's rope box, dead once S_A is done); O_L = O_L s0 + P_A V_A[:, :256];
+//        then, with m1 and s1 from WG1: O_L = O_L s1 + P_B V_B[:, :256].
+//   WG1: S_B = Q K_B^T; with m0 from WG0, m1 = max(m0, rowmax S_B); P_B = 2^(S_B - m1);
+//        publish m1, s1 = 2^(m0 - m1), P_B (stage 1's rope box); O_R = O_R s0 + P_A V_A[:, 256:];
+//        O_R = O_R s1 + P_B V_B[:, 256:].
 // Both halves end relative to the same running max; each warpgroup keeps the row sums of the P
 // it computed, and the two are added at the end. This is exact online softmax, reordered.
-// While the second PV of a step runs, each warpgroup already issues S of the next pair, so the
-// tensor pipe always has queued work while the other warpgroup runs its softmax.
 //
 // Each K stage has three "full" mbarriers, one per box group (V left = boxes 0-3, V right =
 // boxes 4-7, rope = box 8), because the groups are released at different times by different
 // warpgroups: the last reader of a group issues its refill (block + 2) as soon as its own wgmma
 // that reads it has retired, with no "empty" barrier (the other readers are ordered before it
-// through the handoff barriers). Stage 0's left boxes and stage 1's right boxes come back early
-// (after a warpgroup's first PV), the other groups late, so S starts on the early group.
-//
-// Between a wgmma's issue and its wait there is no divergent branch (ptxas would serialise every
-// wgmma of the kernel, C7520): mbarrier waits there branch uniformly (mbar_wait_uniform) and
-// refills are predicated TMA instructions whose pages were looked up at the top of the step.
+// through the P handoff barriers).
 //
 // A request whose blocks start on stage 1 begins with a step of block B alone; one that ends on
 // stage 0 ends with a step of block A alone.
@@ -56,7 +49,6 @@ constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarAll = 7;     // both warpgroups: Q tile loaded / row sums exchanged
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
-constexpr int kBarP0 = 10;     // WG0 -> WG1: P_A, rebased onto m1, is in stage 0's rope box
 
 }  // namespace seesaw
 
@@ -116,59 +108,50 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const uint64_t policy = make_evict_first_policy();  // each page is read once per m-block CTA
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
-  // next_load[s]: the block that refills stage s (sequence index of its current block + 2).
-  // Each warpgroup walks its own copy in the same order.
-  PartCursor next_load[2];
-  struct Refill {
-    int page, issue;  // issue: this thread issues it (elected, and the block exists)
-  };
-  // Looks up (branchy; called where no wgmma is in flight) the page that will refill `stage`
-  // after its block at sequence index `idx` is consumed.
-  auto plan_refill = [&](int stage, int idx) {
-    Refill r;
-    const bool exists = idx + 2 < num_iters;
-    const PartCursor& c = next_load[stage];
-    r.page = exists ? p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block] : 0;
-    r.issue = elected && exists;
-    next_load[stage].advance(p, end_req, end_block);
-    next_load[stage].advance(p, end_req, end_block);
-    return r;
-  };
-  // Issues boxes [box_begin, box_end) of a planned refill (predicated, no branch).
-  auto issue_refill = [&](int stage, int group, int box_begin, int box_end, const Refill& r) {
+  // Loads boxes [box_begin, box_end) of the block at cursor `c` into `stage`, counted on the
+  // group's mbarrier.
+  auto load_boxes = [&](const PartCursor& c, int stage, int group, int box_begin, int box_end) {
+    const int page = p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block];
     uint8_t* dst = sK + stage * kTileBytes;
     uint64_t* bar = &full_bar[stage * 3 + group];
-    mbar_arrive_expect_tx_if(r.issue, bar, (box_end - box_begin) * kBoxBytes);
-#pragma unroll
+    mbar_arrive_expect_tx(bar, (box_end - box_begin) * kBoxBytes);
     for (int box = box_begin; box < box_end; ++box) {
-      tma_load_4d_if(r.issue, dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
+      tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
     }
   };
+  // next_load[s]: the block that refills stage s (sequence index of its current block + 2).
+  PartCursor next_load[2];
   {
     PartCursor c;
     c.start(p, begin_req, begin_block, end_req, end_block);
-    if (tid == 0) prefetch_tensor_map(&kv_map);
     for (int idx = 0; idx < 2; ++idx) {
-      Refill r;
-      r.issue = tid == 0 && idx < num_iters;
-      r.page = idx < num_iters ? p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block] : 0;
-      issue_refill(idx, seesaw::kGroupVLeft, 0, 4, r);
-      issue_refill(idx, seesaw::kGroupVRight, 4, 8, r);
-      issue_refill(idx, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, r);
+      if (tid == 0 && idx < num_iters) {
+        if (idx == 0) prefetch_tensor_map(&kv_map);
+        load_boxes(c, idx, seesaw::kGroupVLeft, 0, 4);
+        load_boxes(c, idx, seesaw::kGroupVRight, 4, 8);
+        load_boxes(c, idx, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+      }
       c.advance(p, end_req, end_block);
     }
     next_load[0] = c;
     c.advance(p, end_req, end_block);
     next_load[1] = c;
   }
+  // Refill of `stage` after the block at sequence index `idx` was consumed by this warpgroup's
+  // last reader of the given groups. Called with no wgmma in flight (it branches).
+  auto refill = [&](int stage, int idx, int group_a, int a_begin, int a_end, int group_b, int b_begin, int b_end) {
+    if (elected && idx + 2 < num_iters) {
+      load_boxes(next_load[stage], stage, group_a, a_begin, a_end);
+      if (group_b >= 0) load_boxes(next_load[stage], stage, group_b, b_begin, b_end);
+    }
+    next_load[stage].advance(p, end_req, end_block);
+    next_load[stage].advance(p, end_req, end_block);
+  };
 
   // Rows past the sequence end may hold anything (NaN included). S masks them, but P = 0 times
   // V = NaN is still NaN, so the warpgroup that computes S of a request's last block zeroes
-  // those rows of the V boxes (0-7) once S has retired and before any PV reads them.
-  auto zero_tail_rows = [&](int stage, int seqlen, int block, int bar_id) {
-    const int valid_rows = seqlen - block * kPageSize;
-    if (valid_rows >= kPageSize) return;
-    uint8_t* tile = sK + stage * kTileBytes;
+  // those rows of the V boxes (0-7) before any PV reads them.
+  auto zero_tail_rows = [&](uint8_t* tile, int valid_rows, int bar_id) {
     const int zero_rows = kPageSize - valid_rows;
     for (int idx = opaque_tid() % 128; idx < zero_rows * 8 * 8; idx += 128) {
       const int box = idx / (zero_rows * 8);
@@ -179,36 +162,25 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     fence_proxy_async_smem();
     named_barrier_sync(bar_id, 128);
   };
-  // S = Q K^T over 576 dims in three pieces, one per box group, each after its group's mbarrier.
-  auto qk_start = [&](float* s_acc) {
-    // (zeroed and pinned before the first fence, so ptxas need not inject another one)
+  // Waits for the block at sequence index `idx` in `stage` and issues S = Q K^T over 576 dims.
+  auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
+    uint8_t* tile = sK + stage * kTileBytes;
+    const uint32_t parity = (idx >> 1) & 1;
+    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVLeft], parity);
+    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVRight], parity);
+    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupRope], parity);
+    const int valid_rows = seqlen - block * kPageSize;
+    if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, zero_bar);
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      s_acc[i] = 0.f;
-      fence_regs(s_acc[i]);
-    }
-  };
-  auto qk_group = [&](float* s_acc, int stage, int idx, int group, bool first) {
-    mbar_wait_uniform(&full_bar[stage * 3 + group], (idx >> 1) & 1);
+    for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
     wgmma_fence();
     const uint64_t q_desc = make_smem_desc_sw128(smem_addr(sQ), 16, 1024);
-    const uint64_t k_desc = make_smem_desc_sw128(smem_addr(sK + stage * kTileBytes), 16, 1024);
-    const int box_begin = group * 4;
-    const int box_end = group == seesaw::kGroupRope ? seesaw::kRopeBox + 1 : box_begin + 4;
+    const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
 #pragma unroll
-    for (int kk = box_begin * 4; kk < box_end * 4; ++kk) {
+    for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
       const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-      ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, !(first && kk == box_begin * 4));
+      ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
     }
-  };
-  // The early group of a stage: the one its own warpgroup's first PV frees.
-  auto early_group = [](int stage) { return stage == 0 ? seesaw::kGroupVLeft : seesaw::kGroupVRight; };
-  auto late_group = [](int stage) { return stage == 0 ? seesaw::kGroupVRight : seesaw::kGroupVLeft; };
-  auto issue_qk = [&](float* s_acc, int stage, int idx) {
-    qk_start(s_acc);
-    qk_group(s_acc, stage, idx, early_group(stage), true);
-    qk_group(s_acc, stage, idx, late_group(stage), false);
-    qk_group(s_acc, stage, idx, seesaw::kGroupRope, false);
     wgmma_commit();
   };
   // Online-softmax step on this thread's two rows (16 of the 64 columns each): masks, raises the
@@ -269,17 +241,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         *reinterpret_cast<uint32_t*>(p_row0 + 8 * 128 + chunk_off) = p_frag[4 * k + 2 * half8 + 1];
       }
     }
-  };
-  // P * factor (per row) into a rope box, packed on the fly: the rebased P_A, whose registers
-  // are still being read by this warpgroup's in-flight PV.
-  auto store_p_scaled = [&](uint8_t* box, const float* s_acc, const float* factor) {
-    uint32_t frag[16];
-#pragma unroll
-    for (int k = 0; k < 16; ++k) {
-      const int h = (k / 2) % 2;  // accumulator pair k holds row (lane / 4) + 8 h
-      frag[k] = ElemOps<T>::pack(s_acc[2 * k] * factor[h], s_acc[2 * k + 1] * factor[h]);
-    }
-    store_p(box, frag);
   };
   auto publish_stats = [&](float* s_max, float* s_scale, const float* row_max, const float* rescale) {
     if ((lane & 3) == 0) {
@@ -393,11 +354,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
     if (it & 1) {
       // ---- First block on stage 1: block B alone.
+      const bool last = block + 1 == block_hi;
       if (wg == 1) {
-        issue_qk(s_acc, 1, it);
+        issue_qk(s_acc, 1, it, seqlen, block, last, seesaw::kBarZero1);
         wgmma_retire<32>(s_acc);
-        if (block + 1 == block_hi) zero_tail_rows(1, seqlen, block, seesaw::kBarZero1);
-        const Refill r1 = plan_refill(1, it);
         softmax_step(s_acc, row_max, s1, p_sum, key_limit, block);
         pack_p(s_acc, p_frag);
         store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
@@ -410,71 +370,50 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);
         wgmma_retire<128>(o);
-        issue_refill(1, seesaw::kGroupVRight, 4, 8, r1);
+        refill(1, it, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
       } else {
-        const Refill r1 = plan_refill(1, it);
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);
         read_stats(sMax1, sScale1, row_max, s1);
         scale_pair(row_sum, s1);
         rescale_o(o, s1);
         issue_pv_smem(o, 1);
         wgmma_retire<128>(o);
-        issue_refill(1, seesaw::kGroupVLeft, 0, 4, r1);
-        issue_refill(1, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, r1);
+        refill(1, it, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       }
       ++block;
       ++it;
     }
 
-    // ---- Pairs: block A (stage 0, index it) and block B (stage 1, index it + 1). S of the
-    // first pair is issued here, S of each later pair inside the step before it (has_next).
-    const int num_pairs = (block_hi - block) / 2;
-    auto pair_step = [&](bool has_next) {
+#pragma unroll 1
+    for (; block + 1 < block_hi; block += 2, it += 2) {
+      // ---- Block A (stage 0, index it) and block B (stage 1, index it + 1).
       if (wg == 0) {
-        wgmma_retire<32>(s_acc);                                // S_A
-        const Refill r0 = plan_refill(0, it);
-        const Refill r1 = plan_refill(1, it + 1);
+        issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
+        wgmma_retire<32>(s_acc);
         softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
+        pack_p(s_acc, p_frag);
+        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(sMax0, sScale0, row_max, s0);
+        fence_proxy_async_smem();
         named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
         scale_pair(row_sum, s0);
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
         rescale_o(o, s0);
-        pack_p(s_acc, p_frag);
-        issue_pv_regs(o, p_frag, 0);                            // O_L += P_A V_A,left
+        issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
         read_stats(sMax1, sScale1, row_max, s1);
-        // P_A rebased onto m1 for WG1, which has already folded s1 into O_R.
-        store_p_scaled(sK + seesaw::kRopeBox * kBoxBytes, s_acc, s1);
-        fence_proxy_async_smem();
-        named_barrier_arrive(seesaw::kBarP0, kNumThreads);
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
-        issue_refill(0, seesaw::kGroupVLeft, 0, 4, r0);         // stage 0's V left is free
+        refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);     // stage 0's V left is free
         rescale_o(o, s1);
-        issue_pv_smem(o, 1);                                    // O_L += P_B V_B,left
-        if (has_next) {
-          qk_start(s_acc);                                      // S_A of the next pair
-          qk_group(s_acc, 0, it + 2, seesaw::kGroupVLeft, true);
-          wgmma_commit();
-          wgmma_wait<1>();                                      // P_B V_B,left retired
-          issue_refill(1, seesaw::kGroupVLeft, 0, 4, r1);
-          issue_refill(1, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, r1);
-          qk_group(s_acc, 0, it + 2, seesaw::kGroupVRight, false);
-          qk_group(s_acc, 0, it + 2, seesaw::kGroupRope, false);
-          wgmma_commit();
-        } else {
-          wgmma_retire<128>(o);
-          issue_refill(1, seesaw::kGroupVLeft, 0, 4, r1);
-          issue_refill(1, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, r1);
-        }
+        issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        wgmma_retire<128>(o);
+        refill(1, it + 1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       } else {
-        wgmma_retire<32>(s_acc);                                // S_B
-        if (block + 2 == block_hi) zero_tail_rows(1, seqlen, block + 1, seesaw::kBarZero1);
-        const Refill r0 = plan_refill(0, it);
-        const Refill r1 = plan_refill(1, it + 1);
-        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0 from WG0
+        issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
+        wgmma_retire<32>(s_acc);
+        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
         read_stats(sMax0, sScale0, row_max, s0);
         softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
         pack_p(s_acc, p_frag);
@@ -487,46 +426,21 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
         rescale_o(o, s0);
-        rescale_o(o, s1);
-        issue_pv_regs(o, p_frag, 1);                            // O_R += P_B V_B,right
+        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right
         wgmma_retire<128>(o);
-        issue_refill(1, seesaw::kGroupVRight, 4, 8, r1);        // stage 1's V right is free
-        named_barrier_sync(seesaw::kBarP0, kNumThreads);        // rebased P_A from WG0
-        issue_pv_smem(o, 0);                                    // O_R += P_A V_A,right
-        if (has_next) {
-          qk_start(s_acc);                                      // S_B of the next pair
-          qk_group(s_acc, 1, it + 3, seesaw::kGroupVRight, true);
-          wgmma_commit();
-          wgmma_wait<1>();                                      // P_A V_A,right retired
-          issue_refill(0, seesaw::kGroupVRight, 4, 8, r0);
-          issue_refill(0, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, r0);
-          qk_group(s_acc, 1, it + 3, seesaw::kGroupVLeft, false);
-          qk_group(s_acc, 1, it + 3, seesaw::kGroupRope, false);
-          wgmma_commit();
-        } else {
-          wgmma_retire<128>(o);
-          issue_refill(0, seesaw::kGroupVRight, 4, 8, r0);
-          issue_refill(0, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, r0);
-        }
+        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        rescale_o(o, s1);
+        issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+        wgmma_retire<128>(o);
+        refill(1, it + 1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
       }
-    };
-    if (num_pairs > 0) {
-      if (wg == 0) issue_qk(s_acc, 0, it);
-      else issue_qk(s_acc, 1, it + 1);
-#pragma unroll 1
-      for (int pair = 0; pair + 1 < num_pairs; ++pair, block += 2, it += 2) pair_step(true);
-      pair_step(false);
-      block += 2;
-      it += 2;
     }
 
     if (block < block_hi) {
       // ---- Last block on stage 0: block A alone.
       if (wg == 0) {
-        issue_qk(s_acc, 0, it);
+        issue_qk(s_acc, 0, it, seqlen, block, true, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
-        zero_tail_rows(0, seqlen, block, seesaw::kBarZero0);
-        const Refill r0 = plan_refill(0, it);
         softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
         pack_p(s_acc, p_frag);
         store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
@@ -539,17 +453,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);
         wgmma_retire<128>(o);
-        issue_refill(0, seesaw::kGroupVLeft, 0, 4, r0);
+        refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
       } else {
-        const Refill r0 = plan_refill(0, it);
         named_barrier_sync(seesaw::kBarStats0, kNumThreads);
         read_stats(sMax0, sScale0, row_max, s0);
         scale_pair(row_sum, s0);
         rescale_o(o, s0);
         issue_pv_smem(o, 0);
         wgmma_retire<128>(o);
-        issue_refill(0, seesaw::kGroupVRight, 4, 8, r0);
-        issue_refill(0, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, r0);
+        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       }
       ++block;
       ++it;

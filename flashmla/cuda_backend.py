@@ -31,6 +31,13 @@ SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8}
 # 42 us (h128, 16K), was neutral at 256-1024 rows, and 3-12% slower at b=128, where many
 # warps each merge a row that has only one or two chunks.
 AUTO_SPLITCOMBINE_MAX_ROWS = 256
+# "auto" launches the seesaw kernel when a kv head has at least this many query rows (s_q * h_q /
+# h_kv; four 64-row tiles re-read each page, so the tensor cores, not HBM, set the pace) and
+# the batch is large. On the H100 (docs/kernel-design.md section 7) seesaw was 4-9% faster than
+# serial on every b=128 row with 256 rows per kv head (s_q 2, h_q 128), slower on every row with
+# 128 or fewer, and 9% slower at b=1 s_q 2 h_q 128 (256 rows, one request).
+AUTO_SEESAW_MIN_ROWS_PER_KV = 256
+AUTO_SEESAW_MIN_QUERY_ROWS = 8192
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]
@@ -62,10 +69,11 @@ def is_available(device: torch.device) -> tuple[bool, str]:
     return _device_status(index)
 
 
-def _schedule_code(schedule: str | None, query_rows: int | None = None) -> int:
+def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per_kv: int | None = None) -> int:
     """"auto", "serial", "pipelined", "chained" or "seesaw", optionally followed by "+rendezvous" and/or
     "+splitcombine" (see SCHEDULES / SCHEDULE_FLAGS), e.g. "chained+splitcombine". With
-    ``query_rows`` (b * s_q * h_q), "auto" adds "+splitcombine" for small batches."""
+    ``query_rows`` (b * s_q * h_q), "auto" adds "+splitcombine" for small batches, and with
+    ``rows_per_kv`` (s_q * h_q / h_kv) too it picks the seesaw kernel for large compute-bound ones."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
     base, *flags = str(name).split("+")
     if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
@@ -74,6 +82,9 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None) -> int:
     code = SCHEDULES[base] | sum(SCHEDULE_FLAGS[f] for f in flags)
     if base == "auto" and query_rows is not None and query_rows <= AUTO_SPLITCOMBINE_MAX_ROWS:
         code |= SCHEDULE_FLAGS["splitcombine"]
+    if (base == "auto" and query_rows is not None and rows_per_kv is not None
+            and rows_per_kv >= AUTO_SEESAW_MIN_ROWS_PER_KV and query_rows >= AUTO_SEESAW_MIN_QUERY_ROWS):
+        code |= SCHEDULES["seesaw"]
     return code
 
 
@@ -83,7 +94,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
 
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
     ``schedule``: "auto" (default: serial, plus the column-split combine for at most
-    AUTO_SPLITCOMBINE_MAX_ROWS query rows), "serial", "pipelined", "chained" or "seesaw", with optional
+    AUTO_SPLITCOMBINE_MAX_ROWS query rows, or the seesaw kernel for large batches with at least
+    AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head), "serial", "pipelined", "chained" or "seesaw", with optional
     flags; see SCHEDULES and SCHEDULE_FLAGS.
     """
     if _C is None:
@@ -98,7 +110,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
         raise ValueError(f"num_splits must have shape [{q.shape[0] + 1}] (batch + 1), got {list(num_splits.shape)}")
     out, lse = _C.decode(q, k_cache, block_table, cache_seqlens, float(softmax_scale), bool(causal),
                          tile_scheduler_metadata, num_splits,
-                         _schedule_code(schedule, q.shape[0] * q.shape[1] * q.shape[2]))
+                         _schedule_code(schedule, q.shape[0] * q.shape[1] * q.shape[2],
+                                        q.shape[1] * q.shape[2] // max(k_cache.shape[2], 1)))
     return out, lse
 
 

@@ -66,9 +66,11 @@ TARGET_TABLE = """1,1,4096,16,F,0.0278,0.0236,0.0262
 128,2,8192,32,T,0.4677,0.5365,0.5197
 128,2,8192,64,T,0.5370,0.7411,0.5967
 128,2,8192,128,T,0.8884,1.1894,0.9871"""
-# Small-batch shapes without a target: FlashMLA (as built in vLLM 0.26.0) and FlashInfer fa3 eager
+# Shapes without a target (small batches, and b32 s_q2 32K h128 where auto turns to seesaw):
+# FlashMLA (as built in vLLM 0.26.0) and FlashInfer fa3 eager
 # times from benchmarks/results/bench_h100_2026-11-23/bench.md (same method, another machine start).
-EXTRA_TABLE = """1,1,1024,128,F,0.0366,0.0180
+EXTRA_TABLE = """32,2,32768,128,F,1.0508,1.0940
+1,1,1024,128,F,0.0366,0.0180
 1,1,16384,128,F,0.0599,0.0377
 1,2,4096,128,F,0.0369,0.0279
 8,1,1024,128,F,0.0357,0.0253

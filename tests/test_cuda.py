@@ -126,6 +126,19 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("chained+splitcombine", 10 ** 6) == 3 | 8
     assert cuda_backend._schedule_code("seesaw", 16) == 16
     assert cuda_backend._schedule_code("seesaw+splitcombine", 10 ** 6) == 16 | 8
+
+
+def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
+    """"auto" = seesaw (16) at >= AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head and
+    >= AUTO_SEESAW_MIN_QUERY_ROWS query rows in the batch; serial otherwise."""
+    per_kv, total = cuda_backend.AUTO_SEESAW_MIN_ROWS_PER_KV, cuda_backend.AUTO_SEESAW_MIN_QUERY_ROWS
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16      # b128 s_q2 h128
+    assert cuda_backend._schedule_code("auto", total, per_kv) == 16
+    assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 0           # 128 rows per kv head
+    assert cuda_backend._schedule_code("auto", total - 1, per_kv) == 0
+    assert cuda_backend._schedule_code("auto", 1 * 2 * 128, 2 * 128) == 8         # b1: split combine, serial
+    assert cuda_backend._schedule_code("auto", 10 ** 6) == 0                      # rows per kv unknown
+    assert cuda_backend._schedule_code("serial", 10 ** 6, 10 ** 3) == 1
     with pytest.raises(ValueError, match="schedule"):
         cuda_backend._schedule_code("auto+fast", 16)
 
