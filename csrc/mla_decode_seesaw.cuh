@@ -46,7 +46,6 @@ constexpr int kRopeBox = 8;
 // Named barrier ids (1-4 belong to the serial kernel; ids are per thread block).
 constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
 constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
-constexpr int kBarAll = 7;     // both warpgroups: Q tile loaded / row sums exchanged
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
 
@@ -332,7 +331,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
       }
       fence_proxy_async_smem();
-      named_barrier_sync(seesaw::kBarAll, kNumThreads);
+      __syncthreads();  // both warpgroups (racecheck models this form; see kernel-design 7)
     }
     float o[128];
 #pragma unroll
@@ -481,7 +480,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       mine[row_in_tile[0]] = row_sum[0];
       mine[row_in_tile[1]] = row_sum[1];
     }
-    named_barrier_sync(seesaw::kBarAll, kNumThreads);
+    __syncthreads();  // both warpgroups (racecheck models this form; see kernel-design 7)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       total_l[h] = sSum0[row_in_tile[h]] + sSum1[row_in_tile[h]];
