@@ -60,6 +60,8 @@ def cuda_extension():
         "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
         "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
     ]
+    # Extra nvcc flags for instrumented builds, e.g. -DFLASHMLA_SEESAW_TRACE (scripts/seesaw_trace.py).
+    nvcc_flags += os.environ.get("FLASHMLA_NVCC_EXTRA", "").split()
     ext = CUDAExtension(
         name="flashmla._C",
         sources=sources,

@@ -6,6 +6,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include <cstring>
+#include <vector>
+
 #include "mla_api.h"
 
 namespace {
@@ -185,6 +188,17 @@ std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_
   return {metadata, num_splits};
 }
 
+// The seesaw kernel's timeline from an instrumented build (empty in a normal build).
+at::Tensor seesaw_trace() {
+  int dims[4];
+  std::vector<long long> buf(1 << 22);
+  const int n = flashmla::seesaw_trace_copy(buf.data(), static_cast<int>(buf.size()), dims);
+  if (n == 0) return at::empty({0}, at::kLong);
+  auto out = at::empty({dims[0], dims[1], dims[2], dims[3]}, at::kLong);
+  std::memcpy(out.data_ptr<int64_t>(), buf.data(), sizeof(long long) * out.numel());
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -197,4 +211,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("cache_seqlens"), pybind11::arg("num_q_tokens_per_head_k"), pybind11::arg("num_heads_k"),
         pybind11::arg("num_sms"), pybind11::arg("min_blocks_per_part") = 1);
   m.def("smem_bytes", &flashmla::mla_decode_smem_bytes, "Shared memory per block of the main kernel");
+  m.def("seesaw_trace", &seesaw_trace, "Seesaw timeline of an instrumented build (-DFLASHMLA_SEESAW_TRACE)");
 }

@@ -69,5 +69,9 @@ cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStrea
 cudaError_t launch_mla_metadata(const MetadataParams& params, cudaStream_t stream);
 // Shared memory the main kernel needs; the binding reports it when the device has less.
 int mla_decode_smem_bytes();
+// Instrumented builds (-DFLASHMLA_SEESAW_TRACE) only: copies up to `max_values` int64 values of
+// the bf16 seesaw kernel's timeline buffer [blocks][2 warpgroups][steps][events] into `dst` and
+// returns how many were copied (0 in a normal build); `dims` receives the four sizes.
+int seesaw_trace_copy(long long* dst, int max_values, int* dims);
 
 }  // namespace flashmla

@@ -49,7 +49,26 @@ constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
 
+// Instrumented build only (FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE, scripts/seesaw_trace.py):
+// clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
+// the timeline shows where each warpgroup waits. Every thread of a warpgroup stores the same
+// slot (no branch, so the wgmma pipeline is not serialised by the instrumentation itself).
+#ifdef FLASHMLA_SEESAW_TRACE
+constexpr int kTraceSteps = 24;
+constexpr int kTraceEvents = 9;
+constexpr int kTraceBlocks = 512;
+#endif
+
 }  // namespace seesaw
+
+#ifdef FLASHMLA_SEESAW_TRACE
+__device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps][seesaw::kTraceEvents];
+#define SEESAW_TRACE(event)                                                                          \
+  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(trace_step, seesaw::kTraceSteps - 1)] \
+                [event] = clock64()
+#else
+#define SEESAW_TRACE(event) ((void)0)
+#endif
 
 // wgmma_wait, then pin the accumulators behind it: the compiler does not know that the async
 // wgmma writes them, so it must not move their next use above the wait.
@@ -102,6 +121,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   }
   __syncthreads();
 
+#ifdef FLASHMLA_SEESAW_TRACE
+  const int trace_block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  int trace_step = 0;
+#endif
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = make_evict_first_policy();  // each page is read once per m-block CTA
@@ -168,6 +191,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVLeft], parity);
     mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVRight], parity);
     mbar_wait(&full_bar[stage * 3 + seesaw::kGroupRope], parity);
+    SEESAW_TRACE(1);  // K tile landed
     const int valid_rows = seqlen - block * kPageSize;
     if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, zero_bar);
 #pragma unroll
@@ -386,33 +410,43 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll 1
     for (; block + 1 < block_hi; block += 2, it += 2) {
       // ---- Block A (stage 0, index it) and block B (stage 1, index it + 1).
+      SEESAW_TRACE(0);  // step starts
       if (wg == 0) {
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
+        SEESAW_TRACE(2);  // S retired
         softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
         pack_p(s_acc, p_frag);
         store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(sMax0, sScale0, row_max, s0);
         fence_proxy_async_smem();
         named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
+        SEESAW_TRACE(3);  // softmax done, stats published
         scale_pair(row_sum, s0);
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
+        SEESAW_TRACE(4);  // first PV issued
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
+        SEESAW_TRACE(5);  // other warpgroup's stats received
         read_stats(sMax1, sScale1, row_max, s1);
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
+        SEESAW_TRACE(6);  // first PV retired
         refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);     // stage 0's V left is free
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        SEESAW_TRACE(7);  // second PV issued
         wgmma_retire<128>(o);
+        SEESAW_TRACE(8);  // second PV retired
         refill(1, it + 1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       } else {
         issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
         wgmma_retire<32>(s_acc);
+        SEESAW_TRACE(2);
         named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
+        SEESAW_TRACE(5);
         read_stats(sMax0, sScale0, row_max, s0);
         softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
         pack_p(s_acc, p_frag);
@@ -420,19 +454,27 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         publish_stats(sMax1, sScale1, row_max, s1);
         fence_proxy_async_smem();
         named_barrier_arrive(seesaw::kBarStats1, kNumThreads);
+        SEESAW_TRACE(3);
         scale_pair(row_sum, s0);
         scale_pair(row_sum, s1);
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
         rescale_o(o, s0);
         issue_pv_smem(o, 0);                            // O_R += P_A V_A,right
+        SEESAW_TRACE(4);
         wgmma_retire<128>(o);
+        SEESAW_TRACE(6);
         refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+        SEESAW_TRACE(7);
         wgmma_retire<128>(o);
+        SEESAW_TRACE(8);
         refill(1, it + 1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
       }
+#ifdef FLASHMLA_SEESAW_TRACE
+      ++trace_step;
+#endif
     }
 
     if (block < block_hi) {

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Timeline of the seesaw kernel's two-block steps, from an instrumented build.
+
+Build and run on a Hopper host (docs/kernel-design.md section 7):
+    FLASHMLA_BUILD_CUDA=1 FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE \
+        python setup.py build_ext --inplace --build-temp build/trace
+    python scripts/seesaw_trace.py [b s_q mean_seqlen h_q]
+    rm flashmla/_C*.so   # so that the next normal build relinks the uninstrumented kernel
+
+Prints, per warpgroup, the median clock (SM cycles) of each event relative to the start of the
+step, over every thread block and the steady-state steps, and the median step period.
+"""
+import sys
+
+import torch
+
+from flashmla import cuda_backend, testing
+
+EVENTS = {  # event index -> meaning, per warpgroup (csrc/mla_decode_seesaw.cuh, SEESAW_TRACE)
+    0: ("step start", "step start"),
+    1: ("K tile A landed", "K tile B landed"),
+    2: ("S_A retired", "S_B retired"),
+    5: ("m1,s1,P_B received", "m0,s0,P_A received"),
+    3: ("softmax done, m0/s0/P_A out", "softmax done, m1/s1/P_B out"),
+    4: ("P_A V_A,left issued", "P_A V_A,right issued"),
+    6: ("P_A V_A,left retired", "P_A V_A,right retired"),
+    7: ("P_B V_B,left issued", "P_B V_B,right issued"),
+    8: ("P_B V_B,left retired", "P_B V_B,right retired"),
+}
+
+
+def main():
+    b, s_q, mean, h_q = (int(x) for x in sys.argv[1:5]) if len(sys.argv) >= 5 else (128, 2, 8192, 128)
+    device = torch.device("cuda")
+    seqlens = [mean] * b
+    inputs = testing.make_decode_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device)
+    q, k, bt, sl = inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, torch.cuda.get_device_properties(0).multi_processor_count)
+    for _ in range(3):
+        cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule="seesaw")
+    torch.cuda.synchronize()
+    trace = cuda_backend._C.seesaw_trace()
+    if trace.numel() == 0:
+        sys.exit("seesaw_trace: flashmla._C is not an instrumented build (-DFLASHMLA_SEESAW_TRACE)")
+    num_blocks = md.shape[0] * ((s_q * h_q + 63) // 64)
+    steps = trace.shape[2]
+    t = trace[:num_blocks, :, 2:steps - 1].double()  # skip the pipeline fill and the clamped last slot
+    start = t[:, 0:1, :, 0:1]  # WG0's step start
+    rel = t - start
+    period = (t[:, 0, 1:, 0] - t[:, 0, :-1, 0]).flatten().median().item()
+    print(f"shape b={b} s_q={s_q} seqlen={mean} h_q={h_q}: {num_blocks} thread blocks, steps 2..{steps - 2}")
+    print(f"median step period (two 64-token blocks): {period:.0f} cycles")
+    for wg in range(2):
+        print(f"warpgroup {wg}:")
+        order = sorted(EVENTS, key=lambda e: rel[:, wg, :, e].median().item())
+        for e in order:
+            print(f"  {rel[:, wg, :, e].median().item():8.0f}  {EVENTS[e][wg]}")
+
+
+if __name__ == "__main__":
+    main()
