@@ -55,7 +55,7 @@ constexpr int kBarZero1 = 9;   // WG1 alone
 // slot (no branch, so the wgmma pipeline is not serialised by the instrumentation itself).
 #ifdef FLASHMLA_SEESAW_TRACE
 constexpr int kTraceSteps = 24;
-constexpr int kTraceEvents = 9;
+constexpr int kTraceEvents = 11;
 constexpr int kTraceBlocks = 512;
 #endif
 
@@ -159,15 +159,43 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     c.advance(p, end_req, end_block);
     next_load[1] = c;
   }
-  // Refill of `stage` after the block at sequence index `idx` was consumed by this warpgroup's
-  // last reader of the given groups. Called with no wgmma in flight (it branches).
-  auto refill = [&](int stage, int idx, int group_a, int a_begin, int a_end, int group_b, int b_begin, int b_end) {
-    if (elected && idx + 2 < num_iters) {
-      load_boxes(next_load[stage], stage, group_a, a_begin, a_end);
-      if (group_b >= 0) load_boxes(next_load[stage], stage, group_b, b_begin, b_end);
+  // A refill is planned at the top of a step, where no wgmma is in flight: the page of the block
+  // that will refill `stage` after its block at sequence index `idx` is consumed is loaded then,
+  // so the load's latency hides under the K-tile wait. (Looked up at refill time, it stalled the
+  // whole warpgroup about 800 cycles per refill: the other warps wait for the elected thread at
+  // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
+  struct Refill {
+    int page, issue;
+  };
+  auto plan_refill = [&](int stage, int idx) {
+    Refill r;
+    const bool exists = idx + 2 < num_iters;
+    const PartCursor& c = next_load[stage];
+    // An address inside the table either way, so the load needs no branch and can be issued early.
+    const int* slot = exists ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block
+                             : p.block_table;
+    r.page = ld_global_early(slot);
+    r.issue = elected && exists;
+    next_load[stage].advance(p, end_req, end_block);
+    next_load[stage].advance(p, end_req, end_block);
+    return r;
+  };
+  // Issues a planned refill of the given box groups; called after this warpgroup's last wgmma
+  // that reads them has retired (it branches).
+  auto refill = [&](int stage, const Refill& r, int group_a, int a_begin, int a_end, int group_b, int b_begin,
+                    int b_end) {
+    if (r.issue) {
+      auto load = [&](int group, int box_begin, int box_end) {
+        uint8_t* dst = sK + stage * kTileBytes;
+        uint64_t* bar = &full_bar[stage * 3 + group];
+        mbar_arrive_expect_tx(bar, (box_end - box_begin) * kBoxBytes);
+        for (int box = box_begin; box < box_end; ++box) {
+          tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
+        }
+      };
+      load(group_a, a_begin, a_end);
+      if (group_b >= 0) load(group_b, b_begin, b_end);
     }
-    next_load[stage].advance(p, end_req, end_block);
-    next_load[stage].advance(p, end_req, end_block);
   };
 
   // Rows past the sequence end may hold anything (NaN included). S masks them, but P = 0 times
@@ -378,6 +406,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (it & 1) {
       // ---- First block on stage 1: block B alone.
       const bool last = block + 1 == block_hi;
+      const Refill r1 = plan_refill(1, it);
       if (wg == 1) {
         issue_qk(s_acc, 1, it, seqlen, block, last, seesaw::kBarZero1);
         wgmma_retire<32>(s_acc);
@@ -393,7 +422,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);
         wgmma_retire<128>(o);
-        refill(1, it, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
+        refill(1, r1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
       } else {
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);
         read_stats(sMax1, sScale1, row_max, s1);
@@ -401,7 +430,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s1);
         issue_pv_smem(o, 1);
         wgmma_retire<128>(o);
-        refill(1, it, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       }
       ++block;
       ++it;
@@ -411,15 +440,19 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (; block + 1 < block_hi; block += 2, it += 2) {
       // ---- Block A (stage 0, index it) and block B (stage 1, index it + 1).
       SEESAW_TRACE(0);  // step starts
+      const Refill r0 = plan_refill(0, it);
+      const Refill r1 = plan_refill(1, it + 1);
       if (wg == 0) {
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
         SEESAW_TRACE(2);  // S retired
         softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
+        SEESAW_TRACE(9);  // softmax arithmetic done
         pack_p(s_acc, p_frag);
         store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(sMax0, sScale0, row_max, s0);
         fence_proxy_async_smem();
+        SEESAW_TRACE(10);  // P stored and fenced
         named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
         SEESAW_TRACE(3);  // softmax done, stats published
         scale_pair(row_sum, s0);
@@ -434,13 +467,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);  // first PV retired
-        refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);     // stage 0's V left is free
+        refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);     // stage 0's V left is free
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
         SEESAW_TRACE(7);  // second PV issued
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);  // second PV retired
-        refill(1, it + 1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       } else {
         issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
         wgmma_retire<32>(s_acc);
@@ -449,10 +482,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(5);
         read_stats(sMax0, sScale0, row_max, s0);
         softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
+        SEESAW_TRACE(9);
         pack_p(s_acc, p_frag);
         store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(sMax1, sScale1, row_max, s1);
         fence_proxy_async_smem();
+        SEESAW_TRACE(10);
         named_barrier_arrive(seesaw::kBarStats1, kNumThreads);
         SEESAW_TRACE(3);
         scale_pair(row_sum, s0);
@@ -464,13 +499,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(4);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
-        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        refill(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
         SEESAW_TRACE(7);
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);
-        refill(1, it + 1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
+        refill(1, r1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
       }
 #ifdef FLASHMLA_SEESAW_TRACE
       ++trace_step;
@@ -479,6 +514,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
     if (block < block_hi) {
       // ---- Last block on stage 0: block A alone.
+      const Refill r0 = plan_refill(0, it);
       if (wg == 0) {
         issue_qk(s_acc, 0, it, seqlen, block, true, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
@@ -494,7 +530,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);
         wgmma_retire<128>(o);
-        refill(0, it, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
+        refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
       } else {
         named_barrier_sync(seesaw::kBarStats0, kNumThreads);
         read_stats(sMax0, sScale0, row_max, s0);
@@ -502,7 +538,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s0);
         issue_pv_smem(o, 0);
         wgmma_retire<128>(o);
-        refill(0, it, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        refill(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       }
       ++block;
       ++it;
