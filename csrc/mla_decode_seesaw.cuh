@@ -55,7 +55,7 @@ constexpr int kBarZero1 = 9;   // WG1 alone
 // slot (no branch, so the wgmma pipeline is not serialised by the instrumentation itself).
 #ifdef FLASHMLA_SEESAW_TRACE
 constexpr int kTraceSteps = 24;
-constexpr int kTraceEvents = 11;
+constexpr int kTraceEvents = 12;
 constexpr int kTraceBlocks = 512;
 #endif
 
@@ -64,6 +64,7 @@ constexpr int kTraceBlocks = 512;
 #ifdef FLASHMLA_SEESAW_TRACE
 __device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps][seesaw::kTraceEvents];
 #define SEESAW_TRACE(event)                                                                          \
+  asm volatile("" ::: "memory");                                                                     \
   g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(trace_step, seesaw::kTraceSteps - 1)] \
                 [event] = clock64()
 #else
@@ -198,6 +199,24 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
   };
 
+  // The same, predicated instead of branching: usable while a wgmma is in flight (a divergent
+  // branch there makes ptxas serialise every wgmma of the kernel). Used to queue a refill right
+  // behind the next PV instead of between the two, where its TMA issue held up the warpgroup.
+  auto refill_async = [&](int stage, const Refill& r, int group_a, int a_begin, int a_end, int group_b,
+                          int b_begin, int b_end) {
+    auto load = [&](int group, int box_begin, int box_end) {
+      uint8_t* dst = sK + stage * kTileBytes;
+      uint64_t* bar = &full_bar[stage * 3 + group];
+      mbar_arrive_expect_tx_if(r.issue, bar, (box_end - box_begin) * kBoxBytes);
+#pragma unroll
+      for (int box = box_begin; box < box_end; ++box) {
+        tma_load_4d_if(r.issue, dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
+      }
+    };
+    load(group_a, a_begin, a_end);
+    if (group_b >= 0) load(group_b, b_begin, b_end);
+  };
+
   // Rows past the sequence end may hold anything (NaN included). S masks them, but P = 0 times
   // V = NaN is still NaN, so the warpgroup that computes S of a request's last block zeroes
   // those rows of the V boxes (0-7) before any PV reads them.
@@ -237,41 +256,50 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // Online-softmax step on this thread's two rows (16 of the 64 columns each): masks, raises the
   // running max, turns s_acc into P = 2^(s - max) in place, and returns the factor that brings
   // values relative to the old max to the new one, and P's partial row sums.
+  // Only one warp per SM sub-partition runs this while the other warpgroup waits on the tensor
+  // pipe, so latency, not throughput, sets its time: the max and the sum are trees (depth 4)
+  // rather than 16-long dependent chains, and the two rows interleave. (The chains took about
+  // 1,150 cycles per step on the H100; docs/kernel-design.md section 7.)
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
                           int block) {
     const int col_base = 2 * (lane & 3);
+    float mx[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int limit = key_limit[h] - block * kPageSize;
-      float mx = -INFINITY;
+      float m8[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int col = 8 * i + col_base + e;
-          float v = s_acc[4 * i + 2 * h + e] * scale_log2;
-          v = col < limit ? v : -INFINITY;
-          s_acc[4 * i + 2 * h + e] = v;
-          mx = fmaxf(mx, v);
-        }
+        float v0 = s_acc[4 * i + 2 * h] * scale_log2;
+        float v1 = s_acc[4 * i + 2 * h + 1] * scale_log2;
+        v0 = 8 * i + col_base < limit ? v0 : -INFINITY;
+        v1 = 8 * i + col_base + 1 < limit ? v1 : -INFINITY;
+        s_acc[4 * i + 2 * h] = v0;
+        s_acc[4 * i + 2 * h + 1] = v1;
+        m8[i] = fmaxf(v0, v1);
       }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-      const float new_max = fmaxf(row_max[h], mx);
+      mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float new_max = fmaxf(row_max[h], mx[h]);
       const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
       rescale[h] = fast_exp2(row_max[h] - ref);
       row_max[h] = new_max;
-      float sum = 0.f;
+      float part[4];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float pv = fast_exp2(s_acc[4 * i + 2 * h + e] - ref);
-          s_acc[4 * i + 2 * h + e] = pv;
-          sum += pv;
-        }
+        const float p0 = fast_exp2(s_acc[4 * i + 2 * h] - ref);
+        const float p1 = fast_exp2(s_acc[4 * i + 2 * h + 1] - ref);
+        s_acc[4 * i + 2 * h] = p0;
+        s_acc[4 * i + 2 * h + 1] = p1;
+        part[i % 4] = i < 4 ? p0 + p1 : part[i % 4] + (p0 + p1);
       }
-      p_sum[h] = sum;
+      p_sum[h] = (part[0] + part[1]) + (part[2] + part[3]);
     }
   };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
@@ -309,7 +337,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       rescale[h] = s_scale[row_in_tile[h]];
     }
   };
+  // O *= factor per row, skipped when all 16 rows of the warp have factor 1 (the running max did
+  // not move, as in most blocks of a long sequence): x * 1.0f == x, so the skip is exact. The
+  // branch is warp-uniform and never taken with a wgmma in flight.
   auto rescale_o = [&](float* o, const float* rescale) {
+    if (__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) return;
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
 #pragma unroll
@@ -447,10 +479,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         wgmma_retire<32>(s_acc);
         SEESAW_TRACE(2);  // S retired
         softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
+        fence_regs(p_sum[0]);  // (no-op: pins the softmax before the clock read)
+        fence_regs(p_sum[1]);
         SEESAW_TRACE(9);  // softmax arithmetic done
         pack_p(s_acc, p_frag);
         store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(sMax0, sScale0, row_max, s0);
+        SEESAW_TRACE(11);  // P stored, before the proxy fence
         fence_proxy_async_smem();
         SEESAW_TRACE(10);  // P stored and fenced
         named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
@@ -467,9 +502,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);  // first PV retired
-        refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);     // stage 0's V left is free
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        refill_async(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);  // stage 0's V left is free
         SEESAW_TRACE(7);  // second PV issued
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);  // second PV retired
@@ -482,10 +517,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(5);
         read_stats(sMax0, sScale0, row_max, s0);
         softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
+        fence_regs(p_sum[0]);
+        fence_regs(p_sum[1]);
         SEESAW_TRACE(9);
         pack_p(s_acc, p_frag);
         store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(sMax1, sScale1, row_max, s1);
+        SEESAW_TRACE(11);
         fence_proxy_async_smem();
         SEESAW_TRACE(10);
         named_barrier_arrive(seesaw::kBarStats1, kNumThreads);
@@ -499,9 +537,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(4);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
-        refill(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+        refill_async(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         SEESAW_TRACE(7);
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);
