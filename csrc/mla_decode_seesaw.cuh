@@ -254,30 +254,38 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     wgmma_commit();
   };
   // Online-softmax step on this thread's two rows (16 of the 64 columns each): masks, raises the
-  // running max, turns s_acc into P = 2^(s - max) in place, and returns the factor that brings
-  // values relative to the old max to the new one, and P's partial row sums.
-  // Only one warp per SM sub-partition runs this while the other warpgroup waits on the tensor
-  // pipe, so latency, not throughput, sets its time: the max and the sum are trees (depth 4)
-  // rather than 16-long dependent chains, and the two rows interleave. (The chains took about
-  // 1,150 cycles per step on the H100; docs/kernel-design.md section 7.)
+  // running max (kept scaled, base 2), turns s_acc into P = 2^(s scale - max) in place, and
+  // returns the factor that brings values relative to the old max to the new one, and P's
+  // partial row sums. Only one warp per SM sub-partition runs this while the other warpgroup
+  // waits on the tensor pipe, so its instruction count sets its time (docs/kernel-design.md 7):
+  // the max is taken on the raw scores and the scale folded into one FFMA per element (for a
+  // positive scale; otherwise the scores are scaled first), columns are masked only in a block
+  // that reaches past the row's key limit, and the max and sum are depth-4 trees.
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
                           int block) {
     const int col_base = 2 * (lane & 3);
+    float scale = scale_log2;
+    if (scale <= 0.f) {  // order-reversing (or zero) scale: scale first, then fold 1.0 below
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s_acc[i] *= scale;
+      scale = 1.f;
+    }
     float mx[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int limit = key_limit[h] - block * kPageSize;
+      if (limit < kPageSize) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            if (8 * i + col_base + e >= limit) s_acc[4 * i + 2 * h + e] = -INFINITY;
+          }
+        }
+      }
       float m8[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        float v0 = s_acc[4 * i + 2 * h] * scale_log2;
-        float v1 = s_acc[4 * i + 2 * h + 1] * scale_log2;
-        v0 = 8 * i + col_base < limit ? v0 : -INFINITY;
-        v1 = 8 * i + col_base + 1 < limit ? v1 : -INFINITY;
-        s_acc[4 * i + 2 * h] = v0;
-        s_acc[4 * i + 2 * h + 1] = v1;
-        m8[i] = fmaxf(v0, v1);
-      }
+      for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
       mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
     }
 #pragma unroll
@@ -286,15 +294,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float new_max = fmaxf(row_max[h], mx[h]);
+      const float new_max = fmaxf(row_max[h], mx[h] * scale);
       const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
       rescale[h] = fast_exp2(row_max[h] - ref);
       row_max[h] = new_max;
       float part[4];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        const float p0 = fast_exp2(s_acc[4 * i + 2 * h] - ref);
-        const float p1 = fast_exp2(s_acc[4 * i + 2 * h + 1] - ref);
+        const float p0 = fast_exp2(fmaf(s_acc[4 * i + 2 * h], scale, -ref));
+        const float p1 = fast_exp2(fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref));
         s_acc[4 * i + 2 * h] = p0;
         s_acc[4 * i + 2 * h + 1] = p1;
         part[i % 4] = i < 4 ? p0 + p1 : part[i % 4] + (p0 + p1);
@@ -310,14 +318,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   auto store_p = [&](uint8_t* box, const uint32_t* p_frag) {
     const int ltid = opaque_tid();
     const int row0 = (ltid % 128) / 32 * 16 + (ltid % 32) / 4;  // row1 = row0 + 8: same swizzle
-    uint8_t* p_row0 = box + row0 * 128 + (ltid % 4) * 4;
+    const uint32_t p_row0 = smem_addr(box) + row0 * 128 + (ltid % 4) * 4;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
 #pragma unroll
       for (int half8 = 0; half8 < 2; ++half8) {
-        const int chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
-        *reinterpret_cast<uint32_t*>(p_row0 + chunk_off) = p_frag[4 * k + 2 * half8];
-        *reinterpret_cast<uint32_t*>(p_row0 + 8 * 128 + chunk_off) = p_frag[4 * k + 2 * half8 + 1];
+        const uint32_t chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
+        st_shared_b32(p_row0 + chunk_off, p_frag[4 * k + 2 * half8]);
+        st_shared_b32(p_row0 + 8 * 128 + chunk_off, p_frag[4 * k + 2 * half8 + 1]);
       }
     }
   };
@@ -325,16 +333,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if ((lane & 3) == 0) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        s_max[row_in_tile[h]] = row_max[h];
-        s_scale[row_in_tile[h]] = rescale[h];
+        st_shared_f32(smem_addr(s_max + row_in_tile[h]), row_max[h]);
+        st_shared_f32(smem_addr(s_scale + row_in_tile[h]), rescale[h]);
       }
     }
   };
   auto read_stats = [&](const float* s_max, const float* s_scale, float* row_max, float* rescale) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      row_max[h] = s_max[row_in_tile[h]];
-      rescale[h] = s_scale[row_in_tile[h]];
+      row_max[h] = ld_shared_f32(smem_addr(s_max + row_in_tile[h]));
+      rescale[h] = ld_shared_f32(smem_addr(s_scale + row_in_tile[h]));
     }
   };
   // O *= factor per row, skipped when all 16 rows of the warp have factor 1 (the running max did
@@ -593,13 +601,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
     if ((lane & 3) == 0) {
       float* mine = wg == 0 ? sSum0 : sSum1;
-      mine[row_in_tile[0]] = row_sum[0];
-      mine[row_in_tile[1]] = row_sum[1];
+      st_shared_f32(smem_addr(mine + row_in_tile[0]), row_sum[0]);
+      st_shared_f32(smem_addr(mine + row_in_tile[1]), row_sum[1]);
     }
     __syncthreads();  // both warpgroups (racecheck models this form; see kernel-design 7)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      total_l[h] = sSum0[row_in_tile[h]] + sSum1[row_in_tile[h]];
+      total_l[h] = ld_shared_f32(smem_addr(sSum0 + row_in_tile[h])) + ld_shared_f32(smem_addr(sSum1 + row_in_tile[h]));
       inv_l[h] = total_l[h] > 0.f ? 1.f / total_l[h] : 0.f;
     }
     const int chunk_idx = req == begin_req ? begin_chunk : 0;
