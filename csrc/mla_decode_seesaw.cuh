@@ -165,35 +165,26 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // so the load's latency hides under the K-tile wait. (Looked up at refill time, it stalled the
   // whole warpgroup about 800 cycles per refill: the other warps wait for the elected thread at
   // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
-  // The plan also names the page two steps further on (sequence index idx + 4), which the refill
-  // prefetches into L2: the TMA load of that block then hits L2 instead of waiting on HBM at the
-  // start of a step, where both warpgroups otherwise idle 1,100-1,700 cycles (trace, section 7).
   struct Refill {
-    int page, issue, ahead_page, ahead;
+    int page, issue;
   };
   auto plan_refill = [&](int stage, int idx) {
     Refill r;
     const bool exists = idx + 2 < num_iters;
-    // Addresses inside the table either way, so the loads need no branch and can be issued early.
-    auto slot_of = [&](const PartCursor& c, bool valid) {
-      return valid ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block : p.block_table;
-    };
-    r.page = ld_global_early(slot_of(next_load[stage], exists));
+    const PartCursor& c = next_load[stage];
+    // An address inside the table either way, so the load needs no branch and can be issued early.
+    const int* slot = exists ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block
+                             : p.block_table;
+    r.page = ld_global_early(slot);
     r.issue = elected && exists;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
-    const bool ahead = idx + 4 < num_iters;
-    r.ahead_page = ld_global_early(slot_of(next_load[stage], ahead));
-    r.ahead = elected && ahead;
     return r;
   };
   // Issues a planned refill of the given box groups; called after this warpgroup's last wgmma
   // that reads them has retired (it branches).
   auto refill = [&](int stage, const Refill& r, int group_a, int a_begin, int a_end, int group_b, int b_begin,
-                    int b_end, bool prefetch_ahead = false) {
-    if (prefetch_ahead && r.ahead) {
-      for (int box = 0; box < kNumBoxes; ++box) tma_prefetch_l2_4d(&kv_map, box * kBoxDim, 0, kv_head, r.ahead_page);
-    }
+                    int b_end) {
     if (r.issue) {
       auto load = [&](int group, int box_begin, int box_end) {
         uint8_t* dst = sK + stage * kTileBytes;
@@ -206,6 +197,24 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       load(group_a, a_begin, a_end);
       if (group_b >= 0) load(group_b, b_begin, b_end);
     }
+  };
+
+  // The same, predicated instead of branching: usable while a wgmma is in flight (a divergent
+  // branch there makes ptxas serialise every wgmma of the kernel). Used to queue a refill right
+  // behind the next PV instead of between the two, where its TMA issue held up the warpgroup.
+  auto refill_async = [&](int stage, const Refill& r, int group_a, int a_begin, int a_end, int group_b,
+                          int b_begin, int b_end) {
+    auto load = [&](int group, int box_begin, int box_end) {
+      uint8_t* dst = sK + stage * kTileBytes;
+      uint64_t* bar = &full_bar[stage * 3 + group];
+      mbar_arrive_expect_tx_if(r.issue, bar, (box_end - box_begin) * kBoxBytes);
+#pragma unroll
+      for (int box = box_begin; box < box_end; ++box) {
+        tma_load_4d_if(r.issue, dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
+      }
+    };
+    load(group_a, a_begin, a_end);
+    if (group_b >= 0) load(group_b, b_begin, b_end);
   };
 
   // Rows past the sequence end may hold anything (NaN included). S masks them, but P = 0 times
@@ -501,13 +510,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);  // first PV retired
-        refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0, true);  // stage 0's V left is free
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        refill_async(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);  // stage 0's V left is free
         SEESAW_TRACE(7);  // second PV issued
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);  // second PV retired
-        refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1, true);
+        refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       } else {
         issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
         wgmma_retire<32>(s_acc);
@@ -536,9 +545,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(4);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
-        refill(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+        refill_async(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         SEESAW_TRACE(7);
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);

@@ -72,12 +72,24 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, u
       "l"(cache_policy)
       : "memory");
 }
-// Prefetch of one box of a 4-d tensor map into L2 only (no shared memory, no barrier).
-__device__ __forceinline__ void tma_prefetch_l2_4d(const CUtensorMap* map, int c0, int c1, int c2, int c3) {
-  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(
-                   reinterpret_cast<uint64_t>(map)),
-               "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-               : "memory");
+// Predicated forms (no branch): issued only where `pred` is non-zero. Used between wgmma issue
+// and wait, where a divergent branch would make ptxas serialise the wgmmas.
+__device__ __forceinline__ void mbar_arrive_expect_tx_if(int pred, uint64_t* bar, uint32_t bytes) {
+  asm volatile(
+      "{\n.reg .pred p;\n.reg .b64 st;\nsetp.ne.b32 p, %2, 0;\n"
+      "@p mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}" ::"r"(smem_addr(bar)),
+      "r"(bytes), "r"(pred)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_4d_if(int pred, void* dst, const CUtensorMap* map, uint64_t* bar, int c0,
+                                               int c1, int c2, int c3, uint64_t cache_policy) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %8, 0;\n"
+      "@p cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+      " [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n}" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar)),
+      "l"(cache_policy), "r"(pred)
+      : "memory");
 }
 __device__ __forceinline__ uint64_t make_evict_first_policy() {
   uint64_t policy;
