@@ -120,6 +120,65 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// Online-softmax step on one thread's two accumulator rows (16 of a block's 64 columns each; a
+// row's columns live in the 4 lanes of a quad): masks, raises the running max `row_max` (scaled,
+// base 2), turns s_acc into P = 2^(s scale - max) in place, and returns in `rescale` the factor
+// that brings values relative to the old max to the new one, and P's partial row sums in `p_sum`.
+// Only one warp per SM sub-partition runs this while the other warpgroup waits on the tensor
+// pipe, so its instruction count and latency set its time (docs/kernel-design.md section 7): the
+// max is taken on the raw scores and the scale folded into one FFMA per element (for a positive
+// scale; otherwise the scores are scaled first), columns are masked only in a block that reaches
+// past the row's key limit, and the max and sum are depth-4 trees.
+__device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max, float* rescale, float* p_sum,
+                                                    const int* key_limit, int block, float scale_log2, int lane) {
+    const int col_base = 2 * (lane & 3);
+    float scale = scale_log2;
+    if (scale <= 0.f) {  // order-reversing (or zero) scale: scale first, then fold 1.0 below
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s_acc[i] *= scale;
+      scale = 1.f;
+    }
+    float mx[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int limit = key_limit[h] - block * kPageSize;
+      if (limit < kPageSize) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            if (8 * i + col_base + e >= limit) s_acc[4 * i + 2 * h + e] = -INFINITY;
+          }
+        }
+      }
+      float m8[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
+      mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float new_max = fmaxf(row_max[h], mx[h] * scale);
+      const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
+      rescale[h] = fast_exp2(row_max[h] - ref);
+      row_max[h] = new_max;
+      float part[4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float p0 = fast_exp2(fmaf(s_acc[4 * i + 2 * h], scale, -ref));
+        const float p1 = fast_exp2(fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref));
+        s_acc[4 * i + 2 * h] = p0;
+        s_acc[4 * i + 2 * h + 1] = p1;
+        part[i % 4] = i < 4 ? p0 + p1 : part[i % 4] + (p0 + p1);
+      }
+      p_sum[h] = (part[0] + part[1]) + (part[2] + part[3]);
+    }
+}
+
 // The (request, block) sequence a part walks; identical in every role so that the producer and
 // both consumers agree on what lives in each pipeline stage.
 struct PartCursor {
@@ -300,45 +359,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       }
       wgmma_commit();
     };
-    // Online softmax in base 2 on this thread's two rows (16 columns each; a row's 64 columns
-    // live in the 4 lanes of a quad). Produces P as wgmma A-operand registers (k-step k covers
-    // columns 16k..16k+15) and the factor by which O must be rescaled.
+    // Online softmax in base 2 on this thread's two rows (online_softmax_step above), then the
+    // row sums and P as wgmma A-operand registers (k-step k covers columns 16k..16k+15).
     auto softmax = [&](float* s_acc, uint32_t* p_frag, float* rescale, float* row_max, float* row_sum,
                        const int* key_limit, int block) {
-      const int col_base = 2 * (lane & 3);
+      float p_sum[2];
+      online_softmax_step(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int limit = key_limit[h] - block * kPageSize;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = 8 * i + col_base + e;
-            float v = s_acc[4 * i + 2 * h + e] * scale_log2;
-            v = col < limit ? v : -INFINITY;
-            s_acc[4 * i + 2 * h + e] = v;
-            mx = fmaxf(mx, v);
-          }
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-        const float new_max = fmaxf(row_max[h], mx);
-        const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
-        rescale[h] = fast_exp2(row_max[h] - ref);
-        row_max[h] = new_max;
-        float sum = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pv = fast_exp2(s_acc[4 * i + 2 * h + e] - ref);
-            s_acc[4 * i + 2 * h + e] = pv;
-            sum += pv;
-          }
-        }
-        row_sum[h] = row_sum[h] * rescale[h] + sum;
-      }
+      for (int h = 0; h < 2; ++h) row_sum[h] = row_sum[h] * rescale[h] + p_sum[h];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         p_frag[4 * k + 0] = ElemOps<T>::pack(s_acc[8 * k + 0], s_acc[8 * k + 1]);
@@ -366,24 +394,26 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       {
         // Addresses from an opaque thread index, so they are recomputed here rather than kept
         // live (and spilled) across the main loop.
+        // (st.shared on 32-bit addresses: the aligned smem pointer has lost its address space,
+        // and generic 64-bit stores cost extra instructions on WG0's critical path)
         const int ltid = opaque_tid();
         const int row0 = (ltid % 128) / 32 * 16 + (ltid % 32) / 4;  // row1 = row0 + 8: same swizzle
-        uint8_t* p_row0 = sP + row0 * 128 + (ltid % 4) * 4;
+        const uint32_t p_row0 = smem_addr(sP) + row0 * 128 + (ltid % 4) * 4;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
 #pragma unroll
           for (int half8 = 0; half8 < 2; ++half8) {
-            const int chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
-            *reinterpret_cast<uint32_t*>(p_row0 + chunk_off) = p_frag[4 * k + 2 * half8];
-            *reinterpret_cast<uint32_t*>(p_row0 + 8 * 128 + chunk_off) = p_frag[4 * k + 2 * half8 + 1];
+            const uint32_t chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
+            st_shared_b32(p_row0 + chunk_off, p_frag[4 * k + 2 * half8]);
+            st_shared_b32(p_row0 + 8 * 128 + chunk_off, p_frag[4 * k + 2 * half8 + 1]);
           }
         }
       }
       if ((lane & 3) == 0) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          sScale[row_in_tile[h]] = rescale[h];
-          if (last) sInvL[row_in_tile[h]] = inv_l[h];
+          st_shared_f32(smem_addr(sScale + row_in_tile[h]), rescale[h]);
+          if (last) st_shared_f32(smem_addr(sInvL + row_in_tile[h]), inv_l[h]);
         }
       }
       fence_proxy_async_smem();
@@ -637,8 +667,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         float rescale[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          rescale[h] = sScale[row_in_tile[h]];
-          if (last) inv_l[h] = sInvL[row_in_tile[h]];
+          rescale[h] = ld_shared_f32(smem_addr(sScale + row_in_tile[h]));
+          if (last) inv_l[h] = ld_shared_f32(smem_addr(sInvL + row_in_tile[h]));
         }
         // Chained: skip the exact no-op of a unit rescale (as WG0 does; warp-uniform branch).
         const bool unit = kSchedule == kScheduleChained &&

@@ -253,62 +253,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
     wgmma_commit();
   };
-  // Online-softmax step on this thread's two rows (16 of the 64 columns each): masks, raises the
-  // running max (kept scaled, base 2), turns s_acc into P = 2^(s scale - max) in place, and
-  // returns the factor that brings values relative to the old max to the new one, and P's
-  // partial row sums. Only one warp per SM sub-partition runs this while the other warpgroup
-  // waits on the tensor pipe, so its instruction count sets its time (docs/kernel-design.md 7):
-  // the max is taken on the raw scores and the scale folded into one FFMA per element (for a
-  // positive scale; otherwise the scores are scaled first), columns are masked only in a block
-  // that reaches past the row's key limit, and the max and sum are depth-4 trees.
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
                           int block) {
-    const int col_base = 2 * (lane & 3);
-    float scale = scale_log2;
-    if (scale <= 0.f) {  // order-reversing (or zero) scale: scale first, then fold 1.0 below
-#pragma unroll
-      for (int i = 0; i < 32; ++i) s_acc[i] *= scale;
-      scale = 1.f;
-    }
-    float mx[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int limit = key_limit[h] - block * kPageSize;
-      if (limit < kPageSize) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            if (8 * i + col_base + e >= limit) s_acc[4 * i + 2 * h + e] = -INFINITY;
-          }
-        }
-      }
-      float m8[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
-      mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-#pragma unroll
-    for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float new_max = fmaxf(row_max[h], mx[h] * scale);
-      const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
-      rescale[h] = fast_exp2(row_max[h] - ref);
-      row_max[h] = new_max;
-      float part[4];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float p0 = fast_exp2(fmaf(s_acc[4 * i + 2 * h], scale, -ref));
-        const float p1 = fast_exp2(fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref));
-        s_acc[4 * i + 2 * h] = p0;
-        s_acc[4 * i + 2 * h + 1] = p1;
-        part[i % 4] = i < 4 ? p0 + p1 : part[i % 4] + (p0 + p1);
-      }
-      p_sum[h] = (part[0] + part[1]) + (part[2] + part[3]);
-    }
+    online_softmax_step(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
   };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
 #pragma unroll
