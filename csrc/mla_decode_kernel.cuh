@@ -240,6 +240,76 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
   }
 }
 
+// Loads one request's 64-row Q tile (rows past `rows` are zero) into shared memory in the
+// swizzled layout TMA would produce, so the same descriptors describe Q and K. kThreads threads
+// share the 64 x 72 16-byte chunks, all loads in flight at once (one memory round trip). The
+// caller fences and synchronises.
+template <typename T, int kThreads>
+__device__ __forceinline__ void load_q_tile(const DecodeParams& p, uint8_t* sQ, int req, int m_block, int kv_head) {
+  const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
+  const int ltid = opaque_tid();  // < kThreads: the loading threads are the first kThreads
+  constexpr int kChunksPerRow = kHeadDimQK / 8;                         // 16-byte chunks
+  constexpr int kPerThread = kRowsPerTile * kChunksPerRow / kThreads;   // 36 (128 threads) or 18
+  uint4 v[kPerThread];
+#pragma unroll
+  for (int u = 0; u < kPerThread; ++u) {
+    const int idx = u * kThreads + ltid;
+    const int row = idx / kChunksPerRow;
+    const int ch = idx % kChunksPerRow;
+    const int rho = m_block * kRowsPerTile + row;
+    v[u] = make_uint4(0, 0, 0, 0);
+    if (rho < p.rows) {
+      const int t = rho / p.heads_per_kv;
+      const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+      v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h + ch * 8));
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kPerThread; ++u) {
+    const int idx = u * kThreads + ltid;
+    const int row = idx / kChunksPerRow;
+    const int ch = idx % kChunksPerRow;
+    *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
+  }
+}
+
+// Rows past the sequence end may hold anything (NaN included). The softmax masks their scores,
+// but P = 0 times V = NaN is still NaN, so one warpgroup zeroes those rows of the first
+// `num_boxes` boxes of a K tile, then fences them for the async proxy and syncs on `bar_id`.
+__device__ __forceinline__ void zero_tail_rows(uint8_t* tile, int valid_rows, int num_boxes, int bar_id) {
+  const int zero_rows = kPageSize - valid_rows;
+  for (int idx = opaque_tid() % 128; idx < zero_rows * num_boxes * 8; idx += 128) {
+    const int box = idx / (zero_rows * 8);
+    const int rem = idx % (zero_rows * 8);
+    const int row = valid_rows + rem / 8;
+    *reinterpret_cast<uint4*>(tile + box * kBoxBytes + row * 128 + (rem % 8) * 16) = make_uint4(0, 0, 0, 0);
+  }
+  fence_proxy_async_smem();
+  named_barrier_sync(bar_id, 128);
+}
+
+// lse of this thread's two rows (called by one lane per quad): natural log, +inf for an empty
+// row of a request with one chunk (its output is 0), -inf for an empty partial.
+__device__ __forceinline__ void store_lse(const DecodeParams& p, int req, int chunk_idx, int m_block, int kv_head,
+                                          const int* row_in_tile, const float* row_max, const float* total_l) {
+  const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rho = m_block * kRowsPerTile + row_in_tile[h];
+    if (rho >= p.rows) continue;
+    const float l = total_l[h];
+    const float lse_val = (row_max[h] + __log2f(l)) * 0.6931471805599453f;
+    if (num_chunks == 1) {
+      const int t = rho / p.heads_per_kv;
+      const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+      p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = l > 0.f ? lse_val : INFINITY;
+    } else {
+      const int64_t slot = p.num_splits[req] + chunk_idx;
+      p.lse_accum[(slot * p.h_kv + kv_head) * p.rows + rho] = l > 0.f ? lse_val : -INFINITY;
+    }
+  }
+}
+
 // Inner-loop schedules (DecodeParams::schedule bits 0-1; docs/kernel-design.md section 3, 6).
 constexpr int kScheduleSerial = 1;
 constexpr int kSchedulePipelined = 2;
@@ -304,25 +374,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // ------------------------------------------------------------------ WG0: QK^T, softmax, PV left
     const uint32_t q_desc_addr = smem_addr(sQ);
 
-    // Rows past the sequence end may hold anything (NaN included). The softmax masks their
-    // scores, but P = 0 times V = NaN is still NaN, so zero them before any GEMM reads them.
-    auto zero_tail_rows = [&](uint8_t* tile, int valid_rows) {
-      const int zero_rows = kPageSize - valid_rows;
-      for (int idx = opaque_tid() % 128; idx < zero_rows * kNumBoxes * 8; idx += 128) {
-        const int box = idx / (zero_rows * 8);
-        const int rem = idx % (zero_rows * 8);
-        const int row = valid_rows + rem / 8;
-        *reinterpret_cast<uint4*>(tile + box * kBoxBytes + row * 128 + (rem % 8) * 16) = make_uint4(0, 0, 0, 0);
-      }
-      fence_proxy_async_smem();
-      named_barrier_sync(kBarTailZeroed, 128);
-    };
     // Waits for a block's K tile and issues S = Q K^T over 576 dims (9 boxes x 4 k-steps of 16).
     auto issue_qk = [&](float* s_acc, int stage, int it_idx, int seqlen, int block, bool last) {
       uint8_t* tile = sK + stage * kTileBytes;
       mbar_wait(&full_bar[stage], (it_idx >> 1) & 1);
       const int valid_rows = seqlen - block * kPageSize;
-      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows);
+      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
 #pragma unroll
       for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
       wgmma_fence();
@@ -344,7 +401,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       uint8_t* tile = sK + stage * kTileBytes;
       mbar_wait(&full_bar[stage], (it_idx >> 1) & 1);
       const int valid_rows = seqlen - block * kPageSize;
-      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows);
+      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
     };
     auto issue_qk_math = [&](float* s_acc, int stage) {
 #pragma unroll
@@ -470,37 +527,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
       if (block_lo >= block_hi) continue;  // zero-length request
       {
-        // Load this request's 64-row Q tile (rows past `rows` are zero) in the swizzled layout
-        // that TMA would produce, so the same descriptors describe Q and K.
-        const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
-        const int ltid = opaque_tid();
-        constexpr int kChunksPerRow = kHeadDimQK / 8;  // 16-byte chunks
-        constexpr int kPerThread = kRowsPerTile * kChunksPerRow / 128;  // 36
-        constexpr int kBatch = 36;  // all 36 loads in flight: one memory round trip
-#pragma unroll
-        for (int b0 = 0; b0 < kPerThread; b0 += kBatch) {
-          uint4 v[kBatch];
-#pragma unroll
-          for (int u = 0; u < kBatch; ++u) {
-            const int idx = (b0 + u) * 128 + ltid;
-            const int row = idx / kChunksPerRow;
-            const int ch = idx % kChunksPerRow;
-            const int rho = m_block * kRowsPerTile + row;
-            v[u] = make_uint4(0, 0, 0, 0);
-            if (rho < p.rows) {
-              const int t = rho / p.heads_per_kv;
-              const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-              v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h + ch * 8));
-            }
-          }
-#pragma unroll
-          for (int u = 0; u < kBatch; ++u) {
-            const int idx = (b0 + u) * 128 + ltid;
-            const int row = idx / kChunksPerRow;
-            const int ch = idx % kChunksPerRow;
-            *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
-          }
-        }
+        load_q_tile<T, 128>(p, sQ, req, m_block, kv_head);  // WG0 alone
         fence_proxy_async_smem();
         named_barrier_sync(kBarQLoaded, 128);
       }
@@ -600,24 +627,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 0, inv_l);
-      if ((lane & 3) == 0) {
-        const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int rho = m_block * kRowsPerTile + row_in_tile[h];
-          if (rho >= p.rows) continue;
-          const float l = total_l[h];
-          const float lse_val = (row_max[h] + __log2f(l)) * 0.6931471805599453f;
-          if (num_chunks == 1) {
-            const int t = rho / p.heads_per_kv;
-            const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-            p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = l > 0.f ? lse_val : INFINITY;
-          } else {
-            const int64_t slot = p.num_splits[req] + chunk_idx;
-            p.lse_accum[(slot * p.h_kv + kv_head) * p.rows + rho] = l > 0.f ? lse_val : -INFINITY;
-          }
-        }
-      }
+      if ((lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
     }  // requests
     named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE arrival
   } else {

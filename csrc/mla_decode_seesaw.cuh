@@ -217,20 +217,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (group_b >= 0) load(group_b, b_begin, b_end);
   };
 
-  // Rows past the sequence end may hold anything (NaN included). S masks them, but P = 0 times
-  // V = NaN is still NaN, so the warpgroup that computes S of a request's last block zeroes
-  // those rows of the V boxes (0-7) before any PV reads them.
-  auto zero_tail_rows = [&](uint8_t* tile, int valid_rows, int bar_id) {
-    const int zero_rows = kPageSize - valid_rows;
-    for (int idx = opaque_tid() % 128; idx < zero_rows * 8 * 8; idx += 128) {
-      const int box = idx / (zero_rows * 8);
-      const int rem = idx % (zero_rows * 8);
-      const int row = valid_rows + rem / 8;
-      *reinterpret_cast<uint4*>(tile + box * kBoxBytes + row * 128 + (rem % 8) * 16) = make_uint4(0, 0, 0, 0);
-    }
-    fence_proxy_async_smem();
-    named_barrier_sync(bar_id, 128);
-  };
   // Waits for the block at sequence index `idx` in `stage` and issues S = Q K^T over 576 dims.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
@@ -240,7 +226,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mbar_wait(&full_bar[stage * 3 + seesaw::kGroupRope], parity);
     SEESAW_TRACE(1);  // K tile landed
     const int valid_rows = seqlen - block * kPageSize;
-    if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, zero_bar);
+    if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
     wgmma_fence();
@@ -341,34 +327,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
     if (block_lo >= block_hi) continue;  // zero-length request
     {
-      // Both warpgroups load the 64-row Q tile (rows past `rows` are zero) in the swizzled layout
-      // TMA would produce. Every QK^T of the previous request has retired: each warpgroup waited
-      // for its own before the row-sum exchange barrier that ended that request.
-      const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
-      const int ltid = opaque_tid();
-      constexpr int kChunksPerRow = kHeadDimQK / 8;                    // 16-byte chunks
-      constexpr int kPerThread = kRowsPerTile * kChunksPerRow / kNumThreads;  // 18, all in flight
-      uint4 v[kPerThread];
-#pragma unroll
-      for (int u = 0; u < kPerThread; ++u) {
-        const int idx = u * kNumThreads + ltid;
-        const int row = idx / kChunksPerRow;
-        const int ch = idx % kChunksPerRow;
-        const int rho = m_block * kRowsPerTile + row;
-        v[u] = make_uint4(0, 0, 0, 0);
-        if (rho < p.rows) {
-          const int t = rho / p.heads_per_kv;
-          const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-          v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h + ch * 8));
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kPerThread; ++u) {
-        const int idx = u * kNumThreads + ltid;
-        const int row = idx / kChunksPerRow;
-        const int ch = idx % kChunksPerRow;
-        *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
-      }
+      // Both warpgroups load the Q tile. Every QK^T of the previous request has retired: each
+      // warpgroup waited for its own before the row-sum exchange barrier that ended that request.
+      load_q_tile<T, kNumThreads>(p, sQ, req, m_block, kv_head);
       fence_proxy_async_smem();
       __syncthreads();  // both warpgroups (racecheck models this form; see kernel-design 7)
     }
@@ -559,24 +520,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
     const int chunk_idx = req == begin_req ? begin_chunk : 0;
     store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
-    if (wg == 0 && (lane & 3) == 0) {
-      const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int rho = m_block * kRowsPerTile + row_in_tile[h];
-        if (rho >= p.rows) continue;
-        const float l = total_l[h];
-        const float lse_val = (row_max[h] + __log2f(l)) * 0.6931471805599453f;
-        if (num_chunks == 1) {
-          const int t = rho / p.heads_per_kv;
-          const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-          p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = l > 0.f ? lse_val : INFINITY;
-        } else {
-          const int64_t slot = p.num_splits[req] + chunk_idx;
-          p.lse_accum[(slot * p.h_kv + kv_head) * p.rows + rho] = l > 0.f ? lse_val : -INFINITY;
-        }
-      }
-    }
+    if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
   }  // requests
 #endif
 }
