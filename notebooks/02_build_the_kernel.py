@@ -237,6 +237,9 @@ with steps.step("cuda_matches_reference", needs=[env.has_backend("cuda", device)
 # - **Build** (`benchmarks/results/bench_h100_2026-11-23/cuda_build.log`): one `.so`,
 #   `flashmla/_C.cpython-312-x86_64-linux-gnu.so`; the sm_90a decode kernels (bf16/fp16, one per
 #   schedule in that build) use 245–254 registers per thread with 0 bytes of spills.
+#   A later build adds the seesaw kernel for compute-bound batches (both warpgroups compute S;
+#   `docs/kernel-design.md` section 7): 248 registers, 0 spills
+#   (`benchmarks/results/cuda_h100_run8_seesaw_2026-11-23/final_build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
