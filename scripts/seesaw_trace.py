@@ -53,11 +53,18 @@ def main():
     period = (t[:, 0, 1:, 0] - t[:, 0, :-1, 0]).flatten().median().item()
     print(f"shape b={b} s_q={s_q} seqlen={mean} h_q={h_q}: {num_blocks} thread blocks, steps 2..{steps - 2}")
     print(f"median step period (two 64-token blocks): {period:.0f} cycles")
+    # Each event's median offset is taken on its own, so the lists below are not one consistent
+    # timeline (events of the two warpgroups can even appear inverted). The segment durations
+    # after them are medians of per-sample differences between consecutive events of a warpgroup.
     for wg in range(2):
-        print(f"warpgroup {wg}:")
+        print(f"warpgroup {wg}: median offset of each event from WG0's step start")
         order = sorted(EVENTS, key=lambda e: rel[:, wg, :, e].median().item())
         for e in order:
             print(f"  {rel[:, wg, :, e].median().item():8.0f}  {EVENTS[e][wg]}")
+        print(f"warpgroup {wg}: median duration of each segment (per-sample differences)")
+        for a, b in zip(order, order[1:]):
+            seg = (t[:, wg, :, b] - t[:, wg, :, a]).flatten().median().item()
+            print(f"  {seg:8.0f}  {EVENTS[a][wg]} -> {EVENTS[b][wg]}")
 
 
 if __name__ == "__main__":
