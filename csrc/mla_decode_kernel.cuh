@@ -129,11 +129,20 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // max is taken on the raw scores and the scale folded into one FFMA per element (for a positive
 // scale; otherwise the scores are scaled first), columns are masked only in a block that reaches
 // past the row's key limit, and the max and sum are depth-4 trees.
+// kBranchFree: the same values without any branch (masking by select, a non-positive scale by a
+// multiply), for use while a wgmma is in flight, where a divergent branch would make ptxas
+// serialise every wgmma of the kernel.
+template <bool kBranchFree = false>
 __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max, float* rescale, float* p_sum,
                                                     const int* key_limit, int block, float scale_log2, int lane) {
     const int col_base = 2 * (lane & 3);
     float scale = scale_log2;
-    if (scale <= 0.f) {  // order-reversing (or zero) scale: scale first, then fold 1.0 below
+    if constexpr (kBranchFree) {
+      const float pre = scale > 0.f ? 1.f : scale;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s_acc[i] *= pre;
+      scale = scale > 0.f ? scale : 1.f;
+    } else if (scale <= 0.f) {  // order-reversing (or zero) scale: scale first, then fold 1.0 below
 #pragma unroll
       for (int i = 0; i < 32; ++i) s_acc[i] *= scale;
       scale = 1.f;
@@ -142,12 +151,13 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int limit = key_limit[h] - block * kPageSize;
-      if (limit < kPageSize) {
+      if (kBranchFree || limit < kPageSize) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            if (8 * i + col_base + e >= limit) s_acc[4 * i + 2 * h + e] = -INFINITY;
+            const int idx = 4 * i + 2 * h + e;
+            s_acc[idx] = 8 * i + col_base + e < limit ? s_acc[idx] : -INFINITY;
           }
         }
       }

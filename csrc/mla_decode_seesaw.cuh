@@ -243,6 +243,21 @@ __global__ void __launch_bounds__(kNumThreads, 1)
                           int block) {
     online_softmax_step(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
   };
+  // Branch-free forms, for WG1's softmax while its first PV is in flight (see the pair step).
+  auto softmax_step_in_flight = [&](float* s_acc, float* row_max, float* rescale, float* p_sum,
+                                    const int* key_limit, int block) {
+    online_softmax_step<true>(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
+  };
+  auto rescale_o_in_flight = [&](float* o, const float* rescale) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        o[4 * i + 2 * h] *= rescale[h];
+        o[4 * i + 2 * h + 1] *= rescale[h];
+      }
+    }
+  };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
 #pragma unroll
     for (int k = 0; k < 16; ++k) p_frag[k] = ElemOps<T>::pack(s_acc[2 * k], s_acc[2 * k + 1]);
@@ -269,6 +284,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         st_shared_f32(smem_addr(s_max + row_in_tile[h]), row_max[h]);
         st_shared_f32(smem_addr(s_scale + row_in_tile[h]), rescale[h]);
       }
+    }
+  };
+  auto publish_stats_in_flight = [&](float* s_max, float* s_scale, const float* row_max, const float* rescale) {
+    const int writer = (lane & 3) == 0;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      st_shared_f32_if(writer, smem_addr(s_max + row_in_tile[h]), row_max[h]);
+      st_shared_f32_if(writer, smem_addr(s_scale + row_in_tile[h]), rescale[h]);
     }
   };
   auto read_stats = [&](const float* s_max, const float* s_scale, float* row_max, float* rescale) {
@@ -426,19 +449,28 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(8);  // second PV retired
         refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       } else {
+        // WG1 multiplies block A (which needs only WG0's m0, s0, P_A) before its own softmax, so
+        // that PV runs on the tensor pipe during the softmax and stage 0's right half is freed
+        // about 1,500 cycles earlier than after the softmax (the refill the next step's S_A
+        // waits for; docs/kernel-design.md 7). Everything between the wgmma issues is branch-free.
         issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
-        wgmma_retire<32>(s_acc);
-        SEESAW_TRACE(2);
         named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
         SEESAW_TRACE(5);
         read_stats(sMax0, sScale0, row_max, s0);
-        softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
+        rescale_o_in_flight(o, s0);
+        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right (behind S_B)
+        SEESAW_TRACE(4);
+        wgmma_wait<1>();                                // S_B retired; the PV may still run
+#pragma unroll
+        for (int i = 0; i < 32; ++i) fence_regs(s_acc[i]);
+        SEESAW_TRACE(2);
+        softmax_step_in_flight(s_acc, row_max, s1, p_sum, key_limit, block + 1);
         fence_regs(p_sum[0]);
         fence_regs(p_sum[1]);
         SEESAW_TRACE(9);
         pack_p(s_acc, p_frag);
         store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
-        publish_stats(sMax1, sScale1, row_max, s1);
+        publish_stats_in_flight(sMax1, sScale1, row_max, s1);
         SEESAW_TRACE(11);
         fence_proxy_async_smem();
         SEESAW_TRACE(10);
@@ -448,14 +480,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         scale_pair(row_sum, s1);
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
-        rescale_o(o, s0);
-        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right
-        SEESAW_TRACE(4);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
+        refill(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
-        refill_async(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         SEESAW_TRACE(7);
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);
