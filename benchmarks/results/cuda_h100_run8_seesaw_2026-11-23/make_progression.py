@@ -19,7 +19,8 @@ RUNS = [  # (csv, label: what the seesaw kernel was in that run)
     ("run_d_tree_softmax_bench.csv", "+ tree softmax, unit-rescale skip"),
     ("run_e_shared_ldst_bench.csv", "+ st/ld.shared, FFMA-folded scale"),
     ("run_f_l2_prefetch_reverted_bench.csv", "+ L2 prefetch (reverted)"),
-    ("final_bench.csv", "final (shared softmax in serial too)"),
+    ("final_bench.csv", "shared softmax in serial too"),
+    ("final2_pv_first_bench.csv", "final: WG1's PV on A before its softmax"),
 ]
 SHAPES = [(128, 2, 8192, 128), (128, 2, 4096, 128), (32, 2, 32768, 128), (128, 1, 8192, 128), (128, 1, 4096, 128)]
 
