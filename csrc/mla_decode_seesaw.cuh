@@ -1,4 +1,5 @@
-// The "seesaw" main kernel for compute-bound shapes (more than 64 query rows per kv head), after
+// The "seesaw" main kernel for compute-bound shapes (`auto` uses it from 256 query rows per kv
+// head on, flashmla/cuda_backend.py), after
 // the idea DeepSeek's FlashMLA described in April 2025: both warpgroups compute S for their own
 // KV block, two blocks per step, and each owns one half of O. While one warpgroup runs its
 // softmax on the CUDA cores, the other keeps the tensor cores busy, so the tensor pipe no longer
@@ -8,8 +9,9 @@
 //   WG0: S_A = Q K_A^T; m0 = max(m, rowmax S_A); P_A = 2^(S_A - m0); publish m0, s0 = 2^(m - m0)
 //        and P_A (in stage 0's rope box, dead once S_A is done); O_L = O_L s0 + P_A V_A[:, :256];
 //        then, with m1 and s1 from WG1: O_L = O_L s1 + P_B V_B[:, :256].
-//   WG1: S_B = Q K_B^T; with m0 from WG0, m1 = max(m0, rowmax S_B); P_B = 2^(S_B - m1);
-//        publish m1, s1 = 2^(m0 - m1), P_B (stage 1's rope box); O_R = O_R s0 + P_A V_A[:, 256:];
+//   WG1: S_B = Q K_B^T, and right behind it O_R = O_R s0 + P_A V_A[:, 256:] (needs only WG0's
+//        m0, s0, P_A), so that PV runs during WG1's softmax: m1 = max(m0, rowmax S_B);
+//        P_B = 2^(S_B - m1); publish m1, s1 = 2^(m0 - m1), P_B (stage 1's rope box);
 //        O_R = O_R s1 + P_B V_B[:, 256:].
 // Both halves end relative to the same running max; each warpgroup keeps the row sums of the P
 // it computed, and the two are added at the end. This is exact online softmax, reordered.
