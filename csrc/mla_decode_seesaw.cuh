@@ -1,9 +1,9 @@
 // The "seesaw" main kernel for compute-bound shapes (`auto` uses it from 256 query rows per kv
 // head on, flashmla/cuda_backend.py), after the idea DeepSeek's FlashMLA described in April
 // 2025: both warpgroups compute S for their own KV block, two blocks per step, and each owns
-// one half of O. While one warpgroup runs its
-// softmax on the CUDA cores, the other keeps the tensor cores busy, so the tensor pipe no longer
-// idles for the softmax as it does in the serial kernel (docs/kernel-design.md section 7).
+// one half of O. While one warpgroup runs its softmax on the CUDA cores, the other keeps the
+// tensor cores busy, so the tensor pipe no longer idles for the softmax as it does in the serial
+// kernel (docs/kernel-design.md section 7).
 //
 // One step over blocks A (pipeline stage 0, S by WG0) and B (stage 1, S by WG1) of one request:
 //   WG0: S_A = Q K_A^T; m0 = max(m, rowmax S_A); P_A = 2^(S_A - m0); publish m0, s0 = 2^(m - m0)
