@@ -105,6 +105,60 @@ struct ElemOps<__half> {
   }
 };
 
+// S[64 x 64] = Q K^T over 576 dims (9 boxes x 4 k-steps of 16): Q and the K tile are K-major,
+// 128-byte-swizzled shared tiles of one layout. Zeroes the accumulators, issues one commit group.
+// Descriptors advance by adding the byte offset >> 4 to the start-address field, which never
+// carries out of its 14 bits inside shared memory.
+template <typename T>
+__device__ __forceinline__ void issue_qk_wgmmas(float* s_acc, uint32_t q_addr, uint32_t k_addr) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
+  wgmma_fence();
+  const uint64_t q_desc = make_smem_desc_sw128(q_addr, 16, 1024);
+  const uint64_t k_desc = make_smem_desc_sw128(k_addr, 16, 1024);
+#pragma unroll
+  for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
+    const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
+    ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
+  }
+  wgmma_commit();
+}
+
+// O[:, half] += P V[:, half] over one 64-token block (4 k-steps of 16), V read N-major straight
+// from the K tile's boxes starting at v_addr; one commit group. P from registers (A fragments) or
+// from a K-major shared tile at p_addr.
+template <typename T>
+__device__ __forceinline__ void issue_pv_wgmmas_regs(float* o, const uint32_t* p_frag, uint32_t v_addr) {
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    ElemOps<T>::pv_regs(o, &p_frag[4 * k], make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+  }
+  wgmma_commit();
+}
+template <typename T>
+__device__ __forceinline__ void issue_pv_wgmmas_smem(float* o, uint32_t p_addr, uint32_t v_addr) {
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
+                        make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+  }
+  wgmma_commit();
+}
+
+// O *= factor of each of this thread's two rows (a warpgroup's 64 x 256 accumulator half).
+__device__ __forceinline__ void rescale_rows(float* o, const float* factor) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      o[4 * i + 2 * h] *= factor[h];
+      o[4 * i + 2 * h + 1] *= factor[h];
+    }
+  }
+}
+
 // threadIdx.x read through asm volatile: the compiler cannot hoist index arithmetic built on it
 // out of the request loop. Without this it precomputes all 36 Q-load addresses and the epilogue
 // addresses once per thread, keeps them live across the main loop and spills them.
@@ -390,19 +444,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       mbar_wait(&full_bar[stage], (it_idx >> 1) & 1);
       const int valid_rows = seqlen - block * kPageSize;
       if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
-#pragma unroll
-      for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-      wgmma_fence();
-      // Descriptors advance by adding the byte offset >> 4 to the start-address field, which
-      // never carries out of its 14 bits inside shared memory.
-      const uint64_t q_desc = make_smem_desc_sw128(q_desc_addr, 16, 1024);
-      const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
-#pragma unroll
-      for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
-        const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-        ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
-      }
-      wgmma_commit();
+      issue_qk_wgmmas<T>(s_acc, q_desc_addr, smem_addr(tile));
     };
     // The chained schedule splits issue_qk in two: wait_tile (mbarrier wait and tail zeroing,
     // which branch) runs while no wgmma is in flight, and issue_qk_math is queued on the tensor
@@ -414,17 +456,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
     };
     auto issue_qk_math = [&](float* s_acc, int stage) {
-#pragma unroll
-      for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-      wgmma_fence();
-      const uint64_t q_desc = make_smem_desc_sw128(q_desc_addr, 16, 1024);
-      const uint64_t k_desc = make_smem_desc_sw128(smem_addr(sK + stage * kTileBytes), 16, 1024);
-#pragma unroll
-      for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
-        const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-        ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
-      }
-      wgmma_commit();
+      issue_qk_wgmmas<T>(s_acc, q_desc_addr, smem_addr(sK + stage * kTileBytes));
     };
     // Online softmax in base 2 on this thread's two rows (online_softmax_step above), then the
     // row sums and P as wgmma A-operand registers (k-step k covers columns 16k..16k+15).
@@ -490,16 +522,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (rendezvous) named_barrier_sync(kBarPReady, kNumThreads);
       else named_barrier_arrive(kBarPReady, kNumThreads);
     };
-    auto rescale_o = [&](float* o, const float* rescale) {
-#pragma unroll
-      for (int i = 0; i < 32; ++i) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          o[4 * i + 2 * h] *= rescale[h];
-          o[4 * i + 2 * h + 1] *= rescale[h];
-        }
-      }
-    };
+    auto rescale_o = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
     // Exact shortcut of rescale_o: once a row's maximum has settled its factor is exactly 1.0f,
     // and x * 1.0f == x, so a warp whose 16 rows all have factor 1 skips the 128 multiplies.
     // The branch is warp-uniform and no wgmma is in flight here.
@@ -507,26 +530,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (!__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) rescale_o(o, rescale);
     };
     auto issue_pv = [&](float* o, const uint32_t* p_frag, int stage) {
-      const uint32_t v_addr = smem_addr(sK + stage * kTileBytes);
-      wgmma_fence();
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        ElemOps<T>::pv_regs(o, &p_frag[4 * k], make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
-      }
-      wgmma_commit();
+      issue_pv_wgmmas_regs<T>(o, p_frag, smem_addr(sK + stage * kTileBytes));
     };
     // Same, with P read back from shared memory (where hand_off put it for WG1): frees the 16
     // P registers while the PV is in flight, which the pipelined schedule needs to avoid spills.
     auto issue_pv_from_smem = [&](float* o, int stage) {
-      const uint32_t v_addr = smem_addr(sK + stage * kTileBytes);
-      const uint32_t p_addr = smem_addr(sP);
-      wgmma_fence();
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
-                            make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
-      }
-      wgmma_commit();
+      issue_pv_wgmmas_smem<T>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes));
     };
 
     int it = 0;  // position in the part's block sequence = pipeline slot counter
@@ -693,25 +702,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         // Chained: skip the exact no-op of a unit rescale (as WG0 does; warp-uniform branch).
         const bool unit = kSchedule == kScheduleChained &&
                           __all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f);
-        if (!unit) {
-#pragma unroll
-          for (int i = 0; i < 32; ++i) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              o[4 * i + 2 * h] *= rescale[h];
-              o[4 * i + 2 * h + 1] *= rescale[h];
-            }
-          }
-        }
-        const uint32_t p_addr = smem_addr(sP);
-        const uint32_t v_addr = smem_addr(sK + stage * kTileBytes + 4 * kBoxBytes);
-        wgmma_fence();
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
-                              make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
-        }
-        wgmma_commit();
+        if (!unit) rescale_rows(o, rescale);
+        issue_pv_wgmmas_smem<T>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes + 4 * kBoxBytes));
         wgmma_wait<0>();
         // WG0 may overwrite sP/sScale/sInvL only after this point of WG1.
         if (!rendezvous) named_barrier_arrive(kBarPFree, kNumThreads);

@@ -229,17 +229,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     SEESAW_TRACE(1);  // K tile landed
     const int valid_rows = seqlen - block * kPageSize;
     if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
-#pragma unroll
-    for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-    wgmma_fence();
-    const uint64_t q_desc = make_smem_desc_sw128(smem_addr(sQ), 16, 1024);
-    const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
-#pragma unroll
-    for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
-      const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-      ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
-    }
-    wgmma_commit();
+    issue_qk_wgmmas<T>(s_acc, smem_addr(sQ), smem_addr(tile));
   };
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
                           int block) {
@@ -250,16 +240,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
                                     const int* key_limit, int block) {
     online_softmax_step<true>(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
   };
-  auto rescale_o_in_flight = [&](float* o, const float* rescale) {
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        o[4 * i + 2 * h] *= rescale[h];
-        o[4 * i + 2 * h + 1] *= rescale[h];
-      }
-    }
-  };
+  auto rescale_o_in_flight = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
 #pragma unroll
     for (int k = 0; k < 16; ++k) p_frag[k] = ElemOps<T>::pack(s_acc[2 * k], s_acc[2 * k + 1]);
@@ -308,36 +289,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // branch is warp-uniform and never taken with a wgmma in flight.
   auto rescale_o = [&](float* o, const float* rescale) {
     if (__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) return;
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        o[4 * i + 2 * h] *= rescale[h];
-        o[4 * i + 2 * h + 1] *= rescale[h];
-      }
-    }
+    rescale_rows(o, rescale);
   };
   // O_half += P V_half with P in registers (this warpgroup's own block).
   auto issue_pv_regs = [&](float* o, const uint32_t* p_frag, int stage) {
-    const uint32_t v_addr = smem_addr(sK + stage * kTileBytes + wg * 4 * kBoxBytes);
-    wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      ElemOps<T>::pv_regs(o, &p_frag[4 * k], make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
-    }
-    wgmma_commit();
+    issue_pv_wgmmas_regs<T>(o, p_frag, smem_addr(sK + stage * kTileBytes + wg * 4 * kBoxBytes));
   };
   // O_half += P V_half with P from the stage's rope box (the other warpgroup's block).
   auto issue_pv_smem = [&](float* o, int stage) {
-    const uint32_t v_addr = smem_addr(sK + stage * kTileBytes + wg * 4 * kBoxBytes);
-    const uint32_t p_addr = smem_addr(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes);
-    wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
-                          make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
-    }
-    wgmma_commit();
+    issue_pv_wgmmas_smem<T>(o, smem_addr(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes),
+                            smem_addr(sK + stage * kTileBytes + wg * 4 * kBoxBytes));
   };
   auto scale_pair = [](float* v, const float* f) {
     v[0] *= f[0];
@@ -356,7 +317,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       // warpgroup waited for its own before the row-sum exchange barrier that ended that request.
       load_q_tile<T, kNumThreads>(p, sQ, req, m_block, kv_head);
       fence_proxy_async_smem();
-      __syncthreads();  // both warpgroups (racecheck models this form; see kernel-design 7)
+      __syncthreads();  // both warpgroups (racecheck still reports these accesses; kernel-design 7.4)
     }
     float o[128];
 #pragma unroll
@@ -543,7 +504,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       st_shared_f32(smem_addr(mine + row_in_tile[0]), row_sum[0]);
       st_shared_f32(smem_addr(mine + row_in_tile[1]), row_sum[1]);
     }
-    __syncthreads();  // both warpgroups (racecheck models this form; see kernel-design 7)
+    __syncthreads();  // both warpgroups (racecheck still reports these accesses; kernel-design 7.4)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       total_l[h] = ld_shared_f32(smem_addr(sSum0 + row_in_tile[h])) + ld_shared_f32(smem_addr(sSum1 + row_in_tile[h]));
