@@ -243,6 +243,24 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
     }
 }
 
+// One part's share of the schedule: a row of tile_scheduler_metadata (docs/internals.md).
+struct PartRange {
+  int begin_req, begin_block, end_req, end_block, begin_chunk, num_iters;
+  // False for an empty part (no request, or no blocks); the caller's whole thread block then
+  // returns, before any barrier.
+  __device__ __forceinline__ bool read(const DecodeParams& p, int part) {
+    const int* md = p.tile_metadata + part * kMetadataWidth;
+    begin_req = md[0];
+    if (begin_req < 0) return false;
+    begin_block = md[1];
+    end_req = md[2];
+    end_block = md[3];
+    begin_chunk = md[4];
+    num_iters = md[6] - md[5];  // global blocks g1 - g0
+    return num_iters > 0;
+  }
+};
+
 // The (request, block) sequence a part walks; identical in every role so that the producer and
 // both consumers agree on what lives in each pipeline stage.
 struct PartCursor {
@@ -399,21 +417,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
-  const int part = blockIdx.z;
   const int tid = threadIdx.x;
   const int wg = tid / 128;
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
-
-  const int* md = p.tile_metadata + part * kMetadataWidth;
-  const int begin_req = md[0];
-  if (begin_req < 0) return;  // empty part (uniform across the block, before any barrier)
-  const int begin_block = md[1];
-  const int end_req = md[2];
-  const int end_block = md[3];
-  const int begin_chunk = md[4];
-  const int num_iters = md[6] - md[5];  // global blocks g1 - g0
-  if (num_iters <= 0) return;
+  PartRange range;
+  if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
+  const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
+  const int end_block = range.end_block, begin_chunk = range.begin_chunk, num_iters = range.num_iters;
 
   // Let the combine kernel (launched with programmatic dependent launch) be scheduled now; it
   // waits for this whole grid's completion before reading any result.

@@ -101,21 +101,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
-  const int part = blockIdx.z;
   const int tid = threadIdx.x;
   const int wg = tid / 128;
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
-
-  const int* md = p.tile_metadata + part * kMetadataWidth;
-  const int begin_req = md[0];
-  if (begin_req < 0) return;  // empty part (uniform across the block, before any barrier)
-  const int begin_block = md[1];
-  const int end_req = md[2];
-  const int end_block = md[3];
-  const int begin_chunk = md[4];
-  const int num_iters = md[6] - md[5];
-  if (num_iters <= 0) return;
+  PartRange range;
+  if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
+  const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
+  const int end_block = range.end_block, begin_chunk = range.begin_chunk, num_iters = range.num_iters;
 
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (tid == 0) {
