@@ -2,6 +2,8 @@
 // synchronisation and can live inside a CUDA graph. It mirrors flashmla/scheduler.py step by
 // step (same integer arithmetic, same searchsorted conventions) and is tested to produce
 // bit-identical tensors; read that file for the why of each quantity.
+#include <climits>
+
 #include "mla_api.h"
 
 namespace flashmla {
@@ -56,6 +58,12 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
   const int parts = p.num_sm_parts;
   long long* block_end = p.workspace;        // cumsum(blocks)
   long long* line_end = p.workspace + b;     // cumsum(width)
+  __shared__ int max_blocks, min_nonzero_blocks;  // over the batch; min over non-empty requests
+  if (threadIdx.x == 0) {
+    max_blocks = 0;
+    min_nonzero_blocks = INT_MAX;
+  }
+  __syncthreads();
 
   // 1. blocks, width and their running sums.
   long long carry_blocks = 0, carry_units = 0;
@@ -64,6 +72,10 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
     long long blocks = 0;
     if (i < b) blocks = (max(p.cache_seqlens[i], 0) + kPageSize - 1) / kPageSize;
     const long long width = blocks > 0 ? blocks + kFixedOverheadBlocks : 0;
+    if (blocks > 0) {
+      atomicMax(&max_blocks, static_cast<int>(blocks));
+      atomicMin(&min_nonzero_blocks, static_cast<int>(blocks));
+    }
     long long tot_b, tot_u;
     const long long sb = block_inclusive_scan(blocks, scan_scratch, tot_b);
     const long long su = block_inclusive_scan(width, scan_scratch, tot_u);
@@ -79,6 +91,12 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
   const long long total_units = carry_units;
   long long units_per_part = (total_units + parts - 1) / parts;
   if (units_per_part < p.min_blocks_per_part) units_per_part = p.min_blocks_per_part;  // clamp_min(floor >= 1)
+  // Equal-length batch: whole requests per part when that costs no more than P + OVERHEAD.
+  if (max_blocks > 0 && min_nonzero_blocks == max_blocks) {
+    const long long request_units = max_blocks + kFixedOverheadBlocks;
+    const long long aligned = (units_per_part + request_units - 1) / request_units * request_units;
+    if (aligned <= units_per_part + kFixedOverheadBlocks) units_per_part = aligned;
+  }
 
   // 2. Part boundaries on the line, mapped to global block indices.
   for (int c = threadIdx.x; c <= parts; c += kMetaThreads) {

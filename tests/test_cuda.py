@@ -154,6 +154,8 @@ SCHED_CASES = [
     ([random.Random(3).randint(0, 20000) for _ in range(300)], 128, 1),
     ([random.Random(7).choice([0, 0, 1, 63, 64, 65, 300, 9000]) for _ in range(1000)], 256, 8),
     ([32768] * 32, 128, 1), ([5000, 3] * 40, 1024, 3),
+    # equal lengths (whole requests per part), with padding zeros, and one block longer
+    ([0, 4096, 0] + [4096] * 125, 128, 1), ([8192] * 128, 64, 1), ([4096] * 127 + [4160], 64, 1),
 ]
 
 

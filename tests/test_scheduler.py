@@ -186,3 +186,39 @@ def test_floor_rejects_bad_values():
     for bad in (0, -3, 2.5):
         with pytest.raises(ValueError, match="min_blocks_per_part"):
             compute_tile_scheduler_metadata(seq, 16, 1, 132, min_blocks_per_part=bad)
+
+
+# --------------------------------------------------------------------------- equal-length batches
+@pytest.mark.parametrize("b,seqlen,rows,per_part", [
+    (128, 4096, 64, 1),    # 128 parts of 69 units instead of 67 + a straddle, one request each
+    (128, 4096, 128, 2),   # 66 parts (two row tiles): two whole requests per part
+    (128, 8192, 64, 1),
+    (100, 1000, 16, 1),
+])
+def test_equal_lengths_are_cut_at_request_boundaries(b, seqlen, rows, per_part):
+    seq = torch.full((b,), seqlen, dtype=torch.int32)
+    seq[b // 3] = 0  # an empty (padding) request does not count as a different length
+    metadata, num_splits = compute_tile_scheduler_metadata(seq, rows, 1, 132)
+    chunks = (num_splits[1:] - num_splits[:-1]).tolist()
+    assert all(c == (0 if n == 0 else 1) for c, n in zip(chunks, seq.tolist())), "no request is split"
+    used = metadata[metadata[:, COL_BEGIN_REQ] >= 0]
+    assert torch.all(used[:, COL_BEGIN_BLOCK] == 0)
+    assert torch.all(used[:, COL_END_BLOCK] == (seqlen + 63) // 64)
+    requests = (used[:, COL_END_REQ] - used[:, COL_BEGIN_REQ] + 1)
+    assert int(requests.max()) <= per_part + 1  # + the empty request it may step over
+    check_schedule(seq.tolist(), rows, 1, 132)
+
+
+@pytest.mark.parametrize("seqlens,rows", [
+    ([4096] * 127 + [4160], 64),   # one request a block longer: the balanced schedule
+    ([4096] * 200, 64),            # two whole requests per part would cost 138 > 101 + 5 units
+    ([8192] * 128, 128),           # 266 > 258 + 5
+])
+def test_whole_requests_only_when_they_cost_no_more(seqlens, rows):
+    seq = torch.tensor(seqlens, dtype=torch.int32)
+    metadata, num_splits = compute_tile_scheduler_metadata(seq, rows, 1, 132)
+    # the balanced line cut (P = ceil(T / parts)) splits requests; whole-request parts would not
+    assert int((num_splits[1:] - num_splits[:-1]).max()) >= 2
+    parts = num_sm_parts(132, rows, 1)
+    assert int((metadata[:, COL_BEGIN_REQ] >= 0).sum()) == parts
+    check_schedule(seqlens, rows, 1, 132)
