@@ -83,6 +83,7 @@ def compute_tile_scheduler_metadata(
     num_heads_k: int,
     num_sms: int | None = None,
     min_blocks_per_part: int = 1,
+    whole_request_slack: int = FIXED_OVERHEAD_BLOCKS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a batch's KV blocks over ``num_sm_parts`` parts.
 
@@ -93,6 +94,10 @@ def compute_tile_scheduler_metadata(
         num_sms: SMs to plan for; defaults to the device's (132 off-GPU).
         min_blocks_per_part: floor on the line units per part, ``P = max(ceil(T / parts),
             min_blocks_per_part)``; 1 (the default) leaves the schedule as without a floor.
+        whole_request_slack: equal-length batches get whole requests per part when that costs at
+            most ``P + whole_request_slack`` units; the default (OVERHEAD) is what the GPU
+            scheduler does; -1 turns the rule off. Other values are for experiments
+            (scripts/bench_whole_requests.py).
 
     Returns:
         ``tile_scheduler_metadata`` int32 ``[num_sm_parts, 8]`` and ``num_splits`` int32
@@ -128,7 +133,8 @@ def compute_tile_scheduler_metadata(
     min_blocks = torch.where(blocks > 0, blocks, max_blocks).min()
     request_units = max_blocks + overhead
     aligned = (units_per_part + request_units - 1) // request_units * request_units
-    use_aligned = (max_blocks > 0) & (min_blocks == max_blocks) & (aligned <= units_per_part + overhead)
+    use_aligned = ((max_blocks > 0) & (min_blocks == max_blocks) & (whole_request_slack >= 0)
+                   & (aligned <= units_per_part + whole_request_slack))
     units_per_part = torch.where(use_aligned, aligned, units_per_part)
     line_cuts = torch.minimum(torch.arange(parts + 1, **i64) * units_per_part, total_units)
     req_at_cut = torch.searchsorted(line_end, line_cuts, right=True)  # b at the line's end
