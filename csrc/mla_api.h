@@ -14,6 +14,7 @@ constexpr int kHeadDimQK = 576;    // 512 latent + 64 rope
 constexpr int kHeadDimV = 512;     // V = K[..., :512]
 constexpr int kRowsPerTile = 64;   // query rows per thread block (the wgmma M)
 constexpr int kFixedOverheadBlocks = 5;
+constexpr int kWholeRequestSlackBlocks = 12;  // = scheduler.WHOLE_REQUEST_SLACK_BLOCKS
 constexpr int kMetadataWidth = 8;
 
 enum class DType : int { kBF16 = 0, kFP16 = 1 };

@@ -91,11 +91,11 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
   const long long total_units = carry_units;
   long long units_per_part = (total_units + parts - 1) / parts;
   if (units_per_part < p.min_blocks_per_part) units_per_part = p.min_blocks_per_part;  // clamp_min(floor >= 1)
-  // Equal-length batch: whole requests per part when that costs no more than P + OVERHEAD.
+  // Equal-length batch: whole requests per part when that costs at most P + slack.
   if (max_blocks > 0 && min_nonzero_blocks == max_blocks) {
     const long long request_units = max_blocks + kFixedOverheadBlocks;
     const long long aligned = (units_per_part + request_units - 1) / request_units * request_units;
-    if (aligned <= units_per_part + kFixedOverheadBlocks) units_per_part = aligned;
+    if (aligned <= units_per_part + kWholeRequestSlackBlocks) units_per_part = aligned;
   }
 
   // 2. Part boundaries on the line, mapped to global block indices.

@@ -21,11 +21,13 @@ The largest part therefore costs at most ``P + OVERHEAD`` (one chunk that starts
 pays an overhead the line did not charge), which the property tests check.
 
 Whole requests when lengths are equal: if every non-empty request has the same ``n`` blocks
-(weight ``w = n + OVERHEAD``) and ``k = ceil(P / w)`` whole requests per part cost no more than
-the bound above (``k * w <= P + OVERHEAD``), ``P`` becomes ``k * w``. Every cut then falls on a
-request boundary: no request is split, so no fp32 partials are written and nothing is merged,
-and no part pays a second overhead. At b = 128 x 4096 tokens on 132 SMs this is 69 units per
-part instead of up to 67 + 5 plus the merge of 128 two-chunk requests (docs/kernel-design.md 5.2).
+(weight ``w = n + OVERHEAD``) and ``k = ceil(P / w)`` whole requests per part cost at most
+``P + WHOLE_REQUEST_SLACK_BLOCKS`` units (12: the split schedule's own bound ``P + OVERHEAD``
+plus the fp32 partials a split request writes and merges), ``P`` becomes ``k * w``. Every cut
+then falls on a request boundary: no request is split, nothing is merged, and no part pays a
+second overhead. At b = 128 x 4096 tokens on 132 SMs this is 69 units per part instead of up
+to 67 + 5 plus the merge of 128 two-chunk requests: 0.237 instead of 0.255 ms at h_q = 64 on an
+H100 (docs/kernel-design.md 5.2).
 
 Optional floor (``min_blocks_per_part``, default 1 = the schedule above unchanged): ``P`` is
 raised to at least that many units. It only bites when the batch is small (``T / num_sm_parts``
@@ -46,6 +48,11 @@ import torch
 BLOCK_SIZE = 64  # tokens per KV-cache page, and per inner-loop step of every kernel
 ROWS_PER_TILE = 64  # query rows one thread block handles (the wgmma M dimension)
 FIXED_OVERHEAD_BLOCKS = 5
+# Whole requests per part may cost this many units more than the balanced share P (module
+# docstring): OVERHEAD (the bound P + OVERHEAD of the split schedule) plus ~7 blocks for the fp32
+# partials a split request writes and merges (2 chunks x 64 rows x 512 x 4 B, written and read
+# back, ~ 7 blocks of 72 KiB). Measured: benchmarks/results/cuda_h100_run9_aligned_2026-11-24/.
+WHOLE_REQUEST_SLACK_BLOCKS = 12
 METADATA_WIDTH = 8
 DEFAULT_NUM_SMS = 132  # H100/H200 SXM; used for tensors that do not live on a GPU
 
@@ -83,7 +90,7 @@ def compute_tile_scheduler_metadata(
     num_heads_k: int,
     num_sms: int | None = None,
     min_blocks_per_part: int = 1,
-    whole_request_slack: int = FIXED_OVERHEAD_BLOCKS,
+    whole_request_slack: int = WHOLE_REQUEST_SLACK_BLOCKS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a batch's KV blocks over ``num_sm_parts`` parts.
 
@@ -95,8 +102,8 @@ def compute_tile_scheduler_metadata(
         min_blocks_per_part: floor on the line units per part, ``P = max(ceil(T / parts),
             min_blocks_per_part)``; 1 (the default) leaves the schedule as without a floor.
         whole_request_slack: equal-length batches get whole requests per part when that costs at
-            most ``P + whole_request_slack`` units; the default (OVERHEAD) is what the GPU
-            scheduler does; -1 turns the rule off. Other values are for experiments
+            most ``P + whole_request_slack`` units; the default (WHOLE_REQUEST_SLACK_BLOCKS) is
+            what the GPU scheduler does; -1 turns the rule off. Other values are for experiments
             (scripts/bench_whole_requests.py).
 
     Returns:

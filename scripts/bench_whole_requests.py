@@ -3,9 +3,10 @@
 
 For equal-length batches the scheduler (flashmla/scheduler.py) gives every part k whole
 requests when k * w <= P + slack units (w = blocks + OVERHEAD, P = ceil(T / parts)), so that no
-request is split and no fp32 partials are written and merged. The GPU scheduler uses slack =
+request is split and no fp32 partials are written and merged. The first version used slack =
 OVERHEAD (never worse than the balanced schedule's own bound). A split request costs more than
 the bound says (its partials are written, read back and merged), so a larger slack may pay.
+Run 9 (H100) chose 12: benchmarks/results/cuda_h100_run9_aligned_2026-11-24/.
 This times the CUDA backend (schedule "auto") on the fixed-length rows of perf-targets.md with
 the Python scheduler's metadata at several slacks, side by side in one process, each row's
 first variant timed again at the end (the noise floor), and writes a CSV to argv[1].
@@ -25,7 +26,7 @@ from bench_cuda import bench, load_shapes, make  # noqa: E402
 
 from flashmla import cuda_backend, scheduler  # noqa: E402
 
-SLACKS = [-1, scheduler.FIXED_OVERHEAD_BLOCKS, 12, 20, 40]  # -1: the rule off (balanced cuts only)
+SLACKS = [-1, scheduler.FIXED_OVERHEAD_BLOCKS, 12, 20, 40]  # 12 = WHOLE_REQUEST_SLACK_BLOCKS  # -1: the rule off (balanced cuts only)
 
 
 def main():
