@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Why is the Triton backend's eager call slower than its CUDA-graph replay in the full
+benchmark (b1 4K h128: 0.105 vs 0.055 ms) but not in a run with two providers (0.056)?
+
+Times flash_mla_with_kvcache(backend="triton") eager and under a CUDA graph (do_bench, L2
+cleared, as flashmla.bench) on a few small-batch shapes: first with only flashmla loaded, then
+after every other benchmark provider has been prepared on the same shape (FlashInfer, vLLM's
+ops). Prints which launch path the Triton backend took (direct relaunch or Triton's own), the
+launch hooks, and the top of a cProfile of 300 eager calls in each state.
+"""
+import cProfile
+import io
+import pstats
+import sys
+
+import torch
+import triton.testing
+
+import flashmla
+from flashmla import triton_decode
+from flashmla.bench import providers as P
+from flashmla.bench.shapes import Shape, make_inputs
+
+SHAPES = [Shape(b=1, s_q=1, seqlen=4096, h_q=128), Shape(b=1, s_q=1, seqlen=4096, h_q=16),
+          Shape(b=8, s_q=1, seqlen=1024, h_q=128)]
+
+
+def timed(fn):
+    eager = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return eager, triton.testing.do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
+
+
+def probe(label, inputs_by_shape):
+    print(f"== {label}: hooks {triton_decode._launch_hooks()}, compiled kept {len(triton_decode._COMPILED)}")
+    for shape, inputs in inputs_by_shape:
+        run = P.FlashMLAOurs("triton").prepare(inputs).run
+        eager, graph = timed(run)
+        print(f"  {shape}: eager {eager:.4f} ms, graph {graph:.4f} ms")
+    shape, inputs = inputs_by_shape[0]
+    run = P.FlashMLAOurs("triton").prepare(inputs).run
+    prof = cProfile.Profile()
+    torch.cuda.synchronize()
+    prof.enable()
+    for _ in range(300):
+        run()
+    prof.disable()
+    torch.cuda.synchronize()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(18)
+    print(out.getvalue()[-4000:])
+
+
+def main():
+    device = torch.device("cuda")
+    inputs_by_shape = [(s, make_inputs(s, device)) for s in SHAPES]
+    probe("flashmla alone", inputs_by_shape)
+    for prov in P.get_providers():
+        ok, why = prov.availability(device)
+        print(f"provider {prov.name}: {ok} {why}")
+        if ok and prov.name not in ("flashmla-triton", "torch"):
+            for _, inputs in inputs_by_shape:
+                prep = prov.prepare(inputs)
+                timed(prep.run)
+    probe("after the other providers", inputs_by_shape)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
