@@ -9,9 +9,12 @@ ops). Prints which launch path the Triton backend took (direct relaunch or Trito
 launch hooks, and the top of a cProfile of 300 eager calls in each state.
 """
 import cProfile
+import gc
 import io
 import pstats
 import sys
+import threading
+import time
 
 import torch
 import triton.testing
@@ -35,12 +38,35 @@ def timed(fn):
     return eager, triton.testing.do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
 
 
+def host_us(fn, n=200):
+    """Host time of one call while the GPU is kept busy (so no call waits for the GPU)."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU work queued ahead
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    dt = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return dt
+
+
 def probe(label, inputs_by_shape):
-    print(f"== {label}: hooks {triton_decode._launch_hooks()}, compiled kept {len(triton_decode._COMPILED)}")
+    hooks = triton_decode._launch_hooks()
+    print(f"== {label}: hooks {[getattr(h, 'calls', h) for h in hooks]}, compiled kept "
+          f"{len(triton_decode._COMPILED)}, threads {threading.active_count()}, gc objects {len(gc.get_objects())}")
     for shape, inputs in inputs_by_shape:
         run = P.FlashMLAOurs("triton").prepare(inputs).run
         eager, graph = timed(run)
-        print(f"  {shape}: eager {eager:.4f} ms, graph {graph:.4f} ms")
+        print(f"  {shape}: eager {eager:.4f} ms, graph {graph:.4f} ms, host {host_us(run):.1f} us/call")
+    shape, inputs = inputs_by_shape[0]
+    run = P.FlashMLAOurs("triton").prepare(inputs).run
+    fast = triton_decode.FAST_LAUNCH
+    triton_decode.FAST_LAUNCH = False
+    print(f"  Triton's own launch path: eager {timed(run)[0]:.4f} ms, host {host_us(run):.1f} us/call")
+    triton_decode.FAST_LAUNCH = fast
+    x = torch.empty(1 << 20, device="cuda")
+    print(f"  one torch op (x.add_(1)): host {host_us(lambda: x.add_(1)):.1f} us/call")
     shape, inputs = inputs_by_shape[0]
     run = P.FlashMLAOurs("triton").prepare(inputs).run
     prof = cProfile.Profile()
@@ -51,8 +77,8 @@ def probe(label, inputs_by_shape):
     prof.disable()
     torch.cuda.synchronize()
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(18)
-    print(out.getvalue()[-4000:])
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(8)
+    print(out.getvalue()[-1500:])
 
 
 def main():
@@ -67,6 +93,9 @@ def main():
                 prep = prov.prepare(inputs)
                 timed(prep.run)
     probe("after the other providers", inputs_by_shape)
+    gc.collect()
+    gc.freeze()
+    probe("after gc.freeze()", inputs_by_shape)
 
 
 if __name__ == "__main__":
