@@ -633,7 +633,10 @@ def _launch_hooks():
 
 
 def _current_stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
+    # (the raw handle, as Triton's own launcher reads it: building a torch.cuda.Stream object
+    # cost several microseconds per launch)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch._C._cuda_getCurrentRawStream(index)
 
 
 # The launcher call below is the one Triton 3.6's JITFunction.run makes; other Triton versions take
@@ -655,18 +658,19 @@ def _launch(jit_fn, key, grid, pointer_args, args, consts, device):
     reused, only when every pointer in ``pointer_args`` is 16-byte aligned (torch allocations
     are; a view with an offset may not be, and takes the ordinary path)."""
     aligned = all(t.data_ptr() % TRITON_ALIGNMENT == 0 for t in pointer_args)
-    compiled = _COMPILED.get(key) if FAST_LAUNCH and aligned else None
-    if compiled is None:
+    kept = _COMPILED.get(key) if FAST_LAUNCH and aligned else None
+    if kept is None:
         kernel = jit_fn[grid](*args, **consts)
         if aligned and _relaunchable(kernel):
             if len(_COMPILED) >= _MAX_COMPILED:
                 _COMPILED.clear()
-            _COMPILED[key] = kernel
+            # the signature's remaining parameters are the constexprs (fixed by the plan), by name
+            const_values = tuple(consts[name] for name in jit_fn.arg_names[len(args):])
+            _COMPILED[key] = (kernel, const_values, tuple(grid) + (1,) * (3 - len(grid)))
         return kernel
-    # the signature's remaining parameters are the constexprs, passed by name
-    values = (*args, *(consts[name] for name in jit_fn.arg_names[len(args):]))
+    compiled, const_values, grid = kept
+    values = args + const_values
     stream = _current_stream(device)
-    grid = tuple(grid) + (1,) * (3 - len(grid))
     enter, exit_ = _launch_hooks()
     compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
                  compiled.launch_metadata(grid, stream, *values), enter, exit_, *values)

@@ -6,12 +6,21 @@ with CUDA events. Without Triton, an equivalent loop is used. For small batches 
 overhead matters, so the same call is also captured in a CUDA graph and its replay is timed.
 On the CPU (the CI pipeline check) a wall-clock median of a few calls stands in; those numbers
 only prove the pipeline runs.
+
+Python's cyclic garbage collector is paused while a call is timed (after one full collection), as
+``timeit`` does: otherwise the host time of a small-batch eager call depends on how many objects
+earlier providers left in the process (measured: the Triton backend's b1 4K h128 eager call
+0.056 ms alone, 0.114 ms after FlashInfer and vLLM's ops were loaded, 0.056 again after
+``gc.freeze()``; scripts/triton_eager_probe.py). vLLM freezes the collector after start-up
+for the same reason.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -63,14 +72,28 @@ def _events_bench(fn: Callable[[], object], warmup_ms: float, rep_ms: float) -> 
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Collect once, then keep the cyclic garbage collector off until the block ends."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def bench_ms(fn: Callable[[], object], device: torch.device, warmup_ms: float = WARMUP_MS,
              rep_ms: float = REP_MS, cpu_reps: int = 3) -> float:
-    """Median milliseconds of one call of ``fn``."""
+    """Median milliseconds of one call of ``fn`` (garbage collector paused while timing)."""
     if device.type == "cuda":
         do_bench = _triton_do_bench()
-        if do_bench is not None:
-            return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
-        return _events_bench(fn, warmup_ms, rep_ms)
+        with gc_paused():
+            if do_bench is not None:
+                return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+            return _events_bench(fn, warmup_ms, rep_ms)
     times = []
     for _ in range(max(1, cpu_reps)):
         t0 = time.perf_counter()
