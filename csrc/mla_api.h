@@ -50,7 +50,9 @@ struct DecodeParams {
   // 3 = chained (docs/kernel-design.md section 6);
   // bit 2: rendezvous (bar.sync on both sides) instead of bar.arrive for the WG0/WG1 handoff;
   // bit 3: column-split combine kernel (4 warps per row);
-  // bit 4: the seesaw main kernel (mla_decode_seesaw.cuh) instead of bits 0-2's.
+  // bit 4: the seesaw main kernel (mla_decode_seesaw.cuh) instead of bits 0-2's;
+  // bit 5: K pages with L2 evict_normal instead of evict_first;
+  // bit 6: seesaw only, WG0 refills stage 0's V left before its second PV instead of behind it.
   int schedule;
 };
 

@@ -399,6 +399,14 @@ constexpr int kScheduleChained = 3;
 // DecodeParams::schedule flag bits.
 constexpr int kFlagRendezvous = 4;     // bar.sync on both sides of the P handoff
 constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 columns over 4 warps
+constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
+constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
+
+// L2 policy of the K-page loads. evict_first by default: a page is read once per m-block CTA
+// (docs/kernel-design.md); +l2keep is the experiment for batches whose m-block CTAs share pages.
+__device__ __forceinline__ uint64_t kv_load_policy(const DecodeParams& p) {
+  return (p.schedule & kFlagL2Keep) ? make_evict_normal_policy() : make_evict_first_policy();
+}
 
 template <typename T, int kSchedule>
 __global__ void __launch_bounds__(kNumThreads, 1)
@@ -681,7 +689,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       prefetch_tensor_map(&kv_map);
       // EVICT_FIRST: a page is read once per m-block CTA. (evict_normal for num_m_blocks > 1,
       // hoping sibling CTAs would hit in L2, measured 3-9% slower; docs/kernel-design.md.)
-      policy = make_evict_first_policy();
+      policy = kv_load_policy(p);
       for (int it = 0; it < kNumStages && it < num_iters; ++it) issue_load(it);
     }
     __syncwarp();

@@ -123,7 +123,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
-  const uint64_t policy = make_evict_first_policy();  // each page is read once per m-block CTA
+  const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
+  const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
   // Loads boxes [box_begin, box_end) of the block at cursor `c` into `stage`, counted on the
@@ -397,9 +398,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);  // first PV retired
+        // Stage 0's V left is free now. +earlyrefill issues its refill here (no wgmma in flight,
+        // so the branch is safe), ~700 cycles earlier than behind the second PV, at the price of
+        // the TMA issue delaying that PV (docs/kernel-design.md 7).
+        if (early_refill) refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
-        refill_async(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);  // stage 0's V left is free
+        const Refill r0_late = {r0.page, r0.issue && !early_refill};
+        refill_async(0, r0_late, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
         SEESAW_TRACE(7);  // second PV issued
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);  // second PV retired

@@ -25,7 +25,7 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # Optional "+flag" suffixes: "rendezvous" (both warpgroups bar.sync at the P handoff instead of
 # bar.arrive; an experiment), "splitcombine" (the combine kernel merges each row with 4 warps
 # of 128 columns: more loads in flight at small batch).
-SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8}
+SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64}
 # "auto" adds +splitcombine when the batch has at most this many query rows (b * s_q * h_q). On
 # the H100 (docs/kernel-design.md section 6.7) it cut b=1 from 30 to 22 us (h16, 4K) and from 67 to
 # 42 us (h128, 16K), was neutral at 256-1024 rows, and 3-12% slower at b=128, where many
