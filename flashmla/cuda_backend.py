@@ -24,8 +24,15 @@ import torch
 SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # Optional "+flag" suffixes: "rendezvous" (both warpgroups bar.sync at the P handoff instead of
 # bar.arrive; an experiment), "splitcombine" (the combine kernel merges each row with 4 warps
-# of 128 columns: more loads in flight at small batch).
+# of 128 columns: more loads in flight at small batch), "l2keep" (K pages loaded with L2
+# evict_normal instead of evict_first), "earlyrefill" (seesaw: WG0 refills stage 0's V left
+# before its second PV; measured slower, an experiment).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64}
+# "auto" adds +l2keep when a kv head has at most this many query rows (one 64-row tile, so each
+# page is read by one thread block). On the H100 (run 9, docs/kernel-design.md 5.3) it made the
+# fixed-length b=128 rows with 16-64 rows per kv head 2.5-3.5% faster (varied lengths -1..+2%),
+# and rows with two or four tiles 3-20% slower.
+AUTO_L2KEEP_MAX_ROWS_PER_KV = 64
 # "auto" adds +splitcombine when the batch has at most this many query rows (b * s_q * h_q). On
 # the H100 (docs/kernel-design.md section 6.7) it cut b=1 from 30 to 22 us (h16, 4K) and from 67 to
 # 42 us (h128, 16K), was neutral at 256-1024 rows, and 3-12% slower at b=128, where many
@@ -73,7 +80,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     """"auto", "serial", "pipelined", "chained" or "seesaw", optionally followed by "+rendezvous" and/or
     "+splitcombine" (see SCHEDULES / SCHEDULE_FLAGS), e.g. "chained+splitcombine". With
     ``query_rows`` (b * s_q * h_q), "auto" adds "+splitcombine" for small batches, and with
-    ``rows_per_kv`` (s_q * h_q / h_kv) too it picks the seesaw kernel for large compute-bound ones."""
+    ``rows_per_kv`` (s_q * h_q / h_kv) too it picks the seesaw kernel for large compute-bound ones
+    and "+l2keep" where one row tile serves a kv head."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
     base, *flags = str(name).split("+")
     if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
@@ -85,6 +93,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     if (base == "auto" and query_rows is not None and rows_per_kv is not None
             and rows_per_kv >= AUTO_SEESAW_MIN_ROWS_PER_KV and query_rows >= AUTO_SEESAW_MIN_QUERY_ROWS):
         code |= SCHEDULES["seesaw"]
+    if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
+        code |= SCHEDULE_FLAGS["l2keep"]
     return code
 
 

@@ -145,6 +145,17 @@ def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
         cuda_backend._schedule_code("auto+fast", 16)
 
 
+def test_auto_schedule_keeps_k_pages_in_l2_for_one_row_tile():
+    """"auto" adds +l2keep (32) when one 64-row tile serves a kv head, never with more tiles and
+    never to an explicit schedule."""
+    limit = cuda_backend.AUTO_L2KEEP_MAX_ROWS_PER_KV
+    assert cuda_backend._schedule_code("auto", 128 * 64, 64) == 32                # b128 h64 s_q1
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 16, 2 * 16) == 32        # b128 s_q2 h16
+    assert cuda_backend._schedule_code("auto", 16, 16) == 8 | 32                  # b1: + split combine
+    assert cuda_backend._schedule_code("auto", 128 * (limit + 1), limit + 1) == 0
+    assert cuda_backend._schedule_code("serial", 128 * 64, 64) == 1
+
+
 def test_unavailable_on_cpu_says_why():
     ok, why = cuda_backend.is_available(torch.device("cpu"))
     assert not ok and why
