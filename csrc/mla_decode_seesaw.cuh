@@ -1,4 +1,4 @@
-// The "seesaw" main kernel for compute-bound shapes (`auto` uses it from 256 query rows per kv
+// The "seesaw" main kernel for compute-bound shapes (`auto` uses it from 128 query rows per kv
 // head on, flashmla/cuda_backend.py), after the idea DeepSeek's FlashMLA described in April
 // 2025: both warpgroups compute S for their own KV block, two blocks per step, and each owns
 // one half of O. While one warpgroup runs its softmax on the CUDA cores, the other keeps the

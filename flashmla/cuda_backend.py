@@ -40,12 +40,14 @@ AUTO_L2KEEP_MAX_ROWS_PER_KV = 64
 # warps each merge a row that has only one or two chunks.
 AUTO_SPLITCOMBINE_MAX_ROWS = 256
 # "auto" launches the seesaw kernel when a kv head has at least this many query rows (s_q * h_q /
-# h_kv; four 64-row tiles re-read each page, so the tensor cores, not HBM, set the pace) and
+# h_kv; two or more 64-row tiles re-read each page, so the tensor cores, not HBM, set the pace) and
 # the batch is large. On the H100 (docs/kernel-design.md section 7) seesaw was 4-9% faster than
-# serial on every b=128 row with 256 rows per kv head (s_q 2, h_q 128), slower on every row with
-# 128 or fewer, and 9% slower at b=1 s_q 2 h_q 128 (256 rows, one request).
-AUTO_SEESAW_MIN_ROWS_PER_KV = 256
-AUTO_SEESAW_MIN_QUERY_ROWS = 8192
+# serial on every b=128 row with 256 rows per kv head (s_q 2, h_q 128) and 9% slower at b=1 s_q 2
+# h_q 128 (256 rows, one request). With 128 rows per kv head, three runs on 2026-11-24 (run 9,
+# docs/kernel-design.md 7.6) had it 2-5% faster on the fixed-length rows (b32 s_q1 32K h128 among
+# them) and 1-2% slower on the varied-length 4K rows.
+AUTO_SEESAW_MIN_ROWS_PER_KV = 128
+AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]

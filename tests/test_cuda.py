@@ -136,7 +136,10 @@ def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
     per_kv, total = cuda_backend.AUTO_SEESAW_MIN_ROWS_PER_KV, cuda_backend.AUTO_SEESAW_MIN_QUERY_ROWS
     assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16      # b128 s_q2 h128
     assert cuda_backend._schedule_code("auto", total, per_kv) == 16
-    assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 0           # 128 rows per kv head
+    assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16          # 128 rows per kv head
+    assert cuda_backend._schedule_code("auto", 32 * 1 * 128, 128) == 16           # b32 s_q1 h128
+    assert cuda_backend._schedule_code("auto", 8 * 1 * 128, 128) == 0             # b8: serial
+    assert cuda_backend._schedule_code("auto", 128 * 64, 64) == 32                # 64 rows: serial (+l2keep)
     assert cuda_backend._schedule_code("auto", total - 1, per_kv) == 0
     assert cuda_backend._schedule_code("auto", 1 * 2 * 128, 2 * 128) == 8         # b1: split combine, serial
     assert cuda_backend._schedule_code("auto", 10 ** 6) == 0                      # rows per kv unknown
