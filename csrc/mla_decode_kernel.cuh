@@ -109,21 +109,17 @@ struct ElemOps<__half> {
 // 128-byte-swizzled shared tiles of one layout. Zeroes the accumulators, issues one commit group.
 // Descriptors advance by adding the byte offset >> 4 to the start-address field, which never
 // carries out of its 14 bits inside shared memory.
-// kBoxBegin/kBoxEnd restrict the sum to boxes [kBoxBegin, kBoxEnd) (the seesaw's split S);
-// kFresh = false adds to s_acc instead of starting from zero.
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, bool kFresh = true>
+template <typename T>
 __device__ __forceinline__ void issue_qk_wgmmas(float* s_acc, uint32_t q_addr, uint32_t k_addr) {
-  if constexpr (kFresh) {
 #pragma unroll
-    for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-  }
+  for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   wgmma_fence();
   const uint64_t q_desc = make_smem_desc_sw128(q_addr, 16, 1024);
   const uint64_t k_desc = make_smem_desc_sw128(k_addr, 16, 1024);
 #pragma unroll
-  for (int kk = kBoxBegin * 4; kk < kBoxEnd * 4; ++kk) {
+  for (int kk = 0; kk < kNumBoxes * 4; ++kk) {
     const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-    ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, !kFresh || kk > kBoxBegin * 4);
+    ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
   }
   wgmma_commit();
 }
@@ -405,7 +401,6 @@ constexpr int kFlagRendezvous = 4;     // bar.sync on both sides of the P handof
 constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 columns over 4 warps
 constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
-constexpr int kFlagSplitQK = 256;      // seesaw: WG0's S_A starts on the boxes refilled first
 
 // L2 policy of the K-page loads. evict_first by default: a page is read once per m-block CTA
 // (docs/kernel-design.md); +l2keep is the experiment for batches whose m-block CTAs share pages.
@@ -756,15 +751,14 @@ template <typename T>
 cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream) {
   dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   if (params.schedule & kFlagSeesaw) {
-    const bool split_qk = (params.schedule & kFlagSplitQK) != 0;
-    auto kernel = split_qk ? mla_decode_seesaw_kernel<T, true> : mla_decode_seesaw_kernel<T, false>;
-    static bool seesaw_configured[2] = {false, false};
-    if (!seesaw_configured[split_qk]) {
-      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
+    static bool seesaw_configured = false;
+    if (!seesaw_configured) {
+      cudaError_t err = cudaFuncSetAttribute(mla_decode_seesaw_kernel<T>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
       if (err != cudaSuccess) return err;
-      seesaw_configured[split_qk] = true;
+      seesaw_configured = true;
     }
-    kernel<<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, params);
+    mla_decode_seesaw_kernel<T><<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, params);
     return cudaGetLastError();
   }
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).

@@ -82,11 +82,7 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
   for (int i = 0; i < N; ++i) fence_regs(acc[i]);
 }
 
-// kSplitQK (schedule flag +splitqk): in a two-block step WG0 computes S_A in two parts, first
-// over stage 0's right half and rope box (refilled by WG1 after its softmax), then, after a full
-// wgmma wait (no wgmma in flight across the mbarrier spin), over its left half (refilled by WG0
-// itself behind its second PV, ~800 cycles later).
-template <typename T, bool kSplitQK>
+template <typename T>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -375,18 +371,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
       if (wg == 0) {
-        if constexpr (kSplitQK) {
-          const uint32_t parity = (it >> 1) & 1;  // block A is never a request's last block here
-          mbar_wait(&full_bar[seesaw::kGroupVRight], parity);
-          mbar_wait(&full_bar[seesaw::kGroupRope], parity);
-          issue_qk_wgmmas<T, 4, kNumBoxes, true>(s_acc, smem_addr(sQ), smem_addr(sK));
-          wgmma_retire<32>(s_acc);
-          mbar_wait(&full_bar[seesaw::kGroupVLeft], parity);
-          SEESAW_TRACE(1);  // K tile landed
-          issue_qk_wgmmas<T, 0, 4, false>(s_acc, smem_addr(sQ), smem_addr(sK));
-        } else {
-          issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
-        }
+        issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
         SEESAW_TRACE(2);  // S retired
         softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
