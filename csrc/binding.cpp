@@ -54,7 +54,7 @@ void check_cuda(cudaError_t err, const char* what) {
 std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
                                const at::Tensor& cache_seqlens, double softmax_scale, bool causal,
                                const at::Tensor& tile_scheduler_metadata, const at::Tensor& num_splits,
-                               int64_t schedule, const c10::optional<at::Tensor>& merge_counters) {
+                               int64_t schedule) {
   const at::Device device = q.device();
   check_cuda_tensor(q, "q", device);
   check_cuda_tensor(k_cache, "k_cache", device);
@@ -152,15 +152,6 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
             "rendezvous barriers, 8 for the column-split combine, 32 for L2 evict_normal K loads, 64 for "
             "the seesaw's early refill and 128 for 128-byte L2 promotion, got ", schedule);
   p.schedule = static_cast<int>(schedule);
-  p.merge_counters = nullptr;
-  if (merge_counters.has_value()) {  // in-kernel merge (docs/kernel-design.md 5.4)
-    const at::Tensor& counters = *merge_counters;
-    check_cuda_tensor(counters, "merge_counters", device);
-    check_int32_contiguous(counters, "merge_counters");
-    MLA_CHECK(counters.numel() >= batch * h_kv * num_m_blocks, "merge_counters must hold at least b * h_kv * "
-              "ceil(rows / 64) = ", batch * h_kv * num_m_blocks, " int32 zeros, got ", counters.numel());
-    p.merge_counters = counters.data_ptr<int>();
-  }
 
   const auto dtype = q.scalar_type() == at::kBFloat16 ? flashmla::DType::kBF16 : flashmla::DType::kFP16;
   check_cuda(flashmla::launch_mla_decode(p, dtype, c10::cuda::getCurrentCUDAStream().stream()), "flashmla decode launch");
@@ -216,7 +207,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode", &decode, "Paged MLA decode: returns (out [b,s_q,h_q,512], lse [b,h_q,s_q])",
         pybind11::arg("q"), pybind11::arg("k_cache"), pybind11::arg("block_table"), pybind11::arg("cache_seqlens"),
         pybind11::arg("softmax_scale"), pybind11::arg("causal"), pybind11::arg("tile_scheduler_metadata"),
-        pybind11::arg("num_splits"), pybind11::arg("schedule") = 0, pybind11::arg("merge_counters") = pybind11::none());
+        pybind11::arg("num_splits"), pybind11::arg("schedule") = 0);
   m.def("get_mla_metadata", &get_mla_metadata, "Tile-scheduler metadata computed on the GPU",
         pybind11::arg("cache_seqlens"), pybind11::arg("num_q_tokens_per_head_k"), pybind11::arg("num_heads_k"),
         pybind11::arg("num_sms"), pybind11::arg("min_blocks_per_part") = 1);

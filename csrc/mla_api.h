@@ -55,11 +55,6 @@ struct DecodeParams {
   // bit 6: seesaw only, WG0 refills stage 0's V left before its second PV instead of behind it;
   // bit 7: the K tensor map asks for 128-byte instead of 256-byte L2 promotion.
   int schedule;
-  // In-kernel merge (docs/kernel-design.md 5.4): when set, the thread block that stores a split
-  // request's last chunk merges all its chunks, empty requests are written by the main kernel,
-  // and no combine kernel runs. One int32 per (request, kv head, m-block), zero at rest: every
-  // call leaves it as it found it. nullptr = the combine kernel merges (the default).
-  int* merge_counters;
 };
 
 struct MetadataParams {

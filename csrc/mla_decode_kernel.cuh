@@ -46,8 +46,7 @@ constexpr int kSmemP = kSmemK + kNumStages * kTileBytes;
 constexpr int kSmemScale = kSmemP + kBoxBytes;                // 64 floats: per-row rescale
 constexpr int kSmemInvL = kSmemScale + kRowsPerTile * 4;      // 64 floats: 1 / row sum
 constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[2], empty[2]
-constexpr int kSmemMergeFlag = kSmemBars + 4 * 8;             // "this block merges" (+merge)
-constexpr int kSmemUsed = kSmemMergeFlag + 16;
+constexpr int kSmemUsed = kSmemBars + 4 * 8;
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -393,105 +392,6 @@ __device__ __forceinline__ void store_lse(const DecodeParams& p, int req, int ch
   }
 }
 
-// ---------------------------------------------------------------- in-kernel merge (+merge)
-// With DecodeParams::merge_counters set (docs/kernel-design.md 5.4) no combine kernel runs: the
-// thread block that stores the last chunk of a split request merges the request's chunks, and
-// requests with no chunk are written by the main kernel.
-constexpr int kBarMerge = 10;  // all 256 threads (ids 1-9 belong to the main loops)
-
-// out = 0 and lse = +inf for the requests with no chunk (seqlen 0, or padding of a CUDA graph
-// captured for a larger batch) that fall to this thread block: request r to part r % num_sm_parts,
-// each m-block and kv head writing its own rows. Runs before a part's early exit.
-template <typename T>
-__device__ __forceinline__ void write_empty_requests(const DecodeParams& p, int part, int m_block, int kv_head) {
-  const int tid = opaque_tid();
-  constexpr int kChunksPerRow = kHeadDimV / 8;  // 16-byte stores
-  for (int req = part; req < p.batch; req += p.num_sm_parts) {
-    if (p.num_splits[req + 1] != p.num_splits[req]) continue;
-    for (int idx = tid; idx < kRowsPerTile * kChunksPerRow; idx += kNumThreads) {
-      const int rho = m_block * kRowsPerTile + idx / kChunksPerRow;
-      if (rho >= p.rows) break;  // rows only grow with idx
-      const int t = rho / p.heads_per_kv;
-      const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-      T* dst = reinterpret_cast<T*>(p.out) + ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV;
-      *reinterpret_cast<uint4*>(dst + (idx % kChunksPerRow) * 8) = make_uint4(0, 0, 0, 0);
-      if (idx % kChunksPerRow == 0) p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = INFINITY;
-    }
-  }
-}
-
-// Called by all 256 threads right after this block stored its partial of request `req`. The
-// partial stores are published (each thread's __threadfence, then one atomicAdd per block); the
-// block whose add completes the count merges every chunk of the request, reading the partials
-// from L2 (__ldcg: another SM wrote them), and resets the counter to 0 for the next call. Same
-// arithmetic as mla_combine_kernel: weights exp(lse_c - max) / sum, out = 0 / lse = +inf for a
-// row that saw no key in any chunk.
-template <typename T>
-__device__ __forceinline__ void merge_request_if_last(const DecodeParams& p, int req, int m_block, int kv_head,
-                                                      uint32_t flag_addr) {
-  const int first_slot = p.num_splits[req];
-  const int num_chunks = p.num_splits[req + 1] - first_slot;
-  if (p.merge_counters == nullptr || num_chunks <= 1) return;  // uniform across the thread block
-  const int tid = opaque_tid();
-  __threadfence();
-  named_barrier_sync(kBarMerge, kNumThreads);
-  if (tid == 0) {
-    int* counter = p.merge_counters + (static_cast<int64_t>(req) * p.h_kv + kv_head) * p.num_m_blocks + m_block;
-    const int last = atomicAdd(counter, 1) == num_chunks - 1;
-    if (last) *counter = 0;  // every chunk has arrived; nobody else touches it in this call
-    st_shared_b32(flag_addr, last);
-  }
-  named_barrier_sync(kBarMerge, kNumThreads);
-  if (ld_shared_u32(flag_addr) == 0) return;
-  __threadfence();
-
-  const int rows_here = min(kRowsPerTile, p.rows - m_block * kRowsPerTile);
-  const int64_t slot_stride = static_cast<int64_t>(p.h_kv) * p.rows;  // between consecutive chunks
-  // One unit = 64 columns of one row: 512 units, two per thread, 16 float4 loads in flight each.
-  for (int unit = tid; unit < rows_here * (kHeadDimV / 64); unit += kNumThreads) {
-    const int rho = m_block * kRowsPerTile + unit / (kHeadDimV / 64);
-    const int col0 = (unit % (kHeadDimV / 64)) * 64;
-    const int64_t lse0 = (static_cast<int64_t>(first_slot) * p.h_kv + kv_head) * p.rows + rho;
-    float lse_max = -INFINITY;
-    for (int c = 0; c < num_chunks; ++c) lse_max = fmaxf(lse_max, __ldcg(p.lse_accum + lse0 + c * slot_stride));
-    float acc[64];
-#pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = 0.f;
-    float sum = 0.f;
-    if (lse_max != -INFINITY) {
-      for (int c = 0; c < num_chunks; ++c) {
-        const float w = __expf(__ldcg(p.lse_accum + lse0 + c * slot_stride) - lse_max);
-        sum += w;
-        const float4* src = reinterpret_cast<const float4*>(p.out_accum + (lse0 + c * slot_stride) * kHeadDimV + col0);
-#pragma unroll
-        for (int k = 0; k < 16; ++k) {
-          const float4 v = __ldcg(src + k);
-          acc[4 * k + 0] += w * v.x;
-          acc[4 * k + 1] += w * v.y;
-          acc[4 * k + 2] += w * v.z;
-          acc[4 * k + 3] += w * v.w;
-        }
-      }
-    }
-    const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
-    const int t = rho / p.heads_per_kv;
-    const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-    T* dst = reinterpret_cast<T*>(p.out) + ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV + col0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      uint4 v;
-      v.x = ElemOps<T>::pack(acc[8 * k + 0] * inv_sum, acc[8 * k + 1] * inv_sum);
-      v.y = ElemOps<T>::pack(acc[8 * k + 2] * inv_sum, acc[8 * k + 3] * inv_sum);
-      v.z = ElemOps<T>::pack(acc[8 * k + 4] * inv_sum, acc[8 * k + 5] * inv_sum);
-      v.w = ElemOps<T>::pack(acc[8 * k + 6] * inv_sum, acc[8 * k + 7] * inv_sum);
-      reinterpret_cast<uint4*>(dst)[k] = v;
-    }
-    if (col0 == 0) {
-      p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = sum > 0.f ? lse_max + __logf(sum) : INFINITY;
-    }
-  }
-}
-
 // Inner-loop schedules (DecodeParams::schedule bits 0-1; docs/kernel-design.md section 3, 6).
 constexpr int kScheduleSerial = 1;
 constexpr int kSchedulePipelined = 2;
@@ -529,9 +429,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int wg = tid / 128;
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
-  if constexpr (kSchedule != kSchedulePipelined) {
-    if (p.merge_counters != nullptr) write_empty_requests<T>(p, blockIdx.z, m_block, kv_head);
-  }
   PartRange range;
   if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
   const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
@@ -769,11 +666,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 0, inv_l);
       if ((lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
-      // (not in the pipelined kernel, where ptxas then serialises the wgmmas; its launch never
-      // gets merge counters, mla_launch.cu)
-      if constexpr (kSchedule != kSchedulePipelined) {
-        merge_request_if_last<T>(p, req, m_block, kv_head, smem_addr(smem + kSmemMergeFlag));
-      }
     }  // requests
     named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE arrival
   } else {
@@ -844,9 +736,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 1, inv_l);
-      if constexpr (kSchedule != kSchedulePipelined) {
-        merge_request_if_last<T>(p, req, m_block, kv_head, smem_addr(smem + kSmemMergeFlag));
-      }
     }
   }
 #endif

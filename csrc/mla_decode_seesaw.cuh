@@ -36,8 +36,7 @@ constexpr int kSmemQ = 0;
 constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
 constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
 constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
-constexpr int kSmemMergeFlag = kSmemBars + 6 * 8;             // after full[stage * 3 + group]
-constexpr int kSmemUsed = kSmemMergeFlag + 16;
+constexpr int kSmemUsed = kSmemBars + 6 * 8;                  // full[stage * 3 + group]
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -106,7 +105,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int wg = tid / 128;
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
-  if (p.merge_counters != nullptr) write_empty_requests<T>(p, blockIdx.z, m_block, kv_head);
   PartRange range;
   if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
   const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
@@ -514,7 +512,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const int chunk_idx = req == begin_req ? begin_chunk : 0;
     store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
     if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
-    merge_request_if_last<T>(p, req, m_block, kv_head, smem_addr(smem + seesaw::kSmemMergeFlag));
   }  // requests
 #endif
 }

@@ -58,21 +58,16 @@ cudaError_t make_kv_tensor_map(const DecodeParams& p, DType dtype, CUtensorMap* 
 
 int mla_decode_smem_bytes() { return kSmemBytes; }
 
-cudaError_t launch_mla_decode(const DecodeParams& caller_params, DType dtype, cudaStream_t stream) {
-  DecodeParams params = caller_params;
-  // The pipelined schedule (an experiment) has no in-kernel merge: its partials go to the combine.
-  if (!(params.schedule & kFlagSeesaw) && (params.schedule & 3) == kSchedulePipelined) params.merge_counters = nullptr;
+cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStream_t stream) {
   CUtensorMap map;
   cudaError_t err = make_kv_tensor_map(params, dtype, &map);
   if (err != cudaSuccess) return err;
-  // With merge counters the main kernel merges split requests itself (docs/kernel-design.md 5.4).
-  const bool combine = params.merge_counters == nullptr;
   if (dtype == DType::kBF16) {
     err = launch_main_kernel<__nv_bfloat16>(params, map, stream);
-    if (err == cudaSuccess && combine) err = launch_combine_kernel<__nv_bfloat16>(params, stream);
+    if (err == cudaSuccess) err = launch_combine_kernel<__nv_bfloat16>(params, stream);
   } else {
     err = launch_main_kernel<__half>(params, map, stream);
-    if (err == cudaSuccess && combine) err = launch_combine_kernel<__half>(params, stream);
+    if (err == cudaSuccess) err = launch_combine_kernel<__half>(params, stream);
   }
   return err;
 }

@@ -28,13 +28,7 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # evict_normal instead of evict_first), "earlyrefill" (seesaw: WG0 refills stage 0's V left
 # before its second PV; measured slower, an experiment), "l2promo128" (the K tensor map asks L2
 # for 128-byte instead of 256-byte promotion; an experiment).
-SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
-                  "merge": 512}
-# "+merge" is decided here, not in the kernel: it passes the merge counters (_merge_counters), and
-# with them the main kernel merges split requests itself and no combine kernel runs
-# (docs/kernel-design.md 5.4).
-MERGE_FLAG = SCHEDULE_FLAGS["merge"]
-_MERGE_COUNTERS: dict = {}  # (device index, stream) -> int32 zeros, zero again after every call
+SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128}
 # "auto" adds +l2keep when a kv head has at most this many query rows (one 64-row tile, so each
 # page is read by one thread block). On the H100 (run 9, docs/kernel-design.md 5.3) it made the
 # fixed-length b=128 rows with 16-64 rows per kv head 2.5-3.5% faster (varied lengths -1..+2%),
@@ -127,30 +121,11 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
                          f"{list(tile_scheduler_metadata.shape)}")
     if num_splits.dim() != 1 or num_splits.shape[0] != q.shape[0] + 1:
         raise ValueError(f"num_splits must have shape [{q.shape[0] + 1}] (batch + 1), got {list(num_splits.shape)}")
-    rows_per_kv = q.shape[1] * q.shape[2] // max(k_cache.shape[2], 1)
-    code = _schedule_code(schedule, q.shape[0] * q.shape[1] * q.shape[2], rows_per_kv)
-    counters = None
-    if code & MERGE_FLAG:
-        counters = _merge_counters(q.device, q.shape[0] * k_cache.shape[2] * -(-rows_per_kv // 64))
     out, lse = _C.decode(q, k_cache, block_table, cache_seqlens, float(softmax_scale), bool(causal),
-                         tile_scheduler_metadata, num_splits, code & ~MERGE_FLAG, counters)
+                         tile_scheduler_metadata, num_splits,
+                         _schedule_code(schedule, q.shape[0] * q.shape[1] * q.shape[2],
+                                        q.shape[1] * q.shape[2] // max(k_cache.shape[2], 1)))
     return out, lse
-
-
-def _merge_counters(device: torch.device, needed: int) -> torch.Tensor:
-    """The in-kernel merge's arrival counters for the current stream: int32 zeros that every call
-    leaves at zero, so one buffer serves every call (and every layer) on that stream. One buffer
-    per stream, since two calls running at once must not share counters. Grown (zeroed anew) when
-    a larger batch needs more; a buffer first needed during CUDA-graph capture is allocated (and
-    zeroed by a node of that graph) from the graph's pool and kept."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    key = (index, torch.cuda.current_stream(device).cuda_stream)
-    counters = _MERGE_COUNTERS.get(key)
-    if counters is None or counters.numel() < needed:
-        size = max(needed, 4096, 2 * (counters.numel() if counters is not None else 0))
-        counters = torch.zeros(size, dtype=torch.int32, device=device)
-        _MERGE_COUNTERS[key] = counters
-    return counters
 
 
 def get_mla_metadata_gpu(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int,

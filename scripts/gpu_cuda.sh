@@ -41,12 +41,11 @@ fi
 # Each new variant alone: one that fails or hangs here is left out of the tests and the benchmark
 # (reported as a failure) instead of taking the default path's results down with it.
 broken=()
-for feature in chained splitcombine seesaw merge; do
+for feature in chained splitcombine seesaw; do
   case $feature in
     chained) cases="chained,chained@4" ;;
     splitcombine) cases="serial+splitcombine,serial+splitcombine@4" ;;
     seesaw) cases="seesaw,seesaw+splitcombine@4,seesaw+l2keep+earlyrefill" ;;
-    merge) cases="serial+merge,serial+merge@4,seesaw+merge" ;;
   esac
   if ! SANITIZE_SCHEDULES=$cases timeout 60 $PY scripts/cuda_sanitizer_cases.py; then
     echo "SMOKE of variant '$feature' FAILED or timed out: left out below"; broken+=("$feature"); fail=1
