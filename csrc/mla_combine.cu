@@ -13,7 +13,6 @@ namespace {
 
 constexpr int kCombineRowsPerBlock = 8;  // one warp per query row (split variant: per row quarter)
 constexpr int kFlagSplitCombineBit = 8;  // DecodeParams::schedule bit; = kFlagSplitCombine of the main kernel
-constexpr int kFlagCombineByRequestBit = 1024;  // DecodeParams::schedule bit: one block per request and kv head
 
 template <typename T>
 __device__ __forceinline__ void store4(T* dst, float a, float b, float c, float d);
@@ -75,10 +74,20 @@ __device__ __forceinline__ float warp_sum_exp(const float* lse_in, int64_t strid
   return sum;
 }
 
-// Merges one query row of a request (one warp).
 template <typename T>
-__device__ __forceinline__ void combine_one_row(const DecodeParams& p, int req, int kv_head, int rho, int first_slot,
-                                                int num_chunks, int lane) {
+__global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
+    mla_combine_kernel(const DecodeParams p) {
+  // Launched with programmatic dependent launch: everything above this line may overlap the
+  // main kernel's tail; nothing the main kernel writes is read before it.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  const int req = blockIdx.z;
+  const int kv_head = blockIdx.y;
+  const int lane = threadIdx.x % 32;
+  const int rho = blockIdx.x * kCombineRowsPerBlock + threadIdx.x / 32;
+  const int first_slot = p.num_splits[req];
+  const int num_chunks = p.num_splits[req + 1] - first_slot;
+  if (num_chunks == 1 || rho >= p.rows) return;
+
   const CombineRow<T> row = combine_row<T>(p, req, kv_head, rho, first_slot);
   const float lse_max = warp_max_lse(row.lse_in, row.lse_stride, num_chunks, lane);
 
@@ -114,26 +123,6 @@ __device__ __forceinline__ void combine_one_row(const DecodeParams& p, int req, 
     store4<T>(row.out + (k * 32 + lane) * 4, acc[4 * k], acc[4 * k + 1], acc[4 * k + 2], acc[4 * k + 3]);
   }
   if (lane == 0) *row.lse_out = final_lse;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
-    mla_combine_kernel(const DecodeParams p) {
-  // Launched with programmatic dependent launch: everything above this line may overlap the
-  // main kernel's tail; nothing the main kernel writes is read before it.
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  const int req = blockIdx.z;
-  const int kv_head = blockIdx.y;
-  const int lane = threadIdx.x % 32;
-  const int first_slot = p.num_splits[req];
-  const int num_chunks = p.num_splits[req + 1] - first_slot;
-  if (num_chunks == 1) return;
-  // One block per group of 8 rows, or (+combinebyreq, gridDim.x = 1) one block per request and
-  // kv head looping over its groups: 8x fewer blocks to schedule when few requests are split.
-  for (int rho = blockIdx.x * kCombineRowsPerBlock + threadIdx.x / 32; rho < p.rows;
-       rho += gridDim.x * kCombineRowsPerBlock) {
-    combine_one_row<T>(p, req, kv_head, rho, first_slot, num_chunks, lane);
-  }
 }
 
 // Column-split variant (schedule flag kFlagSplitCombineBit): each warp merges one quarter (128
@@ -206,9 +195,7 @@ cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t strea
   cudaLaunchConfig_t config = {};
   const bool split = (params.schedule & kFlagSplitCombineBit) != 0;
   const int units = split ? params.rows * kCombineColSplit : params.rows;
-  const bool by_request = !split && (params.schedule & kFlagCombineByRequestBit) != 0;
-  config.gridDim = dim3(by_request ? 1 : (units + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv,
-                        params.batch);
+  config.gridDim = dim3((units + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv, params.batch);
   config.blockDim = dim3(32 * kCombineRowsPerBlock);
   config.stream = stream;
   // Programmatic dependent launch: the combine grid is scheduled while the main kernel drains
