@@ -402,8 +402,9 @@ constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 c
 constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 
-// L2 policy of the K-page loads. evict_first by default: a page is read once per m-block CTA
-// (docs/kernel-design.md); +l2keep is the experiment for batches whose m-block CTAs share pages.
+// L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
+// when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
+// thread blocks read each page in turn: docs/kernel-design.md 5.3).
 __device__ __forceinline__ uint64_t kv_load_policy(const DecodeParams& p) {
   return (p.schedule & kFlagL2Keep) ? make_evict_normal_policy() : make_evict_first_policy();
 }
@@ -687,8 +688,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     };
     if (producer) {
       prefetch_tensor_map(&kv_map);
-      // EVICT_FIRST: a page is read once per m-block CTA. (evict_normal for num_m_blocks > 1,
-      // hoping sibling CTAs would hit in L2, measured 3-9% slower; docs/kernel-design.md.)
+      // evict_first, or evict_normal with +l2keep (kv_load_policy). (evict_normal for
+      // num_m_blocks > 1, hoping sibling CTAs would hit in L2, measured 3-9% slower.)
       policy = kv_load_policy(p);
       for (int it = 0; it < kNumStages && it < num_iters; ++it) issue_load(it);
     }

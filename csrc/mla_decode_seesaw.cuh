@@ -398,9 +398,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         scale_pair(row_sum, s1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);  // first PV retired
-        // Stage 0's V left is free now. +earlyrefill issues its refill here (no wgmma in flight,
-        // so the branch is safe), ~700 cycles earlier than behind the second PV, at the price of
-        // the TMA issue delaying that PV (docs/kernel-design.md 7).
+        // Stage 0's V left is free now. +earlyrefill (an experiment) issues its refill here (no
+        // wgmma in flight, so the branch is safe), ~700 cycles earlier than behind the second PV;
+        // the TMA issue then delays that PV, and it measured slower (docs/kernel-design.md 5.3).
         if (early_refill) refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
