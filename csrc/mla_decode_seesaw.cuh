@@ -26,6 +26,8 @@
 // stage 0 ends with a step of block A alone.
 #pragma once
 
+#include <type_traits>
+
 namespace flashmla {
 
 constexpr int kFlagSeesaw = 16;  // DecodeParams::schedule bit: launch this kernel
@@ -331,35 +333,51 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     float s0[2], s1[2], p_sum[2];
     int block = block_lo;
 
-    if (it & 1) {
-      // ---- First block on stage 1: block B alone.
-      const bool last = block + 1 == block_hi;
-      const Refill r1 = plan_refill(1, it);
-      if (wg == 1) {
-        issue_qk(s_acc, 1, it, seqlen, block, last, seesaw::kBarZero1);
+    // One block alone on `stage` (a request's first block on stage 1, or its last on stage 0):
+    // its owner, warpgroup `stage`, computes S, the softmax and its half of PV; the other
+    // warpgroup multiplies P from the rope box into its half. Each refills what it read last
+    // (the owner its own V half; the other its V half and the rope box). The stage is a
+    // compile-time constant, so every choice below folds away.
+    auto single_block_step = [&](auto stage_constant, int idx, int blk, bool last) {
+      constexpr int stage = decltype(stage_constant)::value;
+      float* s_max = stage ? sMax1 : sMax0;
+      float* s_scale = stage ? sScale1 : sScale0;
+      constexpr int stats_bar = stage ? seesaw::kBarStats1 : seesaw::kBarStats0;
+      float* rescale = stage ? s1 : s0;
+      // Warpgroup w multiplies V boxes 4w..4w+3 (its half of O): group V left for 0, V right for 1.
+      constexpr int owner_half = stage ? seesaw::kGroupVRight : seesaw::kGroupVLeft;
+      constexpr int other_half = stage ? seesaw::kGroupVLeft : seesaw::kGroupVRight;
+      const Refill r = plan_refill(stage, idx);
+      if (wg == stage) {
+        issue_qk(s_acc, stage, idx, seqlen, blk, last, stage ? seesaw::kBarZero1 : seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
-        softmax_step(s_acc, row_max, s1, p_sum, key_limit, block);
+        softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk);
         pack_p(s_acc, p_frag);
-        store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
-        publish_stats(sMax1, sScale1, row_max, s1);
+        store_p(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
+        publish_stats(s_max, s_scale, row_max, rescale);
         fence_proxy_async_smem();
-        named_barrier_arrive(seesaw::kBarStats1, kNumThreads);
-        scale_pair(row_sum, s1);
+        named_barrier_arrive(stats_bar, kNumThreads);
+        scale_pair(row_sum, rescale);
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
-        rescale_o(o, s1);
-        issue_pv_regs(o, p_frag, 1);
+        rescale_o(o, rescale);
+        issue_pv_regs(o, p_frag, stage);
         wgmma_retire<128>(o);
-        refill(1, r1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
+        refill(stage, r, owner_half, 4 * owner_half, 4 * owner_half + 4, -1, 0, 0);
       } else {
-        named_barrier_sync(seesaw::kBarStats1, kNumThreads);
-        read_stats(sMax1, sScale1, row_max, s1);
-        scale_pair(row_sum, s1);
-        rescale_o(o, s1);
-        issue_pv_smem(o, 1);
+        named_barrier_sync(stats_bar, kNumThreads);
+        read_stats(s_max, s_scale, row_max, rescale);
+        scale_pair(row_sum, rescale);
+        rescale_o(o, rescale);
+        issue_pv_smem(o, stage);
         wgmma_retire<128>(o);
-        refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        refill(stage, r, other_half, 4 * other_half, 4 * other_half + 4, seesaw::kGroupRope, seesaw::kRopeBox,
+               seesaw::kRopeBox + 1);
       }
+    };
+
+    if (it & 1) {  // block B alone
+      single_block_step(std::integral_constant<int, 1>{}, it, block, block + 1 == block_hi);
       ++block;
       ++it;
     }
@@ -457,34 +475,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
     }
 
-    if (block < block_hi) {
-      // ---- Last block on stage 0: block A alone.
-      const Refill r0 = plan_refill(0, it);
-      if (wg == 0) {
-        issue_qk(s_acc, 0, it, seqlen, block, true, seesaw::kBarZero0);
-        wgmma_retire<32>(s_acc);
-        softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
-        pack_p(s_acc, p_frag);
-        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
-        publish_stats(sMax0, sScale0, row_max, s0);
-        fence_proxy_async_smem();
-        named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
-        scale_pair(row_sum, s0);
-        row_sum[0] += p_sum[0];
-        row_sum[1] += p_sum[1];
-        rescale_o(o, s0);
-        issue_pv_regs(o, p_frag, 0);
-        wgmma_retire<128>(o);
-        refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
-      } else {
-        named_barrier_sync(seesaw::kBarStats0, kNumThreads);
-        read_stats(sMax0, sScale0, row_max, s0);
-        scale_pair(row_sum, s0);
-        rescale_o(o, s0);
-        issue_pv_smem(o, 0);
-        wgmma_retire<128>(o);
-        refill(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
-      }
+    if (block < block_hi) {  // block A alone
+      single_block_step(std::integral_constant<int, 0>{}, it, block, true);
       ++block;
       ++it;
     }

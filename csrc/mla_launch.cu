@@ -45,9 +45,9 @@ cudaError_t make_kv_tensor_map(const DecodeParams& p, DType dtype, CUtensorMap* 
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   const CUtensorMapDataType type =
       dtype == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  // L2 promotion 256 B by default; schedule bit 7 (+l2promo128) asks for 128 B, one box row.
+  // L2 promotion 256 B by default; +l2promo128 asks for 128 B, one box row.
   const CUtensorMapL2promotion promotion =
-      (p.schedule & 128) ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B : CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
+      (p.schedule & kFlagL2Promo128) ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B : CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
   const CUresult res = encode(map, type, 4, const_cast<void*>(p.k_cache), dims, strides, box, elem_strides,
                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
                               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);

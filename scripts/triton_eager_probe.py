@@ -11,31 +11,28 @@ launch hooks, and the top of a cProfile of 300 eager calls in each state.
 import cProfile
 import gc
 import io
+import os
 import pstats
 import sys
 import threading
 import time
 
 import torch
-import triton.testing
 
-import flashmla
-from flashmla import triton_decode
-from flashmla.bench import providers as P
-from flashmla.bench.shapes import Shape, make_inputs
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cuda import bench, graph_time  # noqa: E402
+
+from flashmla import triton_decode  # noqa: E402
+from flashmla.bench import providers as P  # noqa: E402
+from flashmla.bench.shapes import Shape, make_inputs  # noqa: E402
 
 SHAPES = [Shape(b=1, s_q=1, seqlen=4096, h_q=128), Shape(b=1, s_q=1, seqlen=4096, h_q=16),
           Shape(b=8, s_q=1, seqlen=1024, h_q=128)]
 
 
 def timed(fn):
-    eager = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return eager, triton.testing.do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
+    """(eager, CUDA-graph replay) ms, as scripts/bench_cuda.py takes them."""
+    return bench(fn), graph_time(fn)
 
 
 def host_us(fn, n=200):
