@@ -127,6 +127,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
+  const bool stream_qk = (p.schedule & kFlagStreamQk) != 0;
+  // +prefetch: the page two blocks past each refill goes into L2 ahead of its TMA load, so that
+  // load hits L2 instead of waiting on HBM. One thread block per kv head and part (m-block 0)
+  // prefetches for all of them, in one bulk instruction per page, which needs the page of one kv
+  // head to be contiguous (h_kv = 1, dense tokens).
+  const bool prefetch_l2 = (p.schedule & kFlagPrefetchL2) != 0 && m_block == 0 && p.h_kv == 1 &&
+                           p.k_stride_token == kHeadDimQK;
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
   // Loads boxes [box_begin, box_end) of the block at cursor `c` into `stage`, counted on the
@@ -165,19 +172,34 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
   struct Refill {
     int page, issue;
+    int ahead_page, ahead;  // +prefetch: the page of block idx + 4, and whether to prefetch it
+  };
+  auto table_slot = [&](const PartCursor& c, bool valid) {
+    // An address inside the table either way, so the load needs no branch and can be issued early.
+    return valid ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block : p.block_table;
   };
   auto plan_refill = [&](int stage, int idx) {
     Refill r;
     const bool exists = idx + 2 < num_iters;
-    const PartCursor& c = next_load[stage];
-    // An address inside the table either way, so the load needs no branch and can be issued early.
-    const int* slot = exists ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block
-                             : p.block_table;
-    r.page = ld_global_early(slot);
+    r.page = ld_global_early(table_slot(next_load[stage], exists));
     r.issue = elected && exists;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
+    r.ahead_page = 0;
+    r.ahead = 0;
+    if (prefetch_l2) {  // (at the top of a step: no wgmma in flight, so the branch is safe)
+      const bool ahead = idx + 4 < num_iters;
+      r.ahead_page = ld_global_early(table_slot(next_load[stage], ahead));
+      r.ahead = elected && wg == 0 && ahead;
+    }
     return r;
+  };
+  // Issued by WG0 at the end of a step, long after the page numbers arrived.
+  auto prefetch_ahead = [&](const Refill& r) {
+    if (r.ahead && r.ahead_page >= 0 && r.ahead_page < p.num_blocks) {
+      bulk_prefetch_l2(static_cast<const uint8_t*>(p.k_cache) + static_cast<int64_t>(r.ahead_page) * p.k_stride_block * 2,
+                       kTileBytes);
+    }
   };
   // Issues a planned refill of the given box groups; called after this warpgroup's last wgmma
   // that reads them has retired (it branches).
@@ -216,16 +238,35 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   };
 
   // Waits for the block at sequence index `idx` in `stage` and issues S = Q K^T over 576 dims.
+  // With +streamqk the wgmmas of a box group are issued as soon as that group has landed (the
+  // later groups' waits then run with the earlier ones on the tensor pipe); without it, all three
+  // groups are waited for first. A request's last, partial block waits for both V groups first
+  // either way, to zero their tail rows before any wgmma reads the stage.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
     const uint32_t parity = (idx >> 1) & 1;
-    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVLeft], parity);
-    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupVRight], parity);
-    mbar_wait(&full_bar[stage * 3 + seesaw::kGroupRope], parity);
-    SEESAW_TRACE(1);  // K tile landed
+    uint64_t* bars = &full_bar[stage * 3];
     const int valid_rows = seqlen - block * kPageSize;
-    if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
-    issue_qk_wgmmas<T>(s_acc, smem_addr(sQ), smem_addr(tile));
+    const bool zero_tail = last && valid_rows < kPageSize;
+    mbar_wait(&bars[seesaw::kGroupVLeft], parity);
+    if (!stream_qk || zero_tail) mbar_wait(&bars[seesaw::kGroupVRight], parity);
+    if (!stream_qk) mbar_wait(&bars[seesaw::kGroupRope], parity);
+    SEESAW_TRACE(1);  // K tile landed (with +streamqk: its V left group)
+    if (zero_tail) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
+#pragma unroll
+    for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
+    wgmma_fence();
+    const uint32_t q_addr = smem_addr(sQ), k_addr = smem_addr(tile);
+    issue_qk_box_range<T, 0, 4>(s_acc, q_addr, k_addr);
+    // Each wait is a loop; the explicit fence after it keeps ptxas from inserting its own on that
+    // path, which would make it serialise every wgmma of the kernel (C7520).
+    mbar_wait(&bars[seesaw::kGroupVRight], parity);  // (already complete without +streamqk)
+    wgmma_fence();
+    issue_qk_box_range<T, 4, 8>(s_acc, q_addr, k_addr);
+    mbar_wait(&bars[seesaw::kGroupRope], parity);
+    wgmma_fence();
+    issue_qk_box_range<T, seesaw::kRopeBox, seesaw::kRopeBox + 1>(s_acc, q_addr, k_addr);
+    wgmma_commit();
   };
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
                           int block) {
@@ -428,6 +469,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);  // second PV retired
         refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        prefetch_ahead(r0);
+        prefetch_ahead(r1);
       } else {
         // WG1 multiplies block A (which needs only WG0's m0, s0, P_A) before its own softmax, so
         // that PV runs on the tensor pipe during the softmax and stage 0's right half is freed
