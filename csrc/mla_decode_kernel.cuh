@@ -109,16 +109,16 @@ struct ElemOps<__half> {
 // 128-byte-swizzled shared tiles of one layout. Zeroes the accumulators, issues one commit group.
 // Descriptors advance by adding the byte offset >> 4 to the start-address field, which never
 // carries out of its 14 bits inside shared memory.
-// The k-steps of boxes [kBoxBegin, kBoxEnd) only, with no fence and no commit: the seesaw issues
-// S box group by box group as the groups land. The first k-step of box 0 overwrites S.
-template <typename T, int kBoxBegin, int kBoxEnd>
-__device__ __forceinline__ void issue_qk_box_range(float* s_acc, uint32_t q_addr, uint32_t k_addr) {
+// The 4 k-steps of one box only, with no fence and no commit: the seesaw issues S box by box as
+// the boxes land. The first k-step of box 0 overwrites S.
+template <typename T>
+__device__ __forceinline__ void issue_qk_box(float* s_acc, uint32_t q_addr, uint32_t k_addr, int box) {
   const uint64_t q_desc = make_smem_desc_sw128(q_addr, 16, 1024);
   const uint64_t k_desc = make_smem_desc_sw128(k_addr, 16, 1024);
 #pragma unroll
-  for (int kk = kBoxBegin * 4; kk < kBoxEnd * 4; ++kk) {
-    const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-    ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, kk > 0);
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t off16 = (box * kBoxBytes + k * 32) >> 4;
+    ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, box > 0 || k > 0);
   }
 }
 template <typename T>
@@ -126,7 +126,8 @@ __device__ __forceinline__ void issue_qk_wgmmas(float* s_acc, uint32_t q_addr, u
 #pragma unroll
   for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   wgmma_fence();
-  issue_qk_box_range<T, 0, kNumBoxes>(s_acc, q_addr, k_addr);
+#pragma unroll
+  for (int box = 0; box < kNumBoxes; ++box) issue_qk_box<T>(s_acc, q_addr, k_addr, box);
   wgmma_commit();
 }
 
@@ -408,8 +409,7 @@ constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 c
 constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
-constexpr int kFlagStreamQk = 256;    // seesaw: S issued box group by box group as the groups land
-constexpr int kFlagPrefetchL2 = 512;   // seesaw: m-block 0 prefetches pages into L2 two blocks ahead of the refills
+constexpr int kFlagStreamBox = 256;   // seesaw: S issued box by box as the boxes land (not group by group)
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

@@ -16,11 +16,11 @@
 // Both halves end relative to the same running max; each warpgroup keeps the row sums of the P
 // it computed, and the two are added at the end. This is exact online softmax, reordered.
 //
-// Each K stage has three "full" mbarriers, one per box group (V left = boxes 0-3, V right =
-// boxes 4-7, rope = box 8), because the groups are released at different times by different
-// warpgroups: the last reader of a group issues its refill (block + 2) as soon as its own wgmma
-// that reads it has retired, with no "empty" barrier (the other readers are ordered before it
-// through the P handoff barriers).
+// Each K stage has one "full" mbarrier per box. The boxes are released in groups (V left = boxes
+// 0-3, V right = boxes 4-7, rope = box 8) at different times by different warpgroups: the last
+// reader of a group issues its refill (block + 2) as soon as its own wgmma that reads it has
+// retired, with no "empty" barrier (the other readers are ordered before it through the P
+// handoff barriers). S is issued group by group as the groups land (box by box with +streambox).
 //
 // A request whose blocks start on stage 1 begins with a step of block B alone; one that ends on
 // stage 0 ends with a step of block A alone.
@@ -38,14 +38,11 @@ constexpr int kSmemQ = 0;
 constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
 constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
 constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
-constexpr int kSmemUsed = kSmemBars + 6 * 8;                  // full[stage * 3 + group]
+constexpr int kSmemUsed = kSmemBars + 2 * kNumBoxes * 8;      // full[stage * 9 + box]
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
-constexpr int kGroupVLeft = 0;   // boxes 0-3
-constexpr int kGroupVRight = 1;  // boxes 4-7
-constexpr int kGroupRope = 2;    // box 8; holds P once S of its block is done
-constexpr int kRopeBox = 8;
+constexpr int kRopeBox = 8;  // holds P once S of its block is done
 
 // Named barrier ids (1-4 belong to the serial kernel; ids are per thread block).
 constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
@@ -114,7 +111,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (tid == 0) {
-    for (int i = 0; i < 6; ++i) mbar_init(&full_bar[i], 1);
+    for (int i = 0; i < 2 * kNumBoxes; ++i) mbar_init(&full_bar[i], 1);
     mbar_fence_init();
   }
   __syncthreads();
@@ -127,23 +124,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
-  const bool stream_qk = (p.schedule & kFlagStreamQk) != 0;
-  // +prefetch: the page two blocks past each refill goes into L2 ahead of its TMA load, so that
-  // load hits L2 instead of waiting on HBM. One thread block per kv head and part (m-block 0)
-  // prefetches for all of them, in one bulk instruction per page, which needs the page of one kv
-  // head to be contiguous (h_kv = 1, dense tokens).
-  const bool prefetch_l2 = (p.schedule & kFlagPrefetchL2) != 0 && m_block == 0 && p.h_kv == 1 &&
-                           p.k_stride_token == kHeadDimQK;
+  const bool stream_box = (p.schedule & kFlagStreamBox) != 0;
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
-  // Loads boxes [box_begin, box_end) of the block at cursor `c` into `stage`, counted on the
-  // group's mbarrier.
-  auto load_boxes = [&](const PartCursor& c, int stage, int group, int box_begin, int box_end) {
-    const int page = p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block];
+  // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
+  // mbarrier.
+  auto load_boxes = [&](int page, int stage, int box_begin, int box_end) {
     uint8_t* dst = sK + stage * kTileBytes;
-    uint64_t* bar = &full_bar[stage * 3 + group];
-    mbar_arrive_expect_tx(bar, (box_end - box_begin) * kBoxBytes);
     for (int box = box_begin; box < box_end; ++box) {
+      uint64_t* bar = &full_bar[stage * kNumBoxes + box];
+      mbar_arrive_expect_tx(bar, kBoxBytes);
       tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
     }
   };
@@ -155,9 +145,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (int idx = 0; idx < 2; ++idx) {
       if (tid == 0 && idx < num_iters) {
         if (idx == 0) prefetch_tensor_map(&kv_map);
-        load_boxes(c, idx, seesaw::kGroupVLeft, 0, 4);
-        load_boxes(c, idx, seesaw::kGroupVRight, 4, 8);
-        load_boxes(c, idx, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        load_boxes(p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block], idx, 0, kNumBoxes);
       }
       c.advance(p, end_req, end_block);
     }
@@ -172,100 +160,70 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
   struct Refill {
     int page, issue;
-    int ahead_page, ahead;  // +prefetch: the page of block idx + 4, and whether to prefetch it
-  };
-  auto table_slot = [&](const PartCursor& c, bool valid) {
-    // An address inside the table either way, so the load needs no branch and can be issued early.
-    return valid ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block : p.block_table;
   };
   auto plan_refill = [&](int stage, int idx) {
     Refill r;
     const bool exists = idx + 2 < num_iters;
-    r.page = ld_global_early(table_slot(next_load[stage], exists));
+    const PartCursor& c = next_load[stage];
+    // An address inside the table either way, so the load needs no branch and can be issued early.
+    const int* slot = exists ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block
+                             : p.block_table;
+    r.page = ld_global_early(slot);
     r.issue = elected && exists;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
-    r.ahead_page = 0;
-    r.ahead = 0;
-    if (prefetch_l2) {  // (at the top of a step: no wgmma in flight, so the branch is safe)
-      const bool ahead = idx + 4 < num_iters;
-      r.ahead_page = ld_global_early(table_slot(next_load[stage], ahead));
-      r.ahead = elected && wg == 0 && ahead;
-    }
     return r;
   };
-  // Issued by WG0 at the end of a step, long after the page numbers arrived.
-  auto prefetch_ahead = [&](const Refill& r) {
-    if (r.ahead && r.ahead_page >= 0 && r.ahead_page < p.num_blocks) {
-      bulk_prefetch_l2(static_cast<const uint8_t*>(p.k_cache) + static_cast<int64_t>(r.ahead_page) * p.k_stride_block * 2,
-                       kTileBytes);
-    }
-  };
-  // Issues a planned refill of the given box groups; called after this warpgroup's last wgmma
-  // that reads them has retired (it branches).
-  auto refill = [&](int stage, const Refill& r, int group_a, int a_begin, int a_end, int group_b, int b_begin,
-                    int b_end) {
+  // Issues a planned refill of boxes [a_begin, a_end) and [b_begin, b_end); called after this
+  // warpgroup's last wgmma that reads them has retired (it branches).
+  auto refill = [&](int stage, const Refill& r, int a_begin, int a_end, int b_begin, int b_end) {
     if (r.issue) {
-      auto load = [&](int group, int box_begin, int box_end) {
-        uint8_t* dst = sK + stage * kTileBytes;
-        uint64_t* bar = &full_bar[stage * 3 + group];
-        mbar_arrive_expect_tx(bar, (box_end - box_begin) * kBoxBytes);
-        for (int box = box_begin; box < box_end; ++box) {
-          tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
-        }
-      };
-      load(group_a, a_begin, a_end);
-      if (group_b >= 0) load(group_b, b_begin, b_end);
+      load_boxes(r.page, stage, a_begin, a_end);
+      load_boxes(r.page, stage, b_begin, b_end);
     }
   };
 
   // The same, predicated instead of branching: usable while a wgmma is in flight (a divergent
   // branch there makes ptxas serialise every wgmma of the kernel). Used to queue a refill right
   // behind the next PV instead of between the two, where its TMA issue held up the warpgroup.
-  auto refill_async = [&](int stage, const Refill& r, int group_a, int a_begin, int a_end, int group_b,
-                          int b_begin, int b_end) {
-    auto load = [&](int group, int box_begin, int box_end) {
-      uint8_t* dst = sK + stage * kTileBytes;
-      uint64_t* bar = &full_bar[stage * 3 + group];
-      mbar_arrive_expect_tx_if(r.issue, bar, (box_end - box_begin) * kBoxBytes);
+  auto refill_async = [&](int stage, const Refill& r, int box_begin, int box_end) {
+    uint8_t* dst = sK + stage * kTileBytes;
 #pragma unroll
-      for (int box = box_begin; box < box_end; ++box) {
-        tma_load_4d_if(r.issue, dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
-      }
-    };
-    load(group_a, a_begin, a_end);
-    if (group_b >= 0) load(group_b, b_begin, b_end);
+    for (int box = box_begin; box < box_end; ++box) {
+      uint64_t* bar = &full_bar[stage * kNumBoxes + box];
+      mbar_arrive_expect_tx_if(r.issue, bar, kBoxBytes);
+      tma_load_4d_if(r.issue, dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
+    }
   };
 
-  // Waits for the block at sequence index `idx` in `stage` and issues S = Q K^T over 576 dims.
-  // With +streamqk the wgmmas of a box group are issued as soon as that group has landed (the
-  // later groups' waits then run with the earlier ones on the tensor pipe); without it, all three
-  // groups are waited for first. A request's last, partial block waits for both V groups first
-  // either way, to zero their tail rows before any wgmma reads the stage.
+  // S is issued box by box (+streambox) or box group by box group (V left = boxes 0-3, V right =
+  // 4-7, rope = 8), each as soon as it has landed, so the tensor pipe starts on the first boxes
+  // while the rest of the page is still arriving. A request's last, partial block first waits for
+  // all V boxes, to zero their tail rows before any wgmma reads the stage.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
     const uint32_t parity = (idx >> 1) & 1;
-    uint64_t* bars = &full_bar[stage * 3];
+    uint64_t* bars = &full_bar[stage * kNumBoxes];
     const int valid_rows = seqlen - block * kPageSize;
-    const bool zero_tail = last && valid_rows < kPageSize;
-    mbar_wait(&bars[seesaw::kGroupVLeft], parity);
-    if (!stream_qk || zero_tail) mbar_wait(&bars[seesaw::kGroupVRight], parity);
-    if (!stream_qk) mbar_wait(&bars[seesaw::kGroupRope], parity);
-    SEESAW_TRACE(1);  // K tile landed (with +streamqk: its V left group)
-    if (zero_tail) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
+    if (last && valid_rows < kPageSize) {
+      for (int box = 0; box < 8; ++box) mbar_wait(&bars[box], parity);
+      zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
+    }
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-    wgmma_fence();
     const uint32_t q_addr = smem_addr(sQ), k_addr = smem_addr(tile);
-    issue_qk_box_range<T, 0, 4>(s_acc, q_addr, k_addr);
-    // Each wait is a loop; the explicit fence after it keeps ptxas from inserting its own on that
-    // path, which would make it serialise every wgmma of the kernel (C7520).
-    mbar_wait(&bars[seesaw::kGroupVRight], parity);  // (already complete without +streamqk)
-    wgmma_fence();
-    issue_qk_box_range<T, 4, 8>(s_acc, q_addr, k_addr);
-    mbar_wait(&bars[seesaw::kGroupRope], parity);
-    wgmma_fence();
-    issue_qk_box_range<T, seesaw::kRopeBox, seesaw::kRopeBox + 1>(s_acc, q_addr, k_addr);
+#pragma unroll
+    for (int box = 0; box < kNumBoxes; ++box) {
+      if (!stream_box && (box == 0 || box == 4)) {
+        for (int later = box + 1; later < box + 4; ++later) mbar_wait(&bars[later], parity);
+      }
+      mbar_wait(&bars[box], parity);
+      if (box == 0) SEESAW_TRACE(1);  // first K box (group) landed
+      // Each wait is a loop; the explicit fence after it keeps ptxas from inserting its own on
+      // that path, which would make it serialise every wgmma of the kernel (C7520).
+      wgmma_fence();
+      issue_qk_box<T>(s_acc, q_addr, k_addr, box);
+    }
     wgmma_commit();
   };
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
@@ -385,9 +343,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       float* s_scale = stage ? sScale1 : sScale0;
       constexpr int stats_bar = stage ? seesaw::kBarStats1 : seesaw::kBarStats0;
       float* rescale = stage ? s1 : s0;
-      // Warpgroup w multiplies V boxes 4w..4w+3 (its half of O): group V left for 0, V right for 1.
-      constexpr int owner_half = stage ? seesaw::kGroupVRight : seesaw::kGroupVLeft;
-      constexpr int other_half = stage ? seesaw::kGroupVLeft : seesaw::kGroupVRight;
+      // Warpgroup w multiplies V boxes 4w..4w+3 (its half of O).
+      constexpr int owner_half = stage;
+      constexpr int other_half = 1 - stage;
       const Refill r = plan_refill(stage, idx);
       if (wg == stage) {
         issue_qk(s_acc, stage, idx, seqlen, blk, last, stage ? seesaw::kBarZero1 : seesaw::kBarZero0);
@@ -404,7 +362,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, rescale);
         issue_pv_regs(o, p_frag, stage);
         wgmma_retire<128>(o);
-        refill(stage, r, owner_half, 4 * owner_half, 4 * owner_half + 4, -1, 0, 0);
+        refill(stage, r, 4 * owner_half, 4 * owner_half + 4, 0, 0);
       } else {
         named_barrier_sync(stats_bar, kNumThreads);
         read_stats(s_max, s_scale, row_max, rescale);
@@ -412,8 +370,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, rescale);
         issue_pv_smem(o, stage);
         wgmma_retire<128>(o);
-        refill(stage, r, other_half, 4 * other_half, 4 * other_half + 4, seesaw::kGroupRope, seesaw::kRopeBox,
-               seesaw::kRopeBox + 1);
+        refill(stage, r, 4 * other_half, 4 * other_half + 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       }
     };
 
@@ -460,17 +417,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         // Stage 0's V left is free now. +earlyrefill (an experiment) issues its refill here (no
         // wgmma in flight, so the branch is safe), ~700 cycles earlier than behind the second PV;
         // the TMA issue then delays that PV, and it measured slower (docs/kernel-design.md 5.3).
-        if (early_refill) refill(0, r0, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
+        if (early_refill) refill(0, r0, 0, 4, 0, 0);
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
         const Refill r0_late = {r0.page, r0.issue && !early_refill};
-        refill_async(0, r0_late, seesaw::kGroupVLeft, 0, 4, -1, 0, 0);
+        refill_async(0, r0_late, 0, 4);
         SEESAW_TRACE(7);  // second PV issued
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);  // second PV retired
-        refill(1, r1, seesaw::kGroupVLeft, 0, 4, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
-        prefetch_ahead(r0);
-        prefetch_ahead(r1);
+        refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);
       } else {
         // WG1 multiplies block A (which needs only WG0's m0, s0, P_A) before its own softmax, so
         // that PV runs on the tensor pipe during the softmax and stage 0's right half is freed
@@ -505,13 +460,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         row_sum[1] += p_sum[1];
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
-        refill(0, r0, seesaw::kGroupVRight, 4, 8, seesaw::kGroupRope, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
         SEESAW_TRACE(7);
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);
-        refill(1, r1, seesaw::kGroupVRight, 4, 8, -1, 0, 0);
+        refill(1, r1, 4, 8, 0, 0);
       }
 #ifdef FLASHMLA_SEESAW_TRACE
       ++trace_step;

@@ -95,12 +95,6 @@ __device__ __forceinline__ void tma_load_4d_if(int pred, void* dst, const CUtens
       "l"(cache_policy), "r"(pred)
       : "memory");
 }
-// `bytes` (a multiple of 16) contiguous bytes of global memory into L2 only: no shared memory,
-// no barrier, nothing to wait for.
-__device__ __forceinline__ void bulk_prefetch_l2(const void* ptr, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(reinterpret_cast<uint64_t>(ptr)), "r"(bytes)
-               : "memory");
-}
 __device__ __forceinline__ uint64_t make_evict_first_policy() {
   uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Interleaved A/B timing of CUDA schedules, for effects of a few percent.
+
+One pass of bench_cuda.py times each variant once per shape; on the compute-bound rows two
+timings of the same launch in that pass differ by up to 5% (clock drift under load), which
+hides a 2-3% change. Here every shape is timed in ROUNDS rounds, each round timing every
+variant once in a rotated order, and each variant is summarised by its median over rounds and
+by how many rounds it beat the first variant in. Method per timing as perf-targets.md
+(do_bench warmup=25, rep=100, median; metadata outside the timed call).
+
+    AB_VARIANTS=seesaw,seesaw+streamqk AB_ROUNDS=5 python scripts/ab_cuda.py out.csv
+    AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | all
+"""
+import csv
+import datetime
+import os
+import statistics
+import sys
+
+import torch
+import triton
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cuda import bench, load_shapes, make  # noqa: E402
+
+from flashmla import cuda_backend  # noqa: E402
+
+
+def main():
+    out_csv = sys.argv[1] if len(sys.argv) > 1 else "ab_cuda.csv"
+    variants = os.environ.get("AB_VARIANTS", "seesaw,seesaw+streamqk").split(",")
+    rounds = int(os.environ.get("AB_ROUNDS", "5"))
+    which = os.environ.get("AB_ROWS", "compute")
+    shapes = load_shapes("targets" if which == "compute" else which)
+    if which == "compute":
+        shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
+    device = torch.device("cuda")
+    props = torch.cuda.get_device_properties(device)
+    print(f"GPU {props.name}, torch {torch.__version__}, triton {triton.__version__}; {rounds} rounds; "
+          f"variants {variants}", flush=True)
+    head = f"{'shape':<22}" + "".join(f"{v[:20]:>22}" for v in variants) + f"{'target':>9}"
+    print(head)
+    rows = []
+    for shape, _fm, _fi, target in shapes:
+        b, s_q, mean, h_q, varied = shape
+        q, k, bt, sl, _ = make(*shape, device)
+        md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, props.multi_processor_count)
+        fns = {v: (lambda v=v: cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=v))
+               for v in variants}
+        ref, _ = fns[variants[0]]()
+        for v in variants[1:]:  # a coarse guard; tests/test_cuda.py checks each against the reference
+            out, _ = fns[v]()
+            if not (out.float() - ref.float()).abs().max().item() <= 5e-2 * ref.float().abs().max().item():
+                sys.exit(f"variant {v} gives a different output on {shape}")
+        times = {v: [] for v in variants}
+        for r in range(rounds):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for v in order:
+                times[v].append(bench(fns[v]))
+        med = {v: statistics.median(t) for v, t in times.items()}
+        wins = {v: sum(t < t0 for t, t0 in zip(times[v], times[variants[0]])) for v in variants}
+        label = f"{b},{s_q},{mean},{h_q},{'var' if varied else 'fix'}"
+        cells = [f"{med[variants[0]]:.4f}"] + [f"{med[v]:.4f} {med[v] / med[variants[0]]:5.3f} {wins[v]}/{rounds}"
+                                                for v in variants[1:]]
+        print(f"{label:<22}" + "".join(f"{c:>22}" for c in cells) + f"{target:9.4f}", flush=True)
+        for v in variants:
+            rows.append(dict(gpu=props.name, torch=torch.__version__, date=datetime.date.today().isoformat(),
+                             b=b, s_q=s_q, mean_seqlen=mean, h_q=h_q, varied=varied, variant=v,
+                             median_ms=round(med[v], 5), ratio_vs_first=round(med[v] / med[variants[0]], 4),
+                             rounds_faster_than_first=wins[v], rounds=rounds,
+                             all_ms=" ".join(f"{t:.5f}" for t in times[v]), target_ms=target))
+        del q, k, bt, sl
+    with open(out_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for v in variants[1:]:
+        ratios = [r["ratio_vs_first"] for r in rows if r["variant"] == v]
+        geo = statistics.geometric_mean(ratios)
+        print(f"{v}: time / {variants[0]} geomean {geo:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}) "
+              f"over {len(ratios)} shapes")
+    print(f"wrote {out_csv}")
+
+
+if __name__ == "__main__":
+    main()
