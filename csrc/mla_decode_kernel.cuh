@@ -110,15 +110,15 @@ struct ElemOps<__half> {
 // Descriptors advance by adding the byte offset >> 4 to the start-address field, which never
 // carries out of its 14 bits inside shared memory.
 // The 4 k-steps of one box only, with no fence and no commit: the seesaw issues S box by box as
-// the boxes land. The first k-step of box 0 overwrites S.
+// the boxes land. The first k-step of the `first` box overwrites S.
 template <typename T>
-__device__ __forceinline__ void issue_qk_box(float* s_acc, uint32_t q_addr, uint32_t k_addr, int box) {
+__device__ __forceinline__ void issue_qk_box(float* s_acc, uint32_t q_addr, uint32_t k_addr, int box, bool first) {
   const uint64_t q_desc = make_smem_desc_sw128(q_addr, 16, 1024);
   const uint64_t k_desc = make_smem_desc_sw128(k_addr, 16, 1024);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     const uint32_t off16 = (box * kBoxBytes + k * 32) >> 4;
-    ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, box > 0 || k > 0);
+    ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, !first || k > 0);
   }
 }
 template <typename T>
@@ -127,7 +127,7 @@ __device__ __forceinline__ void issue_qk_wgmmas(float* s_acc, uint32_t q_addr, u
   for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   wgmma_fence();
 #pragma unroll
-  for (int box = 0; box < kNumBoxes; ++box) issue_qk_box<T>(s_acc, q_addr, k_addr, box);
+  for (int box = 0; box < kNumBoxes; ++box) issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
   wgmma_commit();
 }
 
@@ -409,7 +409,7 @@ constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 c
 constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
-constexpr int kFlagStreamBox = 256;   // seesaw: S issued box by box as the boxes land (not group by group)
+constexpr int kFlagBoxOrder = 256;    // seesaw: S takes the boxes in the order their refills are issued
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

@@ -20,7 +20,7 @@
 // 0-3, V right = boxes 4-7, rope = box 8) at different times by different warpgroups: the last
 // reader of a group issues its refill (block + 2) as soon as its own wgmma that reads it has
 // retired, with no "empty" barrier (the other readers are ordered before it through the P
-// handoff barriers). S is issued group by group as the groups land (box by box with +streambox).
+// handoff barriers). S is issued box by box as the boxes land.
 //
 // A request whose blocks start on stage 1 begins with a step of block B alone; one that ends on
 // stage 0 ends with a step of block A alone.
@@ -56,7 +56,7 @@ constexpr int kBarZero1 = 9;   // WG1 alone
 // slot (no branch, so the wgmma pipeline is not serialised by the instrumentation itself).
 #ifdef FLASHMLA_SEESAW_TRACE
 constexpr int kTraceSteps = 24;
-constexpr int kTraceEvents = 12;
+constexpr int kTraceEvents = 13;
 constexpr int kTraceBlocks = 512;
 #endif
 
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
-  const bool stream_box = (p.schedule & kFlagStreamBox) != 0;
+  const bool box_order = (p.schedule & kFlagBoxOrder) != 0;
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
@@ -196,9 +196,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
   };
 
-  // S is issued box by box (+streambox) or box group by box group (V left = boxes 0-3, V right =
-  // 4-7, rope = 8), each as soon as it has landed, so the tensor pipe starts on the first boxes
-  // while the rest of the page is still arriving. A request's last, partial block first waits for
+  // S is issued box by box, each box as soon as it has landed, so the tensor pipe starts on the
+  // first boxes while the rest of the page is still arriving (box groups were 1.6% slower, all
+  // three groups first 2.8%: docs/kernel-design.md 7.8). By default the boxes go in dimension
+  // order; +boxorder takes them in the order the refills are issued (stage 0: V right and rope,
+  // refilled by WG1 after its first PV, before V left, refilled by WG0 behind its second PV;
+  // stage 1: V left and rope before V right). A request's last, partial block first waits for
   // all V boxes, to zero their tail rows before any wgmma reads the stage.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
@@ -213,17 +216,17 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
     const uint32_t q_addr = smem_addr(sQ), k_addr = smem_addr(tile);
 #pragma unroll
-    for (int box = 0; box < kNumBoxes; ++box) {
-      if (!stream_box && (box == 0 || box == 4)) {
-        for (int later = box + 1; later < box + 4; ++later) mbar_wait(&bars[later], parity);
-      }
+    for (int i = 0; i < kNumBoxes; ++i) {
+      const int refill_order = stage == 0 ? (i < 5 ? i + 4 : i - 5) : (i < 4 ? i : (i == 4 ? 8 : i - 1));
+      const int box = box_order ? refill_order : i;
       mbar_wait(&bars[box], parity);
-      if (box == 0) SEESAW_TRACE(1);  // first K box (group) landed
+      if (i == 0) SEESAW_TRACE(1);  // first K box landed
       // Each wait is a loop; the explicit fence after it keeps ptxas from inserting its own on
       // that path, which would make it serialise every wgmma of the kernel (C7520).
       wgmma_fence();
-      issue_qk_box<T>(s_acc, q_addr, k_addr, box);
+      issue_qk_box<T>(s_acc, q_addr, k_addr, box, i == 0);
     }
+    SEESAW_TRACE(12);  // last K box landed, S fully issued
     wgmma_commit();
   };
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,

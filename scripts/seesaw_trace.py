@@ -4,12 +4,13 @@
 Build and run on a Hopper host (docs/kernel-design.md section 7):
     FLASHMLA_BUILD_CUDA=1 FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE \
         python setup.py build_ext --inplace --build-temp build/trace
-    python scripts/seesaw_trace.py [b s_q mean_seqlen h_q]
+    TRACE_SCHEDULE=seesaw python scripts/seesaw_trace.py [b s_q mean_seqlen h_q]
     rm flashmla/_C*.so   # so that the next normal build relinks the uninstrumented kernel
 
 Prints, per warpgroup, the median clock (SM cycles) of each event relative to the start of the
 step, over every thread block and the steady-state steps, and the median step period.
 """
+import os
 import sys
 
 import torch
@@ -18,10 +19,11 @@ from flashmla import cuda_backend, testing
 
 EVENTS = {  # event index -> meaning, per warpgroup (csrc/mla_decode_seesaw.cuh, SEESAW_TRACE)
     0: ("step start", "step start"),
-    1: ("K tile A landed", "K tile B landed"),
+    1: ("first K box of A landed", "first K box of B landed"),
     2: ("S_A retired", "S_B retired"),
     9: ("softmax arithmetic done", "softmax arithmetic done"),
     11: ("P_A and stats stored (before the proxy fence)", "P_B and stats stored (before the proxy fence)"),
+    12: ("last K box of A landed, S_A issued", "last K box of B landed, S_B issued"),
     10: ("proxy fence done", "proxy fence done"),
     5: ("m1,s1,P_B received", "m0,s0,P_A received"),
     3: ("softmax done, m0/s0/P_A out", "softmax done, m1/s1/P_B out"),
@@ -34,13 +36,14 @@ EVENTS = {  # event index -> meaning, per warpgroup (csrc/mla_decode_seesaw.cuh,
 
 def main():
     b, s_q, mean, h_q = (int(x) for x in sys.argv[1:5]) if len(sys.argv) >= 5 else (128, 2, 8192, 128)
+    schedule = os.environ.get("TRACE_SCHEDULE", "seesaw")
     device = torch.device("cuda")
     seqlens = [mean] * b
     inputs = testing.make_decode_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device)
     q, k, bt, sl = inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens
     md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, torch.cuda.get_device_properties(0).multi_processor_count)
     for _ in range(3):
-        cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule="seesaw")
+        cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=schedule)
     torch.cuda.synchronize()
     trace = cuda_backend._C.seesaw_trace()
     if trace.numel() == 0:
@@ -51,7 +54,8 @@ def main():
     start = t[:, 0:1, :, 0:1]  # WG0's step start
     rel = t - start
     period = (t[:, 0, 1:, 0] - t[:, 0, :-1, 0]).flatten().median().item()
-    print(f"shape b={b} s_q={s_q} seqlen={mean} h_q={h_q}: {num_blocks} thread blocks, steps 2..{steps - 2}")
+    print(f"shape b={b} s_q={s_q} seqlen={mean} h_q={h_q}, schedule {schedule}: {num_blocks} thread blocks, "
+          f"steps 2..{steps - 2}")
     print(f"median step period (two 64-token blocks): {period:.0f} cycles")
     # Each event's median offset is taken on its own, so the lists below are not one consistent
     # timeline (events of the two warpgroups can even appear inverted). The segment durations
