@@ -150,7 +150,7 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   MLA_CHECK(schedule >= 0 && schedule <= 511,
             "schedule must be 0 (auto), 1 (serial), 2 (pipelined), 3 (chained) or 16 (seesaw), plus 4 for "
             "rendezvous barriers, 8 for the column-split combine, 32 for L2 evict_normal K loads, 64 for "
-            "the seesaw's early refill, 128 for 128-byte L2 promotion and 256 for the seesaw's paired thread blocks, "
+            "the seesaw's early refill, 128 for 128-byte L2 promotion and 256 for the seesaw's box order, "
             "got ", schedule);
   p.schedule = static_cast<int>(schedule);
 

@@ -409,7 +409,7 @@ constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 c
 constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
-constexpr int kFlagPairedCtas = 256;  // seesaw: clusters of two m-blocks share each page load (multicast)
+constexpr int kFlagBoxOrder = 256;    // seesaw: S takes the boxes in the order their refills are issued
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -768,23 +768,8 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv
       if (err != cudaSuccess) return err;
       seesaw_configured = true;
     }
-    if (!seesaw_paired(params)) {
-      mla_decode_seesaw_kernel<T><<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, params);
-      return cudaGetLastError();
-    }
-    cudaLaunchAttribute cluster;
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = 2;  // m-blocks 2k and 2k + 1
-    cluster.val.clusterDim.y = 1;
-    cluster.val.clusterDim.z = 1;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(kNumThreads);
-    config.dynamicSmemBytes = seesaw::kSmemBytes;
-    config.stream = stream;
-    config.attrs = &cluster;
-    config.numAttrs = 1;
-    return cudaLaunchKernelEx(&config, mla_decode_seesaw_kernel<T>, kv_map, params);
+    mla_decode_seesaw_kernel<T><<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, params);
+    return cudaGetLastError();
   }
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).
   int kind = params.schedule & 3;

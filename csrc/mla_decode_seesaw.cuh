@@ -38,7 +38,7 @@ constexpr int kSmemQ = 0;
 constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
 constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
 constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
-constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 4) * 8;  // full[stage * 9 + box], empty[stage * 2 + wg]
+constexpr int kSmemUsed = kSmemBars + 2 * kNumBoxes * 8;      // full[stage * 9 + box]
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -72,12 +72,6 @@ __device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps
 #define SEESAW_TRACE(event) ((void)0)
 #endif
 
-// +pair applies where the m-blocks of a kv head come in pairs; the launcher then asks for
-// clusters of two thread blocks (mla_decode_kernel.cuh, launch_main_kernel).
-__host__ __device__ __forceinline__ bool seesaw_paired(const DecodeParams& p) {
-  return (p.schedule & kFlagPairedCtas) != 0 && p.num_m_blocks % 2 == 0;
-}
-
 // wgmma_wait, then pin the accumulators behind it: the compiler does not know that the async
 // wgmma writes them, so it must not move their next use above the wait.
 template <int N>
@@ -103,9 +97,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   float* sSum0 = sScale1 + kRowsPerTile;                           // row sums at a request's end
   float* sSum1 = sSum0 + kRowsPerTile;
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + seesaw::kSmemBars);
-  // Paired mode only: empty[stage * 2 + w] completes when the other thread block's warpgroup w
-  // has released its copy of the boxes that warpgroup w refills in that stage.
-  uint64_t* empty_bar = full_bar + 2 * kNumBoxes;
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -118,25 +109,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
   const int end_block = range.end_block, begin_chunk = range.begin_chunk, num_iters = range.num_iters;
 
-  // +pair: launched as clusters of two thread blocks, m-blocks 2k and 2k + 1 of one kv head and
-  // part, which read the same pages. Each page is fetched from L2 once for both, half of its boxes
-  // by each block, multicast into both (docs/kernel-design.md 7.9). A block may refill a stage
-  // only once both have released it, so the last reader of each box group signals the other
-  // block's `empty` barrier and waits on its own before the refill.
-  const bool paired = seesaw_paired(p);
-  const uint32_t cta_rank = paired ? cluster_cta_rank() : 0;
-  const uint32_t peer_rank = cta_rank ^ 1;
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (tid == 0) {
     for (int i = 0; i < 2 * kNumBoxes; ++i) mbar_init(&full_bar[i], 1);
-    for (int i = 0; i < 4; ++i) mbar_init(&empty_bar[i], 1);
     mbar_fence_init();
   }
-  if (paired) {
-    cluster_sync();  // both blocks' barriers exist before either multicasts into the other
-  } else {
-    __syncthreads();
-  }
+  __syncthreads();
 
 #ifdef FLASHMLA_SEESAW_TRACE
   const int trace_block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
@@ -146,20 +124,17 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
+  const bool box_order = (p.schedule & kFlagBoxOrder) != 0;
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
-  // mbarrier; where `pred`. Paired, this block loads the boxes of its parity into both blocks and
-  // expects all of them (the other block loads the rest).
-  auto load_boxes_if = [&](int pred, int page, int stage, int box_begin, int box_end) {
+  // mbarrier.
+  auto load_boxes = [&](int page, int stage, int box_begin, int box_end) {
     uint8_t* dst = sK + stage * kTileBytes;
-#pragma unroll
     for (int box = box_begin; box < box_end; ++box) {
       uint64_t* bar = &full_bar[stage * kNumBoxes + box];
-      mbar_arrive_expect_tx_if(pred, bar, kBoxBytes);
-      tma_load_4d_if(pred && !paired, dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
-      tma_load_4d_multicast_if(pred && paired && (box & 1) == static_cast<int>(cta_rank), dst + box * kBoxBytes,
-                               &kv_map, bar, box * kBoxDim, 0, kv_head, page, 0x3, policy);
+      mbar_arrive_expect_tx(bar, kBoxBytes);
+      tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
     }
   };
   // next_load[s]: the block that refills stage s (sequence index of its current block + 2).
@@ -170,8 +145,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (int idx = 0; idx < 2; ++idx) {
       if (tid == 0 && idx < num_iters) {
         if (idx == 0) prefetch_tensor_map(&kv_map);
-        load_boxes_if(1, p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block], idx, 0,
-                      kNumBoxes);
+        load_boxes(p.block_table[static_cast<int64_t>(c.req) * p.block_table_stride + c.block], idx, 0, kNumBoxes);
       }
       c.advance(p, end_req, end_block);
     }
@@ -186,8 +160,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
   struct Refill {
     int page, issue;
-    int exists;        // there is a block to load (the same in every thread and in both paired blocks)
-    uint32_t parity;   // phase of the stage's empty barriers this refill waits for (paired)
   };
   auto plan_refill = [&](int stage, int idx) {
     Refill r;
@@ -198,27 +170,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
                              : p.block_table;
     r.page = ld_global_early(slot);
     r.issue = elected && exists;
-    r.exists = exists;
-    r.parity = (idx >> 1) & 1;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
     return r;
   };
-  // Paired: tells the other block that this warpgroup has released its boxes of `stage`, then
-  // waits until the other block's warpgroup has released its copy. Branch-free.
-  auto release_pair = [&](int stage, const Refill& r) {
-    if (!paired) return;
-    uint64_t* empty = &empty_bar[stage * 2 + wg];
-    mbar_arrive_remote_if(r.issue, empty, peer_rank);
-    mbar_wait_cluster_if(r.exists, empty, r.parity);
-  };
   // Issues a planned refill of boxes [a_begin, a_end) and [b_begin, b_end); called after this
   // warpgroup's last wgmma that reads them has retired (it branches).
   auto refill = [&](int stage, const Refill& r, int a_begin, int a_end, int b_begin, int b_end) {
-    release_pair(stage, r);
     if (r.issue) {
-      load_boxes_if(1, r.page, stage, a_begin, a_end);
-      load_boxes_if(1, r.page, stage, b_begin, b_end);
+      load_boxes(r.page, stage, a_begin, a_end);
+      load_boxes(r.page, stage, b_begin, b_end);
     }
   };
 
@@ -226,14 +187,22 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // branch there makes ptxas serialise every wgmma of the kernel). Used to queue a refill right
   // behind the next PV instead of between the two, where its TMA issue held up the warpgroup.
   auto refill_async = [&](int stage, const Refill& r, int box_begin, int box_end) {
-    release_pair(stage, r);
-    load_boxes_if(r.issue, r.page, stage, box_begin, box_end);
+    uint8_t* dst = sK + stage * kTileBytes;
+#pragma unroll
+    for (int box = box_begin; box < box_end; ++box) {
+      uint64_t* bar = &full_bar[stage * kNumBoxes + box];
+      mbar_arrive_expect_tx_if(r.issue, bar, kBoxBytes);
+      tma_load_4d_if(r.issue, dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, policy);
+    }
   };
 
   // S is issued box by box, each box as soon as it has landed, so the tensor pipe starts on the
   // first boxes while the rest of the page is still arriving (box groups were 1.6% slower, all
-  // three groups first 2.8%: docs/kernel-design.md 7.8). A request's last, partial block first
-  // waits for all V boxes, to zero their tail rows before any wgmma reads the stage.
+  // three groups first 2.8%: docs/kernel-design.md 7.8). By default the boxes go in dimension
+  // order; +boxorder takes them in the order the refills are issued (stage 0: V right and rope,
+  // refilled by WG1 after its first PV, before V left, refilled by WG0 behind its second PV;
+  // stage 1: V left and rope before V right). A request's last, partial block first waits for
+  // all V boxes, to zero their tail rows before any wgmma reads the stage.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
     const uint32_t parity = (idx >> 1) & 1;
@@ -247,13 +216,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
     const uint32_t q_addr = smem_addr(sQ), k_addr = smem_addr(tile);
 #pragma unroll
-    for (int box = 0; box < kNumBoxes; ++box) {
+    for (int i = 0; i < kNumBoxes; ++i) {
+      const int refill_order = stage == 0 ? (i < 5 ? i + 4 : i - 5) : (i < 4 ? i : (i == 4 ? 8 : i - 1));
+      const int box = box_order ? refill_order : i;
       mbar_wait(&bars[box], parity);
-      if (box == 0) SEESAW_TRACE(1);  // first K box landed
+      if (i == 0) SEESAW_TRACE(1);  // first K box landed
       // Each wait is a loop; the explicit fence after it keeps ptxas from inserting its own on
       // that path, which would make it serialise every wgmma of the kernel (C7520).
       wgmma_fence();
-      issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
+      issue_qk_box<T>(s_acc, q_addr, k_addr, box, i == 0);
     }
     SEESAW_TRACE(12);  // last K box landed, S fully issued
     wgmma_commit();
@@ -535,7 +506,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
     if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
   }  // requests
-  if (paired) cluster_sync();  // neither block leaves while the other may still signal it
 #endif
 }
 
