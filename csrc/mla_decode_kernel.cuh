@@ -409,7 +409,6 @@ constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 c
 constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
-constexpr int kFlagBoxOrder = 256;    // seesaw: S takes the boxes in the order their refills are issued
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

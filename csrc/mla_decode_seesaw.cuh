@@ -124,7 +124,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
-  const bool box_order = (p.schedule & kFlagBoxOrder) != 0;
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
@@ -197,12 +196,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   };
 
   // S is issued box by box, each box as soon as it has landed, so the tensor pipe starts on the
-  // first boxes while the rest of the page is still arriving (box groups were 1.6% slower, all
-  // three groups first 2.8%: docs/kernel-design.md 7.8). By default the boxes go in dimension
-  // order; +boxorder takes them in the order the refills are issued (stage 0: V right and rope,
-  // refilled by WG1 after its first PV, before V left, refilled by WG0 behind its second PV;
-  // stage 1: V left and rope before V right). A request's last, partial block first waits for
-  // all V boxes, to zero their tail rows before any wgmma reads the stage.
+  // first boxes while the rest of the page is still arriving (docs/kernel-design.md 7.8: 2.8%
+  // faster than waiting for the whole page on the compute-bound rows, 1.6% faster than box
+  // groups). A request's last, partial block first waits for all V boxes, to zero their tail
+  // rows before any wgmma reads the stage.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
     const uint32_t parity = (idx >> 1) & 1;
@@ -216,15 +213,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
     const uint32_t q_addr = smem_addr(sQ), k_addr = smem_addr(tile);
 #pragma unroll
-    for (int i = 0; i < kNumBoxes; ++i) {
-      const int refill_order = stage == 0 ? (i < 5 ? i + 4 : i - 5) : (i < 4 ? i : (i == 4 ? 8 : i - 1));
-      const int box = box_order ? refill_order : i;
+    for (int box = 0; box < kNumBoxes; ++box) {
       mbar_wait(&bars[box], parity);
-      if (i == 0) SEESAW_TRACE(1);  // first K box landed
+      if (box == 0) SEESAW_TRACE(1);  // first K box landed
       // Each wait is a loop; the explicit fence after it keeps ptxas from inserting its own on
       // that path, which would make it serialise every wgmma of the kernel (C7520).
       wgmma_fence();
-      issue_qk_box<T>(s_acc, q_addr, k_addr, box, i == 0);
+      issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
     }
     SEESAW_TRACE(12);  // last K box landed, S fully issued
     wgmma_commit();

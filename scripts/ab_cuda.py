@@ -8,7 +8,7 @@ variant once in a rotated order, and each variant is summarised by its median ov
 by how many rounds it beat the first variant in. Method per timing as perf-targets.md
 (do_bench warmup=25, rep=100, median; metadata outside the timed call).
 
-    AB_VARIANTS=seesaw,seesaw+streamqk AB_ROUNDS=5 python scripts/ab_cuda.py out.csv
+    AB_VARIANTS=seesaw,seesaw+l2keep AB_ROUNDS=5 python scripts/ab_cuda.py out.csv
     AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | all
 """
 import csv
@@ -28,7 +28,7 @@ from flashmla import cuda_backend  # noqa: E402
 
 def main():
     out_csv = sys.argv[1] if len(sys.argv) > 1 else "ab_cuda.csv"
-    variants = os.environ.get("AB_VARIANTS", "seesaw,seesaw+streamqk").split(",")
+    variants = os.environ.get("AB_VARIANTS", "auto,seesaw").split(",")
     rounds = int(os.environ.get("AB_ROUNDS", "5"))
     which = os.environ.get("AB_ROWS", "compute")
     shapes = load_shapes("targets" if which == "compute" else which)

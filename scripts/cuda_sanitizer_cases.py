@@ -15,7 +15,8 @@ device = torch.device("cuda")
 for i, (lens, s_q, h_q, h_kv, dtype, num_sms) in enumerate([
         ([0, 65, 130, 1], 2, 16, 1, torch.bfloat16, 132),
         ([200, 0, 64], 1, 9, 3, torch.float16, 5),
-        ([129], 4, 32, 2, torch.bfloat16, 132)]):
+        ([129], 4, 32, 2, torch.bfloat16, 132),
+        ([300, 0, 64, 129], 2, 128, 1, torch.float16, 16)]):  # 4 m-blocks, few parts: the seesaw's pair steps
     q, k, bt, sl = make_inputs(lens, s_q, h_q, h_kv, dtype, device, seed=i)
     # "schedule@floor": a main-loop schedule (with flags) and the scheduler floor (default 1).
     for variant in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined,chained+splitcombine@4,seesaw").split(","):
