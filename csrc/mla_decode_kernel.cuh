@@ -45,8 +45,8 @@ constexpr int kSmemK = kSmemQ + kTileBytes;
 constexpr int kSmemP = kSmemK + kNumStages * kTileBytes;
 constexpr int kSmemScale = kSmemP + kBoxBytes;                // 64 floats: per-row rescale
 constexpr int kSmemInvL = kSmemScale + kRowsPerTile * 4;      // 64 floats: 1 / row sum
-constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[2], empty[2]
-constexpr int kSmemUsed = kSmemBars + 4 * 8;
+constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[stage * 9 + box], empty[2]
+constexpr int kSmemUsed = kSmemBars + (kNumStages * kNumBoxes + kNumStages) * 8;
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -409,6 +409,7 @@ constexpr int kFlagSplitCombine = 8;   // combine kernel splits each row's 512 c
 constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal instead of evict_first
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
+constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -430,7 +431,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   float* sScale = reinterpret_cast<float*>(smem + kSmemScale);
   float* sInvL = reinterpret_cast<float*>(smem + kSmemInvL);
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + kSmemBars);
-  uint64_t* empty_bar = full_bar + kNumStages;
+  uint64_t* empty_bar = full_bar + kNumStages * kNumBoxes;
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -448,7 +449,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (tid == 0) {
     for (int s = 0; s < kNumStages; ++s) {
-      mbar_init(&full_bar[s], 1);
+      for (int box = 0; box < kNumBoxes; ++box) mbar_init(&full_bar[s * kNumBoxes + box], 1);
       mbar_init(&empty_bar[s], kNumThreads);
     }
     mbar_fence_init();
@@ -457,6 +458,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const bool rendezvous = (p.schedule & kFlagRendezvous) != 0;  // barrier mode of the WG0 <-> WG1 handoff
+  const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
 
   PartCursor cur;
@@ -466,20 +468,42 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // ------------------------------------------------------------------ WG0: QK^T, softmax, PV left
     const uint32_t q_desc_addr = smem_addr(sQ);
 
-    // Waits for a block's K tile and issues S = Q K^T over 576 dims (9 boxes x 4 k-steps of 16).
+    // Issues S = Q K^T over 576 dims (9 boxes x 4 k-steps of 16), each box as soon as it has
+    // landed (every box has its own mbarrier), so S starts while the rest of the page is still
+    // arriving. With +wholetile (an A/B switch) all boxes are waited for first. A request's last,
+    // partial block waits for the whole tile, to zero its tail rows before any wgmma reads it.
     auto issue_qk = [&](float* s_acc, int stage, int it_idx, int seqlen, int block, bool last) {
       uint8_t* tile = sK + stage * kTileBytes;
-      mbar_wait(&full_bar[stage], (it_idx >> 1) & 1);
+      uint64_t* bars = &full_bar[stage * kNumBoxes];
+      const uint32_t parity = (it_idx >> 1) & 1;
       const int valid_rows = seqlen - block * kPageSize;
-      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
-      issue_qk_wgmmas<T>(s_acc, q_desc_addr, smem_addr(tile));
+      const bool zero_tail = last && valid_rows < kPageSize;
+      if (whole_tile || zero_tail) {
+        for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&bars[box], parity);
+      }
+      if (zero_tail) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
+      if constexpr (kSchedule == kSchedulePipelined) {
+        // (the pipelined experiment keeps whole tiles: per-box waits cost it 12 bytes of spills)
+        for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&bars[box], parity);
+        issue_qk_wgmmas<T>(s_acc, q_desc_addr, smem_addr(tile));
+      } else {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
+#pragma unroll
+        for (int box = 0; box < kNumBoxes; ++box) {
+          mbar_wait(&bars[box], parity);
+          wgmma_fence();  // after each wait loop, so that ptxas inserts none of its own (C7520)
+          issue_qk_box<T>(s_acc, q_desc_addr, smem_addr(tile), box, box == 0);
+        }
+        wgmma_commit();
+      }
     };
-    // The chained schedule splits issue_qk in two: wait_tile (mbarrier wait and tail zeroing,
+    // The chained schedule splits issue_qk in two: wait_tile (mbarrier waits and tail zeroing,
     // which branch) runs while no wgmma is in flight, and issue_qk_math is queued on the tensor
     // pipe right behind the PV of the previous block.
     auto wait_tile = [&](int stage, int it_idx, int seqlen, int block, bool last) {
       uint8_t* tile = sK + stage * kTileBytes;
-      mbar_wait(&full_bar[stage], (it_idx >> 1) & 1);
+      for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&full_bar[stage * kNumBoxes + box], (it_idx >> 1) & 1);
       const int valid_rows = seqlen - block * kPageSize;
       if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
     };
@@ -686,11 +710,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const int page = p.block_table[static_cast<int64_t>(load_cur.req) * p.block_table_stride +
                                      load_cur.block];
       uint8_t* dst = sK + stage * kTileBytes;
-      mbar_arrive_expect_tx(&full_bar[stage], kTileBytes);
 #pragma unroll
       for (int box = 0; box < kNumBoxes; ++box) {
-        tma_load_4d(dst + box * kBoxBytes, &kv_map, &full_bar[stage], box * kBoxDim, 0, kv_head, page,
-                    policy);
+        uint64_t* bar = &full_bar[stage * kNumBoxes + box];
+        mbar_arrive_expect_tx(bar, kBoxBytes);
+        tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
       }
       load_cur.advance(p, end_req, end_block);
     };

@@ -124,6 +124,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
+  const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
@@ -198,17 +199,18 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // S is issued box by box, each box as soon as it has landed, so the tensor pipe starts on the
   // first boxes while the rest of the page is still arriving (docs/kernel-design.md 7.8: 2.8%
   // faster than waiting for the whole page on the compute-bound rows, 1.6% faster than box
-  // groups). A request's last, partial block first waits for all V boxes, to zero their tail
-  // rows before any wgmma reads the stage.
+  // groups; +wholetile waits for all boxes first, as an A/B switch). A request's last, partial
+  // block first waits for the whole tile, to zero its V boxes' tail rows before any wgmma reads it.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
     const uint32_t parity = (idx >> 1) & 1;
     uint64_t* bars = &full_bar[stage * kNumBoxes];
     const int valid_rows = seqlen - block * kPageSize;
-    if (last && valid_rows < kPageSize) {
-      for (int box = 0; box < 8; ++box) mbar_wait(&bars[box], parity);
-      zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
+    const bool zero_tail = last && valid_rows < kPageSize;
+    if (whole_tile || zero_tail) {
+      for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&bars[box], parity);
     }
+    if (zero_tail) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
     const uint32_t q_addr = smem_addr(sQ), k_addr = smem_addr(tile);
