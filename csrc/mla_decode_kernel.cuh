@@ -410,7 +410,6 @@ constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal in
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
 constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
-constexpr int kFlagL2Prefetch = 512;  // seesaw: the m-blocks of a part prefetch pages into L2 two blocks ahead
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

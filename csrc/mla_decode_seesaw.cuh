@@ -125,12 +125,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
-  // +l2prefetch: the thread blocks of a part (one per m-block, all reading the same pages at about
-  // the same time, so all of them wait on the same HBM miss) prefetch the page of block idx + 4
-  // into L2 with plain prefetch instructions, each m-block a share of its 576 lines, so that the
-  // TMA loads two blocks later hit L2. (A bulk TMA prefetch of whole pages occupied the TMA unit
-  // and made every row 5-15% slower: docs/kernel-design.md 7.8.)
-  const bool l2_prefetch = (p.schedule & kFlagL2Prefetch) != 0;
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
@@ -166,7 +160,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
   struct Refill {
     int page, issue;
-    int ahead_page, ahead;  // +l2prefetch: the page of block idx + 4, and whether it exists
   };
   auto plan_refill = [&](int stage, int idx) {
     Refill r;
@@ -179,24 +172,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     r.issue = elected && exists;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
-    r.ahead = l2_prefetch && idx + 4 < num_iters;
-    const PartCursor& a = next_load[stage];
-    r.ahead_page = ld_global_early(r.ahead ? p.block_table + static_cast<int64_t>(a.req) * p.block_table_stride + a.block
-                                           : p.block_table);
     return r;
-  };
-  // This thread block's share of the 576 lines (64 tokens x 9 lines of 128 bytes) of the planned
-  // page idx + 4, one line per thread of the calling warpgroup per round; branch-free.
-  auto prefetch_ahead = [&](const Refill& r) {
-    const int lines_per_block = (kPageSize * kNumBoxes + p.num_m_blocks - 1) / p.num_m_blocks;
-    const int first = m_block * lines_per_block;
-    const uint8_t* page = static_cast<const uint8_t*>(p.k_cache) +
-                          2 * (static_cast<int64_t>(r.ahead_page) * p.k_stride_block + static_cast<int64_t>(kv_head) * p.k_stride_head);
-    for (int line = first + tid % 128; line < first + lines_per_block; line += 128) {
-      const int token = line / kNumBoxes, chunk = line % kNumBoxes;
-      prefetch_l2_if(r.ahead && line < kPageSize * kNumBoxes && r.ahead_page >= 0 && r.ahead_page < p.num_blocks,
-                     page + 2 * static_cast<int64_t>(token) * p.k_stride_token + chunk * 128);
-    }
   };
   // Issues a planned refill of boxes [a_begin, a_end) and [b_begin, b_end); called after this
   // warpgroup's last wgmma that reads them has retired (it branches).
@@ -456,8 +432,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         // about 1,500 cycles earlier than after the softmax (the refill the next step's S_A
         // waits for; docs/kernel-design.md 7). Everything between the wgmma issues is branch-free.
         issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
-        prefetch_ahead(r0);  // (+l2prefetch only; predicated, while S_B runs)
-        prefetch_ahead(r1);
         named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
         SEESAW_TRACE(5);
         read_stats(sMax0, sScale0, row_max, s0);

@@ -95,12 +95,6 @@ __device__ __forceinline__ void tma_load_4d_if(int pred, void* dst, const CUtens
       "l"(cache_policy), "r"(pred)
       : "memory");
 }
-// An L2 prefetch of the 128-byte line at `ptr` (a hint: no register written, no fault), only
-// where `pred` is non-zero (no branch, so it can sit between a wgmma and its wait).
-__device__ __forceinline__ void prefetch_l2_if(int pred, const void* ptr) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p prefetch.global.L2 [%0];\n}" ::"l"(ptr), "r"(pred)
-               : "memory");
-}
 __device__ __forceinline__ uint64_t make_evict_first_policy() {
   uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));

@@ -105,7 +105,7 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 # Each must match the reference on the whole foundation grid before its timings mean anything.
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
-            ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+l2prefetch", 1)]
+            ("serial+wholetile", 1), ("seesaw+wholetile", 1)]
 
 
 def variant_id(variant):
