@@ -209,7 +209,7 @@ with steps.step("recorded_h100_run", needs=[
 # This notebook's own full run is recorded too
 # (`benchmarks/results/notebooks_nvidia-h100-80gb-hbm3_2026-11-23/03_bench/`, 21:11 UTC, after `auto`
 # started to use the column-split combine for small batches: ours CUDA b1 s1 4K h16 0.0208 ms, target
-# met on 23 of 35 rows; the README's table is that run). The table below is the earlier run:
+# met on 23 of 35 rows; the README's table is the latest side-by-side run). The table below is the earlier run:
 #
 # **Measured** by the recorded run `benchmarks/results/bench_h100_2026-11-23/` (`bench.md`,
 # `bench.csv`): NVIDIA H100 80GB HBM3 (132 SMs), 2026-11-23, torch 2.11.0+cu130 (CUDA 13.0),
