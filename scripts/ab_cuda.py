@@ -9,7 +9,9 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
 (do_bench warmup=25, rep=100, median; metadata outside the timed call).
 
     AB_VARIANTS=seesaw,seesaw+l2keep AB_ROUNDS=5 python scripts/ab_cuda.py out.csv
-    AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | all
+    AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | small | all
+A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
+scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264.
 """
 import csv
 import datetime
@@ -44,9 +46,12 @@ def main():
     for shape, _fm, _fi, target in shapes:
         b, s_q, mean, h_q, varied = shape
         q, k, bt, sl, _ = make(*shape, device)
-        md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, props.multi_processor_count)
-        fns = {v: (lambda v=v: cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=v))
-               for v in variants}
+        fns = {}
+        for v in variants:
+            schedule, _, sms = v.partition(":")
+            md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, int(sms or props.multi_processor_count))
+            fns[v] = (lambda schedule=schedule, md=md, ns=ns:
+                      cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=schedule))
         ref, _ = fns[variants[0]]()
         for v in variants[1:]:  # a coarse guard; tests/test_cuda.py checks each against the reference
             out, _ = fns[v]()
