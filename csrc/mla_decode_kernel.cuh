@@ -105,12 +105,11 @@ struct ElemOps<__half> {
   }
 };
 
-// S[64 x 64] = Q K^T over 576 dims (9 boxes x 4 k-steps of 16): Q and the K tile are K-major,
-// 128-byte-swizzled shared tiles of one layout. Zeroes the accumulators, issues one commit group.
-// Descriptors advance by adding the byte offset >> 4 to the start-address field, which never
-// carries out of its 14 bits inside shared memory.
-// The 4 k-steps of one box only, with no fence and no commit: the seesaw issues S box by box as
-// the boxes land. The first k-step of the `first` box overwrites S.
+// S[64 x 64] = Q K^T over 576 dims is 9 boxes x 4 k-steps of 16: Q and the K tile are K-major,
+// 128-byte-swizzled shared tiles of one layout. Descriptors advance by adding the byte offset >> 4
+// to the start-address field, which never carries out of its 14 bits inside shared memory.
+// issue_qk_box issues the 4 k-steps of one box, with no fence and no commit (the kernels issue S
+// box by box as the boxes land); the first k-step of the `first` box overwrites S.
 template <typename T>
 __device__ __forceinline__ void issue_qk_box(float* s_acc, uint32_t q_addr, uint32_t k_addr, int box, bool first) {
   const uint64_t q_desc = make_smem_desc_sw128(q_addr, 16, 1024);
@@ -121,6 +120,7 @@ __device__ __forceinline__ void issue_qk_box(float* s_acc, uint32_t q_addr, uint
     ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, !first || k > 0);
   }
 }
+// All of S at once: zeroes the accumulators, one fence, 36 k-steps, one commit group.
 template <typename T>
 __device__ __forceinline__ void issue_qk_wgmmas(float* s_acc, uint32_t q_addr, uint32_t k_addr) {
 #pragma unroll
