@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Host time of one eager Triton-backend call, split by function (cProfile, self time).
+
+At b = 1 the eager call can be bound by host time: do_bench clears L2 (a ~90 us memset) before
+each call, and a call whose Python + launch work takes longer than that shows the excess in the
+eager time (docs/triton-kernel.md). Prints, per small-batch shape, eager / CUDA-graph / host
+microseconds for the Triton and CUDA backends through the public API, then the top functions by
+self time over 300 eager Triton calls of the first shape.
+
+    python scripts/triton_host_probe.py
+"""
+import cProfile
+import io
+import os
+import pstats
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cuda import bench, graph_time  # noqa: E402
+from triton_eager_probe import host_us  # noqa: E402
+
+from flashmla.bench import providers as P  # noqa: E402
+from flashmla.bench.shapes import Shape, make_inputs  # noqa: E402
+
+SHAPES = [Shape(b=1, s_q=1, seqlen=4096, h_q=128), Shape(b=1, s_q=1, seqlen=16384, h_q=128),
+          Shape(b=8, s_q=1, seqlen=1024, h_q=128)]
+
+
+def main():
+    device = torch.device("cuda")
+    runs = {}
+    for shape in SHAPES:
+        inputs = make_inputs(shape, device)
+        for backend in ("triton", "cuda"):
+            run = P.FlashMLAOurs(backend).prepare(inputs).run
+            runs[(shape, backend)] = run
+            print(f"{shape} {backend}: eager {bench(run) * 1e3:.1f} us, graph {graph_time(run) * 1e3:.1f} us, "
+                  f"host {host_us(run):.1f} us/call", flush=True)
+    run = runs[(SHAPES[0], "triton")]
+    prof = cProfile.Profile()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(400_000_000)  # keep the GPU busy so no call waits for it
+    prof.enable()
+    for _ in range(300):
+        run()
+    prof.disable()
+    torch.cuda.synchronize()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(30)
+    print(out.getvalue())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
