@@ -129,6 +129,8 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+splitcombine", 10 ** 6) == 16 | 8
     assert cuda_backend._schedule_code("seesaw+l2keep+earlyrefill", 10 ** 6) == 16 | 32 | 64
     assert cuda_backend._schedule_code("serial+l2keep", 16) == 1 | 32
+    assert cuda_backend._schedule_code("seesaw+wholetile", 10 ** 6) == 16 | 256
+    assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
 
 
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
