@@ -244,7 +244,11 @@ with steps.step("cuda_matches_reference", needs=[env.has_backend("cuda", device)
 #   schedule in that build) use 245–254 registers per thread with 0 bytes of spills.
 #   A later build adds the seesaw kernel for compute-bound batches (both warpgroups compute S;
 #   `docs/kernel-design.md` section 7): 248 registers, 0 spills
-#   (`benchmarks/results/cuda_h100_run8_seesaw_2026-11-23/final_build.log`).
+#   (`benchmarks/results/cuda_h100_run8_seesaw_2026-11-23/final_build.log`). Since 2026-11-24 both
+#   kernels start QK^T on each 8 KiB TMA box of a page as it lands instead of waiting for the whole
+#   72 KiB page (one mbarrier per box; 1.9% faster over the 35 target rows, up to 9.6% on the
+#   compute-bound ones): 250–254 registers, 0 spills
+#   (`benchmarks/results/cuda_h100_run10_stream_2026-11-24/h_final_build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
