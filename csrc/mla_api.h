@@ -54,8 +54,7 @@ struct DecodeParams {
   // bit 5: K pages with L2 evict_normal instead of evict_first;
   // bit 6: seesaw only, WG0 refills stage 0's V left before its second PV instead of behind it;
   // bit 7: the K tensor map asks for 128-byte instead of 256-byte L2 promotion;
-  // bit 8: S waits for all 9 boxes of a K tile instead of taking each box as it lands;
-  // bit 9: serial only, each box group is refilled by its last reader as soon as it is free.
+  // bit 8: S waits for all 9 boxes of a K tile instead of taking each box as it lands.
   int schedule;
 };
 

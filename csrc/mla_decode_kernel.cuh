@@ -410,7 +410,6 @@ constexpr int kFlagL2Keep = 32;        // K pages loaded with L2 evict_normal in
 constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left before its second PV
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
 constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
-constexpr int kFlagSplitRelease = 512;  // serial: each box group refilled by its last reader as soon as it is free
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -460,32 +459,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const bool rendezvous = (p.schedule & kFlagRendezvous) != 0;  // barrier mode of the WG0 <-> WG1 handoff
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;
-  // +splitrelease (serial only): WG0 refills the rope box as soon as its S has retired and the V
-  // left boxes after its PV; WG1's producer refills only the V right boxes after its PV. Every
-  // other reader of a group is ordered before its last one by the P handoff, as in the seesaw.
-  const bool split_release = kSchedule == kScheduleSerial && (p.schedule & kFlagSplitRelease) != 0;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
 
   PartCursor cur;
   cur.start(p, begin_req, begin_block, end_req, end_block);
-  // Boxes [box_begin, box_end) of `page` into `stage`, each counted on its own mbarrier.
-  auto load_boxes = [&](int page, int stage, int box_begin, int box_end, uint64_t policy) {
-    uint8_t* dst = sK + stage * kTileBytes;
-    for (int box = box_begin; box < box_end; ++box) {
-      uint64_t* bar = &full_bar[stage * kNumBoxes + box];
-      mbar_arrive_expect_tx(bar, kBoxBytes);
-      tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
-    }
-  };
 
   if (wg == 0) {
     // ------------------------------------------------------------------ WG0: QK^T, softmax, PV left
     const uint32_t q_desc_addr = smem_addr(sQ);
-    PartCursor wg0_load = cur;  // +splitrelease: the block of the next refill (sequence index it + 2)
-    if (split_release) {
-      for (int i = 0; i < kNumStages; ++i) wg0_load.advance(p, end_req, end_block);
-    }
-    const uint64_t wg0_policy = split_release ? kv_load_policy(p) : 0;
 
     // Issues S = Q K^T over 576 dims (9 boxes x 4 k-steps of 16), each box as soon as it has
     // landed (every box has its own mbarrier), so S starts while the rest of the page is still
@@ -647,22 +628,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         for (int block = block_lo; block < block_hi; ++block, ++it) {
           const int stage = it & 1;
           const bool last = block + 1 == block_hi;
-          // +splitrelease: the page that refills this stage, looked up now (no wgmma in flight)
-          // and used after S and after PV, so the load's latency is hidden.
-          const bool refill = split_release && it + kNumStages < num_iters;
-          const int refill_page = refill ? ld_global_early(p.block_table + static_cast<int64_t>(wg0_load.req) *
-                                                                              p.block_table_stride + wg0_load.block)
-                                         : 0;
-          if (split_release) wg0_load.advance(p, end_req, end_block);
           issue_qk(s_acc, stage, it, seqlen, block, last);
           wgmma_wait<0>();
-          if (refill && tid == 0) load_boxes(refill_page, stage, kNumBoxes - 1, kNumBoxes, wg0_policy);  // rope
           softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block);
           hand_off(p_frag, rescale, last, row_sum, total_l, inv_l);
           rescale_o(o, rescale);
           issue_pv(o, p_frag, stage);
           wgmma_wait<0>();
-          if (refill && tid == 0) load_boxes(refill_page, stage, 0, 4, wg0_policy);  // V left
           mbar_arrive(&empty_bar[stage]);
         }
       } else if constexpr (kSchedule == kScheduleChained) {
@@ -789,14 +761,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         if (!rendezvous) named_barrier_arrive(kBarPFree, kNumThreads);
         mbar_arrive(&empty_bar[stage]);
         if (producer && it + kNumStages < num_iters) {
-          if (split_release) {  // WG0 refills the rope and V left boxes itself
-            load_boxes(p.block_table[static_cast<int64_t>(load_cur.req) * p.block_table_stride + load_cur.block],
-                       stage, 4, 8, policy);
-            load_cur.advance(p, end_req, end_block);
-          } else {
-            mbar_wait(&empty_bar[stage], (it >> 1) & 1);
-            issue_load(stage);
-          }
+          mbar_wait(&empty_bar[stage], (it >> 1) & 1);
+          issue_load(stage);
         }
         __syncwarp();
         if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
