@@ -40,7 +40,7 @@ run_stage() {
 
 for stage in "${stages[@]}"; do
   case $stage in
-    cuda)      run_stage cuda env SKIP_BENCH=${SKIP_BENCH:-1} bash scripts/gpu_cuda.sh ;;
+    cuda)      run_stage cuda env SKIP_BENCH=${SKIP_BENCH:-1} CUDA_PACK=${CUDA_PACK:-1} bash scripts/gpu_cuda.sh ;;
     triton)    run_stage triton timeout 300 $PY -m pytest -q -rs -m gpu -p no:cacheprovider tests/test_triton.py ;;
     tests)     run_stage tests timeout 300 $PY -m pytest -q -rs -m gpu -p no:cacheprovider tests \
                  --ignore=tests/test_cuda.py --ignore=tests/test_triton.py ;;

@@ -9,6 +9,7 @@
 #      perf-targets.md's shapes plus small-batch shapes -> cuda_bench_<gpu>.csv (one line per
 #      shape x variant; written after every shape)
 #   5. compute-sanitizer memcheck + racecheck on a few small cases
+# CUDA_PACK=1 puts the logs into one $OUT/cuda_logs.tar.gz at the end.
 # Set SKIP_BENCH=1 / SKIP_SANITIZER=1 to leave steps out; TEST_SELECT=EXPR runs only the tests
 # pytest -k EXPR selects; BENCH_VARIANTS=auto,seesaw,... times only those variants; BENCH_FIRST=1 runs step 4 before step 3
 # (so a long test run cannot eat the timing inside one 10-minute device call).
@@ -87,6 +88,13 @@ if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
     rc=$?; tail -4 "$OUT/cuda_sanitizer_$tool.log"; echo "$tool exit code $rc"
     [ $rc -eq 0 ] || fail=1
   done
+fi
+if [ "${CUDA_PACK:-0}" = 1 ]; then
+  # One archive instead of up to seven files (a GPU host that returns few files per call would
+  # otherwise drop some logs); the benchmark CSV, if any, stays beside it.
+  logs=$(cd "$OUT" && ls cuda_build.log cuda_pytest.log cuda_bench.log cuda_sanitizer_*.log 2>/dev/null)
+  [ -n "$logs" ] && tar -czf "$OUT/cuda_logs.tar.gz" -C "$OUT" $logs && (cd "$OUT" && rm -f $logs) \
+    && echo "logs packed into $OUT/cuda_logs.tar.gz"
 fi
 echo; echo "gpu_cuda.sh: $([ $fail -eq 0 ] && echo ALL OK || echo FAILURES)"
 exit $fail
