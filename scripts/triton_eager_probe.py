@@ -48,6 +48,21 @@ def host_us(fn, n=200):
     return dt
 
 
+def profile_calls(fn, sort, lines, n=300):
+    """cProfile of n calls of fn while the GPU is kept busy (so no call waits for it), as text."""
+    prof = cProfile.Profile()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(400_000_000)
+    prof.enable()
+    for _ in range(n):
+        fn()
+    prof.disable()
+    torch.cuda.synchronize()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats(sort).print_stats(lines)
+    return out.getvalue()
+
+
 def probe(label, inputs_by_shape):
     hooks = triton_decode._launch_hooks()
     print(f"== {label}: hooks {[getattr(h, 'calls', h) for h in hooks]}, compiled kept "
@@ -66,16 +81,7 @@ def probe(label, inputs_by_shape):
     print(f"  one torch op (x.add_(1)): host {host_us(lambda: x.add_(1)):.1f} us/call")
     shape, inputs = inputs_by_shape[0]
     run = P.FlashMLAOurs("triton").prepare(inputs).run
-    prof = cProfile.Profile()
-    torch.cuda.synchronize()
-    prof.enable()
-    for _ in range(300):
-        run()
-    prof.disable()
-    torch.cuda.synchronize()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(8)
-    print(out.getvalue()[-1500:])
+    print(profile_calls(run, "cumulative", 8)[-1500:])
 
 
 def main():

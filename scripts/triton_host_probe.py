@@ -9,17 +9,14 @@ self time over 300 eager Triton calls of the first shape.
 
     python scripts/triton_host_probe.py
 """
-import cProfile
-import io
 import os
-import pstats
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cuda import bench, graph_time  # noqa: E402
-from triton_eager_probe import host_us  # noqa: E402
+from triton_eager_probe import host_us, profile_calls  # noqa: E402
 
 from flashmla.bench import providers as P  # noqa: E402
 from flashmla.bench.shapes import Shape, make_inputs  # noqa: E402
@@ -38,18 +35,7 @@ def main():
             runs[(shape, backend)] = run
             print(f"{shape} {backend}: eager {bench(run) * 1e3:.1f} us, graph {graph_time(run) * 1e3:.1f} us, "
                   f"host {host_us(run):.1f} us/call", flush=True)
-    run = runs[(SHAPES[0], "triton")]
-    prof = cProfile.Profile()
-    torch.cuda.synchronize()
-    torch.cuda._sleep(400_000_000)  # keep the GPU busy so no call waits for it
-    prof.enable()
-    for _ in range(300):
-        run()
-    prof.disable()
-    torch.cuda.synchronize()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(30)
-    print(out.getvalue())
+    print(profile_calls(runs[(SHAPES[0], "triton")], "tottime", 30))
 
 
 if __name__ == "__main__":
