@@ -120,6 +120,27 @@ __device__ __forceinline__ void issue_qk_box(float* s_acc, uint32_t q_addr, uint
     ElemOps<T>::qk(s_acc, q_desc + off16, k_desc + off16, !first || k > 0);
   }
 }
+// Waits for all 9 boxes of a stage (`bars`: its per-box mbarriers).
+__device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) {
+  for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&bars[box], parity);
+}
+// S issued box by box, each box as soon as its mbarrier completes, so the tensor pipe starts on
+// the first boxes while the rest of the page is still landing; one commit group. Each wait is a
+// spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
+// would make it serialise every wgmma of the kernel (C7520).
+template <typename T>
+__device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
+                                                       uint32_t parity) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
+#pragma unroll
+  for (int box = 0; box < kNumBoxes; ++box) {
+    mbar_wait(&bars[box], parity);
+    wgmma_fence();
+    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
+  }
+  wgmma_commit();
+}
 // All of S at once: zeroes the accumulators, one fence, 36 k-steps, one commit group.
 template <typename T>
 __device__ __forceinline__ void issue_qk_wgmmas(float* s_acc, uint32_t q_addr, uint32_t k_addr) {
@@ -478,24 +499,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const uint32_t parity = (it_idx >> 1) & 1;
       const int valid_rows = seqlen - block * kPageSize;
       const bool zero_tail = last && valid_rows < kPageSize;
-      if (whole_tile || zero_tail) {
-        for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&bars[box], parity);
-      }
+      // (the pipelined experiment keeps whole tiles: per-box waits cost it 12 bytes of spills)
+      if (whole_tile || zero_tail || kSchedule == kSchedulePipelined) wait_all_boxes(bars, parity);
       if (zero_tail) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
       if constexpr (kSchedule == kSchedulePipelined) {
-        // (the pipelined experiment keeps whole tiles: per-box waits cost it 12 bytes of spills)
-        for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&bars[box], parity);
         issue_qk_wgmmas<T>(s_acc, q_desc_addr, smem_addr(tile));
       } else {
-#pragma unroll
-        for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-#pragma unroll
-        for (int box = 0; box < kNumBoxes; ++box) {
-          mbar_wait(&bars[box], parity);
-          wgmma_fence();  // after each wait loop, so that ptxas inserts none of its own (C7520)
-          issue_qk_box<T>(s_acc, q_desc_addr, smem_addr(tile), box, box == 0);
-        }
-        wgmma_commit();
+        issue_qk_as_boxes_land<T>(s_acc, q_desc_addr, smem_addr(tile), bars, parity);
       }
     };
     // The chained schedule splits issue_qk in two: wait_tile (mbarrier waits and tail zeroing,
@@ -503,7 +513,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // pipe right behind the PV of the previous block.
     auto wait_tile = [&](int stage, int it_idx, int seqlen, int block, bool last) {
       uint8_t* tile = sK + stage * kTileBytes;
-      for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&full_bar[stage * kNumBoxes + box], (it_idx >> 1) & 1);
+      wait_all_boxes(&full_bar[stage * kNumBoxes], (it_idx >> 1) & 1);
       const int valid_rows = seqlen - block * kPageSize;
       if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
     };

@@ -196,9 +196,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
   };
 
-  // S is issued box by box, each box as soon as it has landed, so the tensor pipe starts on the
-  // first boxes while the rest of the page is still arriving (docs/kernel-design.md 7.8: 2.8%
-  // faster than waiting for the whole page on the compute-bound rows, 1.6% faster than box
+  // S is issued box by box as the boxes land (issue_qk_as_boxes_land; docs/kernel-design.md 7.8:
+  // 2.8% faster than waiting for the whole page on the compute-bound rows, 1.6% faster than box
   // groups; +wholetile waits for all boxes first, as an A/B switch). A request's last, partial
   // block first waits for the whole tile, to zero its V boxes' tail rows before any wgmma reads it.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
@@ -207,24 +206,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     uint64_t* bars = &full_bar[stage * kNumBoxes];
     const int valid_rows = seqlen - block * kPageSize;
     const bool zero_tail = last && valid_rows < kPageSize;
-    if (whole_tile || zero_tail) {
-      for (int box = 0; box < kNumBoxes; ++box) mbar_wait(&bars[box], parity);
-    }
+    if (whole_tile || zero_tail) wait_all_boxes(bars, parity);
     if (zero_tail) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
-#pragma unroll
-    for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
-    const uint32_t q_addr = smem_addr(sQ), k_addr = smem_addr(tile);
-#pragma unroll
-    for (int box = 0; box < kNumBoxes; ++box) {
-      mbar_wait(&bars[box], parity);
-      if (box == 0) SEESAW_TRACE(1);  // first K box landed
-      // Each wait is a loop; the explicit fence after it keeps ptxas from inserting its own on
-      // that path, which would make it serialise every wgmma of the kernel (C7520).
-      wgmma_fence();
-      issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
-    }
+#ifdef FLASHMLA_SEESAW_TRACE
+    mbar_wait(&bars[0], parity);
+    SEESAW_TRACE(1);  // first K box landed
+#endif
+    issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
     SEESAW_TRACE(12);  // last K box landed, S fully issued
-    wgmma_commit();
   };
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
                           int block) {

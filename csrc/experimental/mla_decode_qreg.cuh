@@ -297,22 +297,8 @@ __global__ void __launch_bounds__(qreg::kThreads, 1)
 
       if ((lane & 3) == 0) {
         const int chunk_idx = req == begin_req ? md[4] : 0;
-        const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int rho = m_block * kRowsPerTile + wg0_row(h);
-          if (rho >= p.rows) continue;
-          const float l = row_sum[h];
-          const float lse_val = (row_max[h] + __log2f(l)) * 0.6931471805599453f;
-          if (num_chunks == 1) {
-            const int t = rho / p.heads_per_kv;
-            const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-            p.lse[(static_cast<int64_t>(req) * p.h_q + q_head) * p.s_q + t] = l > 0.f ? lse_val : INFINITY;
-          } else {
-            const int64_t slot = p.num_splits[req] + chunk_idx;
-            p.lse_accum[(slot * p.h_kv + kv_head) * p.rows + rho] = l > 0.f ? lse_val : -INFINITY;
-          }
-        }
+        const int rows[2] = {wg0_row(0), wg0_row(1)};
+        store_lse(p, req, chunk_idx, m_block, kv_head, rows, row_max, row_sum);
       }
     }  // requests
   } else {
