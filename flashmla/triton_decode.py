@@ -58,7 +58,10 @@ METADATA_WIDTH = 8
 PROGRAM_OVERHEAD_PAGES = 2  # Q load, pipeline fill and epilogue of one program
 COMBINE_LAUNCH_PAGES = 1  # the combine kernel's launch and tail
 MAX_SPLITS = 64
-COMBINE_BLOCK_ROWS = 8
+COMBINE_BLOCK_ROWS = 8  # combine rows per program when whole 512-wide rows are merged
+COMBINE_SMALL_BLOCK_ROWS = 4  # ... and when the value columns are split across programs
+COMBINE_MIN_BLOCK_DV = 64
+COMBINE_TILE_ELEMENTS = 8192  # fp32 partial values a combine program loads per step (4 warps)
 LAST_SPLIT_KERNEL = None  # the last launched main kernel (its .metadata, .n_regs, .n_spills: tuning)
 # Direct relaunch of compiled kernels (why: at b = 1 an eager call is bound by host time, and
 # Triton's per-launch argument binding and specialisation is much of it; see
@@ -404,13 +407,21 @@ def _mla_decode_combine_kernel(
     stride_lse_b, stride_lse_h,
     group, rows, h_kv, pages_per_split, num_splits,
     USE_METADATA: tl.constexpr,
-    BLOCK_R: tl.constexpr, PAGE: tl.constexpr, D_V: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_C: tl.constexpr, PAGE: tl.constexpr,
+    D_V: tl.constexpr,
 ):
-    """Merge the chunk partials of BLOCK_R rows of one (request, kv head) by their lse.
-    Requests with one chunk were written by the main kernel; with none (metadata plan) this
-    writes out = 0, lse = +inf."""
+    """Merge the chunk partials of BLOCK_R rows x BLOCK_DV value columns of one (request, kv head)
+    by their lse. Requests with one chunk were written by the main kernel; with none (metadata
+    plan) this writes out = 0, lse = +inf.
+
+    Two passes over the chunks, BLOCK_C chunks at a time: the largest lse first, then the
+    weighted sum. Loading BLOCK_C chunks per step keeps many loads in flight; a loop of one chunk
+    per step was bound by load latency when one request has many chunks (b = 1: 33-65 chunks of
+    a 4K-16K request, ~1 us per chunk). Small batches also split the value columns across
+    programs (BLOCK_DV < 512) so the grid fills the GPU (``_combine_tiles``)."""
     r_tile = tl.program_id(0)
-    batch_head = tl.program_id(1)
+    dv_tile = tl.program_id(1)
+    batch_head = tl.program_id(2)
     batch = batch_head // h_kv
     kv_head = batch_head % h_kv
     if USE_METADATA:
@@ -426,30 +437,56 @@ def _mla_decode_combine_kernel(
         return
     row = r_tile * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = row < rows
-    dv = tl.arange(0, D_V)
+    dv = dv_tile * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    offs_c = tl.arange(0, BLOCK_C)
+    # pass 1: the largest chunk lse of each row
     m_i = tl.full([BLOCK_R], float("-inf"), tl.float32)
+    for c0 in range(0, num_chunks, BLOCK_C):
+        chunk = c0 + offs_c
+        part_row = ((slot0 + chunk[:, None]).to(tl.int64) * h_kv + kv_head) * rows + row[None, :]
+        ok = (chunk[:, None] < num_chunks) & row_ok[None, :]
+        lse_c = tl.load(lse_part_ptr + part_row, mask=ok, other=float("-inf"))
+        m_i = tl.maximum(m_i, tl.max(lse_c, 0))
+    # A row no chunk attended keeps m = -inf: subtract 0 instead (exp(-inf) = 0, no inf - inf).
+    m_sub = tl.where(m_i == float("-inf"), 0.0, m_i)
+    # pass 2: out = sum_c exp(lse_c - m) o_c / sum_c exp(lse_c - m)
     denom = tl.zeros([BLOCK_R], tl.float32)
-    acc = tl.zeros([BLOCK_R, D_V], tl.float32)
-    for chunk in range(0, num_chunks):
-        part_row = ((slot0 + chunk).to(tl.int64) * h_kv + kv_head) * rows + row
-        lse_c = tl.load(lse_part_ptr + part_row, mask=row_ok, other=float("-inf"))
-        o_c = tl.load(out_part_ptr + part_row[:, None] * D_V + dv[None, :], mask=row_ok[:, None], other=0.0)
-        m_new = tl.maximum(m_i, lse_c)
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-        scale = tl.exp(m_i - m_sub)
-        weight = tl.exp(lse_c - m_sub)
-        denom = denom * scale + weight
-        acc = acc * scale[:, None] + weight[:, None] * o_c
-        m_i = m_new
+    acc = tl.zeros([BLOCK_R, BLOCK_DV], tl.float32)
+    for c0 in range(0, num_chunks, BLOCK_C):
+        chunk = c0 + offs_c
+        part_row = ((slot0 + chunk[:, None]).to(tl.int64) * h_kv + kv_head) * rows + row[None, :]
+        ok = (chunk[:, None] < num_chunks) & row_ok[None, :]
+        lse_c = tl.load(lse_part_ptr + part_row, mask=ok, other=float("-inf"))
+        o_c = tl.load(out_part_ptr + part_row[:, :, None] * D_V + dv[None, None, :], mask=ok[:, :, None],
+                      other=0.0)
+        weight = tl.exp(lse_c - m_sub[None, :])
+        denom += tl.sum(weight, 0)
+        acc += tl.sum(weight[:, :, None] * o_c, 0)
     has_keys = denom > 0.0
     d_safe = tl.where(has_keys, denom, 1.0)
     o = acc / d_safe[:, None]
-    lse = tl.where(has_keys, m_i + tl.log(d_safe), float("inf"))
     token = row // group
     head = kv_head * group + row % group
     out_row = batch.to(tl.int64) * stride_o_b + token * stride_o_s + head * stride_o_h
     tl.store(out_ptr + out_row[:, None] + dv[None, :], o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(lse_ptr + batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token, lse, mask=row_ok)
+    lse = tl.where(has_keys, m_i + tl.log(d_safe), float("inf"))
+    tl.store(lse_ptr + batch.to(tl.int64) * stride_lse_b + head * stride_lse_h + token, lse,
+             mask=row_ok & (dv_tile == 0))
+
+
+def _combine_tiles(programs_per_column_block: int, num_sms: int) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_DV, BLOCK_C) of the combine. ``programs_per_column_block`` = batch x kv
+    heads x 4-row tiles. Large grids keep whole 512-wide rows (8 rows per program, as few
+    programs as possible: most requests there have one or two chunks); small ones split the value
+    columns until the grid has about one program per SM. BLOCK_C fills a fixed register budget of
+    COMBINE_TILE_ELEMENTS fp32 values per program."""
+    block_dv = HEAD_DIM_V
+    if programs_per_column_block < 2 * num_sms:
+        block_dv = COMBINE_MIN_BLOCK_DV
+        while block_dv < HEAD_DIM_V and programs_per_column_block * (HEAD_DIM_V // block_dv) > num_sms:
+            block_dv *= 2
+    block_r = COMBINE_BLOCK_ROWS if block_dv == HEAD_DIM_V else COMBINE_SMALL_BLOCK_ROWS
+    return block_r, block_dv, max(1, COMBINE_TILE_ELEMENTS // (block_r * block_dv))
 
 
 def _dots_in_fp32(dtype: torch.dtype) -> bool:
@@ -568,7 +605,8 @@ class _LaunchPlan(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def _launch_plan(device, dtype, q_shape, q_strides, k_shape, k_strides, bt_shape, bt_stride0, causal,
-                 config, pages_per_split, metadata_shape, num_splits_shape, dot_fp32) -> _LaunchPlan:
+                 config, pages_per_split, metadata_shape, num_splits_shape, dot_fp32,
+                 combine_tiles) -> _LaunchPlan:
     b, s_q, h_q, _ = q_shape
     h_kv = k_shape[2]
     group = h_q // h_kv
@@ -577,6 +615,8 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_shape, k_strides, bt_shape
         raise ValueError(f"BLOCK_N ({config.block_n}) must divide the page size {PAGE_SIZE}")
     if config.dv_split not in (1, 2):
         raise ValueError(f"dv_split must be 1 or 2; got {config.dv_split}")
+    num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == "cuda" else 4
     row_tiles = -(-rows // config.block_m)
     # programs per (request, kv head, chunk) along the grid's first axis: row tiles x value halves
     tile_programs = row_tiles * config.dv_split
@@ -603,8 +643,6 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_shape, k_strides, bt_shape
         n_splits, pages_per_split = 0, 1  # unused by the metadata combine
     else:
         if pages_per_split is None:
-            num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
-                if device.type == "cuda" else 4
             n_splits, pages_per_split = plan_splits(b, h_kv, tile_programs, max_pages, num_sms, config, rows)
         else:
             if pages_per_split < 1:
@@ -616,13 +654,19 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_shape, k_strides, bt_shape
         main_ints = (*common_ints, s_q, group, rows, h_kv, pages_per_split, n_splits)
         main_const["HAS_PARTIALS"] = n_splits > 1
     combine = use_metadata or n_splits > 1
+    if combine_tiles is None:
+        combine_tiles = _combine_tiles(b * h_kv * -(-rows // COMBINE_SMALL_BLOCK_ROWS), num_sms)
+    block_r, block_dv, block_c = combine_tiles
+    if any(x < 1 or x & (x - 1) for x in combine_tiles) or HEAD_DIM_V % block_dv:
+        raise ValueError(f"combine_tiles (rows, value columns, chunks per step) must be powers of two with "
+                         f"the columns dividing {HEAD_DIM_V}; got {combine_tiles}")
     return _LaunchPlan(
         use_metadata=use_metadata, out_shape=out_shape, lse_shape=lse_shape, part_shapes=part_shapes,
         main_grid=main_grid, main_ints=main_ints, main_const=main_const,
-        combine_grid=(-(-rows // COMBINE_BLOCK_ROWS), b * h_kv) if combine else None,
+        combine_grid=(-(-rows // block_r), HEAD_DIM_V // block_dv, b * h_kv) if combine else None,
         combine_ints=(*out_strides, *lse_strides, group, rows, h_kv, pages_per_split, n_splits),
-        combine_const=dict(USE_METADATA=use_metadata, BLOCK_R=COMBINE_BLOCK_ROWS, PAGE=PAGE_SIZE,
-                           D_V=HEAD_DIM_V, num_warps=4))
+        combine_const=dict(USE_METADATA=use_metadata, BLOCK_R=block_r, BLOCK_DV=block_dv, BLOCK_C=block_c,
+                           PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, num_warps=4))
 
 
 def _launch_hooks():
@@ -680,10 +724,12 @@ def _launch(jit_fn, key, grid, pointer_args, args, consts, device):
 def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal: bool,
                        config: Optional[KernelConfig] = None, pages_per_split: Optional[int] = None,
                        tile_scheduler_metadata: Optional[torch.Tensor] = None,
-                       num_splits: Optional[torch.Tensor] = None):
+                       num_splits: Optional[torch.Tensor] = None,
+                       combine_tiles: Optional[tuple[int, int, int]] = None):
     """``decode`` with the table entry and/or the own plan's chunk length (pages) overridden.
     ``pages_per_split`` forces the own plan; otherwise ``config.plan`` chooses (the metadata
-    plan needs both metadata tensors)."""
+    plan needs both metadata tensors). ``combine_tiles`` = (rows, value columns, chunks per
+    step) of a combine program overrides ``_combine_tiles`` (tests)."""
     global LAST_SPLIT_KERNEL
     device = q.device
     ok, reason = (True, "") if device.type == "cuda" and _cuda_ok(device) else is_available(device)
@@ -698,7 +744,8 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
     plan_key = (device, q.dtype, tuple(q.shape), q.stride(), tuple(k_cache.shape), k_cache.stride(),
                 tuple(block_table.shape), block_table.stride(0), bool(causal), config, pages_per_split,
                 tuple(tile_scheduler_metadata.shape) if with_metadata else None,
-                tuple(num_splits.shape) if with_metadata else None, _dots_in_fp32(q.dtype))
+                tuple(num_splits.shape) if with_metadata else None, _dots_in_fp32(q.dtype),
+                None if combine_tiles is None else tuple(combine_tiles))
     plan = _launch_plan(*plan_key)
     out = torch.empty(plan.out_shape, dtype=q.dtype, device=device)
     lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=device)

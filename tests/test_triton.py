@@ -166,6 +166,10 @@ _INTERPRETER_SHAPES = [
     ([70, 0, 131], 2, 5, 1, True, "auto+dv2"),
     ([150, 0, 1], 2, 9, 1, False, "2+dv2"),
     ([200, 0, 70, 1], 2, 3, 1, True, "md3+dv2"),
+    # The combine with its value columns split across programs and fewer chunks per step than a
+    # request has (the small-batch tiles of _combine_tiles): 4-row tiles over 6 or 9 rows.
+    ([200, 0, 70, 1], 2, 3, 1, True, "md3+c4x64x2"),
+    ([150, 0, 1], 2, 9, 1, False, "1+c4x128x2"),
 ]
 INTERPRETER_CASES = {
     f"L{'-'.join(map(str, c[0]))}_sq{c[1]}_hq{c[2]}_hkv{c[3]}_{'causal' if c[4] else 'full'}"
@@ -177,12 +181,17 @@ SOFTMAX_SCALE = 576 ** -0.5 * 1.3
 
 
 def _split_variant(plan):
-    """'<plan>+dv2' -> (plan, {'dv_split': 2}); an int plan may be written as a string."""
+    """'<plan>+dv2' -> (plan, {'dv_split': 2}, None); '<plan>+c<R>x<DV>x<C>' -> (plan, {}, (R, DV, C)),
+    the combine's tiles forced (rows, value columns, chunks per step); an int plan may be written
+    as a string."""
     if not isinstance(plan, str) or "+" not in plan:
-        return plan, {}
+        return plan, {}, None
     plan, variant = plan.split("+")
+    plan = int(plan) if plan.isdigit() else plan
+    if variant.startswith("c"):
+        return plan, {}, tuple(int(x) for x in variant[1:].split("x"))
     assert variant == "dv2", variant
-    return (int(plan) if plan.isdigit() else plan), {"dv_split": 2}
+    return plan, {"dv_split": 2}, None
 
 
 def _interpreter_case_inputs(name):
@@ -218,16 +227,18 @@ def _interpreter_worker(out_path):
     for name in INTERPRETER_CASES:
         def case(name=name):
             (q, k, bt, sl), causal, plan = _interpreter_case_inputs(name)
-            plan, variant = _split_variant(plan)
+            plan, variant, combine_tiles = _split_variant(plan)
             if isinstance(plan, str) and plan.startswith("md"):
                 h_kv = k.shape[2]
                 md, ns = flashmla.get_mla_metadata(sl, q.shape[1] * q.shape[2] // h_kv, h_kv, num_sms=int(plan[2:]))
                 config = dataclasses.replace(triton_configs.INTERPRETER_CONFIG, plan="metadata", **variant)
                 return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal, config=config,
-                                                        tile_scheduler_metadata=md, num_splits=ns)
+                                                        tile_scheduler_metadata=md, num_splits=ns,
+                                                        combine_tiles=combine_tiles)
             config = dataclasses.replace(triton_configs.INTERPRETER_CONFIG, plan="own", **variant) if variant else None
             return triton_decode.decode_with_config(q, k, bt, sl, SOFTMAX_SCALE, causal, config=config,
-                                                    pages_per_split=None if plan == "auto" else plan)
+                                                    pages_per_split=None if plan == "auto" else plan,
+                                                    combine_tiles=combine_tiles)
         run(name, case)
 
     def strided():
