@@ -22,10 +22,15 @@ from flashmla.bench import providers as P  # noqa: E402
 from flashmla.bench.shapes import Shape, make_inputs  # noqa: E402
 
 SHAPES = [Shape(b=1, s_q=1, seqlen=4096, h_q=128), Shape(b=1, s_q=1, seqlen=16384, h_q=128),
-          Shape(b=8, s_q=1, seqlen=1024, h_q=128)]
+          Shape(b=8, s_q=1, seqlen=1024, h_q=128), Shape(b=1, s_q=1, seqlen=1024, h_q=128),
+          Shape(b=1, s_q=2, seqlen=4096, h_q=128)]
+if os.environ.get("PROBE_SHAPES"):  # e.g. "1,1,1024,128;1,2,4096,128"
+    from flashmla.bench.shapes import parse_shape
+    SHAPES = [parse_shape(spec) for spec in os.environ["PROBE_SHAPES"].split(";")]
 
 
 def main():
+    from flashmla import triton_decode
     device = torch.device("cuda")
     runs = {}
     for shape in SHAPES:
@@ -33,9 +38,15 @@ def main():
         for backend in ("triton", "cuda"):
             run = P.FlashMLAOurs(backend).prepare(inputs).run
             runs[(shape, backend)] = run
-            print(f"{shape} {backend}: eager {bench(run) * 1e3:.1f} us, graph {graph_time(run) * 1e3:.1f} us, "
-                  f"host {host_us(run):.1f} us/call", flush=True)
-    print(profile_calls(runs[(SHAPES[0], "triton")], "tottime", 30))
+            before = dict(triton_decode.LAUNCH_COUNTS)
+            eager = bench(run)
+            launches = {k: v - before[k] for k, v in triton_decode.LAUNCH_COUNTS.items()}
+            print(f"{shape} {backend}: eager {eager * 1e3:.1f} us, graph {graph_time(run) * 1e3:.1f} us, "
+                  f"host {host_us(run):.1f} us/call" +
+                  (f", launches while timing eager: {launches}" if backend == "triton" else ""), flush=True)
+    for shape in SHAPES[:1] + SHAPES[-1:]:
+        print(f"--- cProfile of 300 eager Triton calls, {shape}")
+        print(profile_calls(runs[(shape, "triton")], "tottime", 25))
 
 
 if __name__ == "__main__":

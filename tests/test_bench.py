@@ -323,3 +323,14 @@ def test_gpu_providers_agree_on_small_shapes(tmp_path):
         else:
             assert r["status"] == "skipped" and r["reason"]
     assert files["csv"].exists() and files["md"].exists()
+
+
+def test_cli_shape_specs_keep_their_commas(capsys):
+    """Each --shape is one spec (its fields are comma-separated); repeated flags add shapes."""
+    from flashmla.bench.__main__ import main
+    assert main(["--shape", "2,1,100,16", "--shape", "b=2,s_q=2,seqlen=300,h_q=32,varlen=1",
+                 "--list-shapes", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "b=2,s_q=1,seqlen=100,h_q=16,varlen=0" in out
+    assert "b=2,s_q=2,seqlen=300,h_q=32,varlen=1" in out
+    assert "2 shapes" in out

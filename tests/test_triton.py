@@ -447,18 +447,18 @@ def test_fast_relaunch_reuses_the_compiled_kernel_only_when_safe(monkeypatch):
     a, b = torch.zeros(64), torch.zeros(64)
     consts = dict(BLOCK=64, FLAG=True, num_warps=8)
     args = (a, b, 7)
-    triton_decode._launch(jit, ("plan", "k"), (3, 2), (a, b), args, consts, torch.device("cpu"))
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), True, args, consts, torch.device("cpu"))
     assert len(jit.jit_calls) == 1 and jit.compiled.runs == []
-    triton_decode._launch(jit, ("plan", "k"), (3, 2), (a, b), args, consts, torch.device("cpu"))
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), True, args, consts, torch.device("cpu"))
     assert len(jit.jit_calls) == 1
     assert jit.compiled.runs == [((3, 2, 1), 1234, (a, b, 7, 64, True))]
     misaligned = torch.zeros(65)[1:]  # 4-byte offset
-    triton_decode._launch(jit, ("plan", "k"), (3, 2), (misaligned, b), (misaligned, b, 7), consts, torch.device("cpu"))
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), triton_decode._aligned((misaligned, b)), (misaligned, b, 7), consts, torch.device("cpu"))
     assert len(jit.jit_calls) == 2 and len(jit.compiled.runs) == 1
-    triton_decode._launch(jit, ("other", "k"), (1,), (a, b), args, consts, torch.device("cpu"))
+    triton_decode._launch(jit, ("other", "k"), (1,), True, args, consts, torch.device("cpu"))
     assert len(jit.jit_calls) == 3  # a new plan compiles (or looks up) through Triton first
     monkeypatch.setattr(triton_decode, "FAST_LAUNCH", False)
-    triton_decode._launch(jit, ("plan", "k"), (3, 2), (a, b), args, consts, torch.device("cpu"))
+    triton_decode._launch(jit, ("plan", "k"), (3, 2), True, args, consts, torch.device("cpu"))
     assert len(jit.jit_calls) == 4 and len(jit.compiled.runs) == 1
 
 
@@ -469,7 +469,7 @@ def test_no_fast_relaunch_on_an_unchecked_triton_version(monkeypatch):
     jit = _FakeJit()
     a = torch.zeros(64)
     for _ in range(2):
-        triton_decode._launch(jit, ("plan", "k"), (1,), (a,), (a, a, 1), dict(BLOCK=1, FLAG=0), torch.device("cpu"))
+        triton_decode._launch(jit, ("plan", "k"), (1,), True, (a, a, 1), dict(BLOCK=1, FLAG=0), torch.device("cpu"))
     assert len(jit.jit_calls) == 2 and triton_decode._COMPILED == {}
 
 
@@ -479,7 +479,7 @@ def test_no_fast_relaunch_under_the_interpreter(monkeypatch):
     jit = _FakeJit()
     a = torch.zeros(64)
     for _ in range(2):
-        triton_decode._launch(jit, ("plan", "k"), (1,), (a,), (a, a, 1), dict(BLOCK=1, FLAG=0), torch.device("cpu"))
+        triton_decode._launch(jit, ("plan", "k"), (1,), True, (a, a, 1), dict(BLOCK=1, FLAG=0), torch.device("cpu"))
     assert len(jit.jit_calls) == 2 and triton_decode._COMPILED == {}
 
 

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     if not suites and not args.shape:
         suites = ["all"] if device.startswith("cuda") else ["tiny"]
     try:
-        shapes = select_shapes(suites, _split(args.shape))
+        shapes = select_shapes(suites, args.shape or [])  # one spec per --shape (specs contain commas)
         names = _split(args.providers) or None
         skip = set(_split(args.skip_providers))
         chosen = [p.name for p in get_providers(names)]
