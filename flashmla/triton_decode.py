@@ -686,10 +686,13 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_shape, k_strides, bt_dtype
 
 
 def _launch_hooks():
-    """Triton's launch enter/exit hooks (None unless a profiler installed them)."""
+    """Triton's launch enter/exit hooks, None for each that has nothing to call. Triton 3.6 keeps
+    them as (usually empty) ``HookChain`` objects, never None; passing an empty chain would make
+    every launch build launch metadata and call back into Python for nothing."""
     knobs = getattr(triton, "knobs", None)
     runtime = getattr(knobs, "runtime", None)
-    return getattr(runtime, "launch_enter_hook", None), getattr(runtime, "launch_exit_hook", None)
+    hooks = getattr(runtime, "launch_enter_hook", None), getattr(runtime, "launch_exit_hook", None)
+    return tuple(None if hook is None or getattr(hook, "calls", True) == [] else hook for hook in hooks)
 
 
 def _current_stream(device: torch.device) -> int:
@@ -756,8 +759,9 @@ def _launch(jit_fn, key, grid, aligned, args, consts, device):
         launcher.launch(grid[0], grid[1], grid[2], stream, compiled.function, launcher.launch_cooperative_grid,
                         launcher.launch_pdl, None, None, compiled.packed_metadata, None, None, None, *values)
     else:
+        metadata = compiled.launch_metadata(grid, stream, *values) if enter is not None or exit_ is not None else None
         compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
-                     compiled.launch_metadata(grid, stream, *values), enter, exit_, *values)
+                     metadata, enter, exit_, *values)
     return compiled
 
 

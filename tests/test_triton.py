@@ -462,6 +462,52 @@ def test_fast_relaunch_reuses_the_compiled_kernel_only_when_safe(monkeypatch):
     assert len(jit.jit_calls) == 4 and len(jit.compiled.runs) == 1
 
 
+class _FakeLauncher:
+    """Triton 3.6's CudaLauncher as _launch sees it: attributes and the C ``launch`` function."""
+    launch_cooperative_grid, launch_pdl = False, True
+    global_scratch_size = profile_scratch_size = 0
+
+    def __init__(self):
+        self.launches = []
+
+    def launch(self, *args):
+        self.launches.append(args)
+
+    def __call__(self, *args):
+        raise AssertionError("the wrapper should be skipped when it would allocate nothing")
+
+
+def test_fast_relaunch_calls_the_c_launcher_without_empty_hooks(monkeypatch):
+    """With Triton's hook chains empty, a relaunch calls the launcher's C function with the
+    arguments Triton's own wrapper would pass (no scratch, no metadata, no hooks); with a hook
+    installed it goes through the wrapper with launch metadata."""
+    monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
+    monkeypatch.setattr(triton_decode, "_current_stream", lambda device: 99)
+    monkeypatch.setattr(triton_decode, "_COMPILED", {})
+    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
+    monkeypatch.setattr(triton_decode.triton, "__version__", "3.6.0")
+    jit = _FakeJit()
+    jit.compiled.run = launcher = _FakeLauncher()
+    a = torch.zeros(64)
+    consts = dict(BLOCK=32, FLAG=False, num_warps=4)
+    for _ in range(2):
+        triton_decode._launch(jit, ("plan", "k"), (5,), True, (a, a, 3), consts, torch.device("cpu"))
+    assert len(jit.jit_calls) == 1
+    assert launcher.launches == [(5, 1, 1, 99, "fn-handle", False, True, None, None, "packed", None, None, None,
+                                  a, a, 3, 32, False)]
+    assert triton_decode._launch_hooks() == (None, None)
+    if not hasattr(triton_decode.triton.knobs.runtime.launch_enter_hook, "add"):
+        pytest.skip(f"Triton {triton_decode.triton.__version__} keeps no HookChain: hook half not checked")
+    hook = lambda metadata: None  # noqa: E731
+    triton_decode.triton.knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        assert triton_decode._launch_hooks()[0] is triton_decode.triton.knobs.runtime.launch_enter_hook
+        with pytest.raises(AssertionError, match="wrapper should be skipped"):
+            triton_decode._launch(jit, ("plan", "k"), (5,), True, (a, a, 3), consts, torch.device("cpu"))
+    finally:
+        triton_decode.triton.knobs.runtime.launch_enter_hook.remove(hook)
+
+
 def test_no_fast_relaunch_on_an_unchecked_triton_version(monkeypatch):
     monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
     monkeypatch.setattr(triton_decode, "_COMPILED", {})
