@@ -13,6 +13,7 @@ import gc
 import io
 import os
 import pstats
+import statistics
 import sys
 import threading
 import time
@@ -46,6 +47,22 @@ def host_us(fn, n=200):
     dt = (time.perf_counter() - t0) / n * 1e6
     torch.cuda.synchronize()
     return dt
+
+
+def gpu_us(fn, n=200):
+    """GPU time of one eager call with the launch queue kept full (a sleep kernel ahead of each
+    start event), so host time cannot show; median of n. Compare with do_bench's eager time:
+    a gap means the eager time waited for the host."""
+    times = []
+    for _ in range(n):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(2_000_000)  # ~1 ms of GPU work queued ahead
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
 
 
 def profile_calls(fn, sort, lines, n=300):

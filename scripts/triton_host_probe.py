@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cuda import bench, graph_time  # noqa: E402
-from triton_eager_probe import host_us, profile_calls  # noqa: E402
+from triton_eager_probe import gpu_us, host_us, profile_calls  # noqa: E402
 
 from flashmla.bench import providers as P  # noqa: E402
 from flashmla.bench.shapes import Shape, make_inputs  # noqa: E402
@@ -42,7 +42,7 @@ def main():
             eager = bench(run)
             launches = {k: v - before[k] for k, v in triton_decode.LAUNCH_COUNTS.items()}
             print(f"{shape} {backend}: eager {eager * 1e3:.1f} us, graph {graph_time(run) * 1e3:.1f} us, "
-                  f"host {host_us(run):.1f} us/call" +
+                  f"host {host_us(run):.1f} us/call, GPU {gpu_us(run):.1f} us/call (queue kept full)" +
                   (f", launches while timing eager: {launches}" if backend == "triton" else ""), flush=True)
     for shape in SHAPES[:1] + SHAPES[-1:]:
         print(f"--- cProfile of 300 eager Triton calls, {shape}")
