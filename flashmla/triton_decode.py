@@ -689,10 +689,14 @@ def _launch_hooks():
     """Triton's launch enter/exit hooks, None for each that has nothing to call. Triton 3.6 keeps
     them as (usually empty) ``HookChain`` objects, never None; passing an empty chain would make
     every launch build launch metadata and call back into Python for nothing."""
-    knobs = getattr(triton, "knobs", None)
-    runtime = getattr(knobs, "runtime", None)
-    hooks = getattr(runtime, "launch_enter_hook", None), getattr(runtime, "launch_exit_hook", None)
-    return tuple(None if hook is None or getattr(hook, "calls", True) == [] else hook for hook in hooks)
+    runtime = getattr(getattr(triton, "knobs", None), "runtime", None)
+    enter = getattr(runtime, "launch_enter_hook", None)
+    exit_ = getattr(runtime, "launch_exit_hook", None)
+    if enter is not None and getattr(enter, "calls", True) == []:
+        enter = None
+    if exit_ is not None and getattr(exit_, "calls", True) == []:
+        exit_ = None
+    return enter, exit_
 
 
 def _current_stream(device: torch.device) -> int:
@@ -748,17 +752,23 @@ def _launch(jit_fn, key, grid, aligned, args, consts, device):
                 _COMPILED.clear()
             # the signature's remaining parameters are the constexprs (fixed by the plan), by name
             const_values = tuple(consts[name] for name in jit_fn.arg_names[len(args):])
-            _COMPILED[key] = (kernel, const_values, tuple(grid) + (1,) * (3 - len(grid)), _direct_launcher(kernel))
+            launcher = _direct_launcher(kernel)
+            # what Triton's wrapper passes the C launch function after the stream: the kernel,
+            # its launch flags, no global/profile scratch, the packed metadata, no launch
+            # metadata and no hooks
+            launch_head = None if launcher is None else (
+                kernel.function, launcher.launch_cooperative_grid, launcher.launch_pdl, None, None,
+                kernel.packed_metadata, None, None, None)
+            _COMPILED[key] = (kernel, const_values, tuple(grid) + (1,) * (3 - len(grid)), launcher, launch_head)
         return kernel
     LAUNCH_COUNTS["direct"] += 1
-    compiled, const_values, grid, launcher = kept
-    values = args + const_values
+    compiled, const_values, grid, launcher, launch_head = kept
     stream = _current_stream(device)
     enter, exit_ = _launch_hooks()
     if launcher is not None and enter is None and exit_ is None:
-        launcher.launch(grid[0], grid[1], grid[2], stream, compiled.function, launcher.launch_cooperative_grid,
-                        launcher.launch_pdl, None, None, compiled.packed_metadata, None, None, None, *values)
+        launcher.launch(grid[0], grid[1], grid[2], stream, *launch_head, *args, *const_values)
     else:
+        values = args + const_values
         metadata = compiled.launch_metadata(grid, stream, *values) if enter is not None or exit_ is not None else None
         compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
                      metadata, enter, exit_, *values)
