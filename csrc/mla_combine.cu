@@ -13,11 +13,6 @@ namespace {
 
 constexpr int kCombineRowsPerBlock = 8;  // one warp per query row (split variant: per row quarter)
 constexpr int kFlagSplitCombineBit = 8;  // DecodeParams::schedule bit; = kFlagSplitCombine of the main kernel
-// Schedule bit 512 ("+widecombine", an A/B switch): the column-split kernel runs 2 warps per
-// block instead of 8, so a small batch's merge is spread over 4x the SMs (b = 1, h_q = 16: 32
-// blocks instead of 8), each with its own L2 bandwidth and load slots.
-constexpr int kFlagWideCombineBit = 512;
-constexpr int kWideCombineWarpsPerBlock = 2;
 
 template <typename T>
 __device__ __forceinline__ void store4(T* dst, float a, float b, float c, float d);
@@ -141,14 +136,14 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
 constexpr int kCombineColSplit = 4;
 constexpr int kCombineColsPerWarp = kHeadDimV / kCombineColSplit;  // 128 = 32 lanes x float4
 
-template <typename T, int kWarpsPerBlock>
-__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+template <typename T>
+__global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     mla_combine_split_kernel(const DecodeParams p) {
   asm volatile("griddepcontrol.wait;" ::: "memory");
   const int req = blockIdx.z;
   const int kv_head = blockIdx.y;
   const int lane = threadIdx.x % 32;
-  const int unit = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;  // (row, quarter)
+  const int unit = blockIdx.x * kCombineRowsPerBlock + threadIdx.x / 32;  // (row, quarter)
   const int rho = unit / kCombineColSplit;
   const int col0 = (unit % kCombineColSplit) * kCombineColsPerWarp + 4 * lane;
   const int first_slot = p.num_splits[req];
@@ -199,11 +194,9 @@ template <typename T>
 cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t stream) {
   cudaLaunchConfig_t config = {};
   const bool split = (params.schedule & kFlagSplitCombineBit) != 0;
-  const bool wide = split && (params.schedule & kFlagWideCombineBit) != 0;
   const int units = split ? params.rows * kCombineColSplit : params.rows;
-  const int warps_per_block = wide ? kWideCombineWarpsPerBlock : kCombineRowsPerBlock;
-  config.gridDim = dim3((units + warps_per_block - 1) / warps_per_block, params.h_kv, params.batch);
-  config.blockDim = dim3(32 * warps_per_block);
+  config.gridDim = dim3((units + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, params.h_kv, params.batch);
+  config.blockDim = dim3(32 * kCombineRowsPerBlock);
   config.stream = stream;
   // Programmatic dependent launch: the combine grid is scheduled while the main kernel drains
   // (it waits in griddepcontrol.wait for the main grid's results), hiding the launch gap.
@@ -212,8 +205,7 @@ cudaError_t launch_combine_kernel(const DecodeParams& params, cudaStream_t strea
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attr;
   config.numAttrs = 1;
-  if (wide) return cudaLaunchKernelEx(&config, mla_combine_split_kernel<T, kWideCombineWarpsPerBlock>, params);
-  if (split) return cudaLaunchKernelEx(&config, mla_combine_split_kernel<T, kCombineRowsPerBlock>, params);
+  if (split) return cudaLaunchKernelEx(&config, mla_combine_split_kernel<T>, params);
   return cudaLaunchKernelEx(&config, mla_combine_kernel<T>, params);
 }
 
