@@ -374,7 +374,10 @@ def _mla_decode_parts_kernel(
     token = row // group
     head = kv_head * group + row % group
     last_token = (tl.minimum(m_tile * BLOCK_M + BLOCK_M, rows) - 1) // group
-    for req in range(begin_req, end_req + 1):
+    # disable_licm: hoisting loop invariants out of this loop keeps them live across the whole
+    # pipelined inner loop; the table's 128-row entry then spilled 176 words instead of 47
+    # (compiled for sm_90a with Triton 3.6; docs/triton-kernel.md).
+    for req in tl.range(begin_req, end_req + 1, disable_licm=True):
         seqlen = tl.load(seqlens_ptr + req)
         num_pages = (seqlen + PAGE - 1) // PAGE
         block_lo = tl.where(req == begin_req, begin_block, 0)

@@ -12,9 +12,14 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
     AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | small | all
 A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
 scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264.
+A variant "triton" times the Triton backend (its table entry, the same metadata), and
+"triton/MODULE" the ``decode`` of another module with triton_decode's interface, e.g. an older
+copy of flashmla/triton_decode.py saved untracked as flashmla/_ab_baseline.py:
+AB_VARIANTS=triton/flashmla._ab_baseline,triton.
 """
 import csv
 import datetime
+import importlib
 import os
 import statistics
 import sys
@@ -50,6 +55,11 @@ def main():
         for v in variants:
             schedule, _, sms = v.partition(":")
             md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, int(sms or props.multi_processor_count))
+            if schedule.startswith("triton"):
+                module = importlib.import_module(schedule.partition("/")[2] or "flashmla.triton_decode")
+                fns[v] = (lambda module=module, md=md, ns=ns:
+                          module.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns))
+                continue
             fns[v] = (lambda schedule=schedule, md=md, ns=ns:
                       cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=schedule))
         ref, _ = fns[variants[0]]()
