@@ -239,7 +239,8 @@ with steps.step("recorded_h100_run", needs=[
 # and s_q = 2 it reaches 491–517 TFLOP/s (FlashMLA 541–568). Our Triton kernel is the fastest of all
 # at b = 128, 16 heads, s_q = 1 with 16384 and 32768 tokens, about half the CUDA kernel's speed at
 # 128 heads, and slower than vLLM's Triton MLA on two small shapes (b1 16K h128, b8 1K h128) unless
-# replayed in a CUDA graph. vLLM's Triton MLA crashed (illegal memory access) on
+# replayed in a CUDA graph (no longer: since its combine was rewritten, the README's latest run has it
+# faster than vLLM's Triton MLA on all 52 shapes both ran, eager). vLLM's Triton MLA crashed (illegal memory access) on
 # b128 s1 32K h128 varied; the other 52 shapes ran. The full table and the per-row `met` column
 # are in `bench.md`; this run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.
 
