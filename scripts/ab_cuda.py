@@ -12,10 +12,12 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
     AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | small | all
 A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
 scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264.
-A variant "triton" times the Triton backend (its table entry, the same metadata), and
+A variant "triton" times the Triton backend (its table entry, the same metadata),
 "triton/MODULE" the ``decode`` of another module with triton_decode's interface, e.g. an older
 copy of flashmla/triton_decode.py saved untracked as flashmla/_ab_baseline.py:
-AB_VARIANTS=triton/flashmla._ab_baseline,triton.
+AB_VARIANTS=triton/flashmla._ab_baseline,triton, and "triton@BMxBNxWARPSxSTAGESxDVSPLIT" another
+block configuration with the metadata plan, e.g. triton@128x32x8x2x2. With only Triton variants
+the metadata comes from flashmla.get_mla_metadata (no CUDA build needed; the same tensors).
 """
 import csv
 import datetime
@@ -30,7 +32,9 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cuda import bench, load_shapes, make  # noqa: E402
 
-from flashmla import cuda_backend  # noqa: E402
+import flashmla  # noqa: E402
+from flashmla import cuda_backend, triton_decode  # noqa: E402
+from flashmla.triton_configs import KernelConfig  # noqa: E402
 
 
 def main():
@@ -54,7 +58,17 @@ def main():
         fns = {}
         for v in variants:
             schedule, _, sms = v.partition(":")
-            md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, int(sms or props.multi_processor_count))
+            num_sms = int(sms or props.multi_processor_count)
+            if all(x.startswith("triton") for x in variants):
+                md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
+            else:
+                md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms)
+            if schedule.startswith("triton@"):
+                bm, bn, warps, stages, dv_split = (int(x) for x in schedule[len("triton@"):].split("x"))
+                config = KernelConfig(bm, bn, warps, stages, 1, plan="metadata", dv_split=dv_split)
+                fns[v] = (lambda config=config, md=md, ns=ns: triton_decode.decode_with_config(
+                    q, k, bt, sl, 576 ** -0.5, s_q > 1, config=config, tile_scheduler_metadata=md, num_splits=ns))
+                continue
             if schedule.startswith("triton"):
                 module = importlib.import_module(schedule.partition("/")[2] or "flashmla.triton_decode")
                 fns[v] = (lambda module=module, md=md, ns=ns:
