@@ -124,6 +124,27 @@ def test_plan_splits_covers_every_page(batch, h_kv, row_tiles, max_pages):
         assert splits == 1  # whole waves already: partials would only add traffic
 
 
+def test_launch_plan_checks_inputs_every_time():
+    """The kernels' own input checks run in the cached launch plan: a bad signature raises on every
+    call (lru_cache keeps no exceptions), naming the problem; a good one is planned once."""
+    cpu = torch.device("cpu")
+    good = dict(device=cpu, dtype=torch.bfloat16, q_shape=(2, 1, 16, 576), q_strides=(9216, 9216, 576, 1),
+                k_dtype=torch.bfloat16, k_shape=(9, 64, 1, 576), k_strides=(36864, 576, 576, 1),
+                bt_dtype=torch.int32, bt_shape=(2, 4), seqlens_dtype=torch.int32, causal=False,
+                config=triton_configs.INTERPRETER_CONFIG, pages_per_split=None, metadata_shape=None,
+                num_splits_shape=None, combine_tiles=None)
+    plan = triton_decode._launch_plan(*good.values())
+    assert triton_decode._launch_plan(*good.values()) is plan
+    for change, error, words in [(dict(k_dtype=torch.float16), TypeError, "k_cache must have q's dtype"),
+                                 (dict(bt_dtype=torch.int64), TypeError, "must be int32"),
+                                 (dict(k_shape=(9, 32, 1, 576)), ValueError, "page size"),
+                                 (dict(q_shape=(2, 1, 16, 512)), ValueError, "head dim"),
+                                 (dict(combine_tiles=(4, 96, 2)), ValueError, "combine_tiles")]:
+        for _ in range(2):
+            with pytest.raises(error, match=words):
+                triton_decode._launch_plan(*{**good, **change}.values())
+
+
 def test_interpreter_set_too_late_is_reported(monkeypatch):
     if triton_decode._imported_for_interpreter():
         pytest.skip("this pytest process imported triton with TRITON_INTERPRET=1 already")
