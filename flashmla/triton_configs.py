@@ -50,9 +50,11 @@ CONFIGS: dict[str, dict[int, KernelConfig]] = {
     # Hopper (H100/H200/H20/H800). Measured on an H100: benchmarks/results/triton_h100_run*_tuning.csv
     # (every candidate) and triton_h100.csv (this table, every row of perf-targets.md).
     "sm90": {
-        # h_q=16, s_q=1: the own plan keeps 2 programs per SM; the metadata plan was slower on
-        # fixed lengths (0.251 vs 0.231 ms at b=128 x 4096, run 2) and its 8192 rows are unmeasured.
-        16: KernelConfig(block_m=16, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=2),
+        # h_q=16, s_q=1: the metadata plan (balanced SM parts) since session 6: with its loop over
+        # requests no longer spilling it is 25-28% faster than the own plan on varied lengths and
+        # 5-6% slower on fixed ones (b128 x 4096/8192; ab_triton_16rows.csv in
+        # benchmarks/results/bench_h100_2026-11-24_session6_final/); serving batches vary.
+        16: KernelConfig(block_m=16, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=2, plan="metadata"),
         # 32 rows: two 16-row tiles side by side (adjacent programs share each cache block through
         # L2) beat one 32-row tile, which spills registers (50 spills; 206 in the parts kernel).
         32: KernelConfig(block_m=16, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=2, plan="metadata"),
