@@ -38,7 +38,7 @@ _BACKEND_MODULES = {
 def _load_backend(name: str):
     """Import a backend module; returns (module or None, reason it is unusable)."""
     try:
-        return importlib.import_module(_BACKEND_MODULES[name]), ""
+        return _backend_module(name), ""
     except ImportError as exc:  # e.g. Triton not installed, extension not built
         return None, f"cannot import {_BACKEND_MODULES[name]}: {exc}"
 

@@ -404,6 +404,13 @@ def _mla_decode_parts_kernel(
                         out_row, lse_offset, part_row, row_ok, dv_lo, D_V, DV_SPLIT)
 
 
+@_jit
+def _combine_step_rows(chunk, slot0, num_chunks, h_kv, kv_head, rows, row, row_ok):
+    """Partial rows [chunks, rows] of one combine step (slot ``slot0 + chunk``), and which exist."""
+    part_row = ((slot0 + chunk[:, None]).to(tl.int64) * h_kv + kv_head) * rows + row[None, :]
+    return part_row, (chunk[:, None] < num_chunks) & row_ok[None, :]
+
+
 @_jit(do_not_specialize=["stride_lse_b", "stride_lse_h", "group", "rows", "h_kv", "pages_per_split",
                          "num_splits"])
 def _mla_decode_combine_kernel(
@@ -447,9 +454,7 @@ def _mla_decode_combine_kernel(
     # pass 1: the largest chunk lse of each row
     m_i = tl.full([BLOCK_R], float("-inf"), tl.float32)
     for c0 in range(0, num_chunks, BLOCK_C):
-        chunk = c0 + offs_c
-        part_row = ((slot0 + chunk[:, None]).to(tl.int64) * h_kv + kv_head) * rows + row[None, :]
-        ok = (chunk[:, None] < num_chunks) & row_ok[None, :]
+        part_row, ok = _combine_step_rows(c0 + offs_c, slot0, num_chunks, h_kv, kv_head, rows, row, row_ok)
         lse_c = tl.load(lse_part_ptr + part_row, mask=ok, other=float("-inf"))
         m_i = tl.maximum(m_i, tl.max(lse_c, 0))
     # A row no chunk attended keeps m = -inf: subtract 0 instead (exp(-inf) = 0, no inf - inf).
@@ -458,9 +463,7 @@ def _mla_decode_combine_kernel(
     denom = tl.zeros([BLOCK_R], tl.float32)
     acc = tl.zeros([BLOCK_R, BLOCK_DV], tl.float32)
     for c0 in range(0, num_chunks, BLOCK_C):
-        chunk = c0 + offs_c
-        part_row = ((slot0 + chunk[:, None]).to(tl.int64) * h_kv + kv_head) * rows + row[None, :]
-        ok = (chunk[:, None] < num_chunks) & row_ok[None, :]
+        part_row, ok = _combine_step_rows(c0 + offs_c, slot0, num_chunks, h_kv, kv_head, rows, row, row_ok)
         lse_c = tl.load(lse_part_ptr + part_row, mask=ok, other=float("-inf"))
         o_c = tl.load(out_part_ptr + part_row[:, :, None] * D_V + dv[None, None, :], mask=ok[:, :, None],
                       other=0.0)
@@ -819,44 +822,17 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
     else:  # never written; any fp32 buffer will do as the pointer argument
         out_part = lse_part = lse
     inputs = (q, k_cache, block_table, cache_seqlens)
+    main_kernel, main_name = _mla_decode_split_kernel, "split"
     if plan.use_metadata:
         inputs += (tile_scheduler_metadata.contiguous(), num_splits.contiguous())
         num_splits = inputs[-1]
+        main_kernel, main_name = _mla_decode_parts_kernel, "parts"
     aligned = _aligned(inputs)
-    if plan.use_metadata:
-        LAST_SPLIT_KERNEL = _launch(
-            _mla_decode_parts_kernel, (plan.token, "parts"), plan.main_grid, aligned,
-            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
-    else:
-        LAST_SPLIT_KERNEL = _launch(
-            _mla_decode_split_kernel, (plan.token, "split"), plan.main_grid, aligned,
-            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
+    LAST_SPLIT_KERNEL = _launch(
+        main_kernel, (plan.token, main_name), plan.main_grid, aligned,
+        (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
     if plan.combine_grid is not None:
         splits = num_splits if plan.use_metadata else cache_seqlens
         _launch(_mla_decode_combine_kernel, (plan.token, "combine"), plan.combine_grid, aligned,
-                (cache_seqlens, splits, out, lse, out_part, lse_part, *plan.combine_ints), plan.combine_const, device)
-    return out, lse
-    scale_log2 = float(softmax_scale) * LOG2E
-    causal_flag = 1 if causal else 0
-    if plan.part_shapes is not None:
-        out_part = torch.empty(plan.part_shapes[0], dtype=torch.float32, device=device)
-        lse_part = torch.empty(plan.part_shapes[1], dtype=torch.float32, device=device)
-    else:  # never written; any fp32 buffer will do as the pointer argument
-        out_part = lse_part = lse
-    inputs = (q, k_cache, block_table, cache_seqlens)
-    if plan.use_metadata:
-        metadata = tile_scheduler_metadata.contiguous()
-        num_splits = num_splits.contiguous()
-        inputs += (metadata, num_splits)
-        LAST_SPLIT_KERNEL = _launch(
-            _mla_decode_parts_kernel, (plan_key, "parts"), plan.main_grid, inputs,
-            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
-    else:
-        LAST_SPLIT_KERNEL = _launch(
-            _mla_decode_split_kernel, (plan_key, "split"), plan.main_grid, inputs,
-            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
-    if plan.combine_grid is not None:
-        splits = num_splits if plan.use_metadata else cache_seqlens
-        _launch(_mla_decode_combine_kernel, (plan_key, "combine"), plan.combine_grid, (cache_seqlens, splits),
                 (cache_seqlens, splits, out, lse, out_part, lse_part, *plan.combine_ints), plan.combine_const, device)
     return out, lse

@@ -454,16 +454,21 @@ class _FakeJit:
         return call
 
 
+def _fake_fast_launch(monkeypatch, stream):
+    """_launch as on a GPU host with Triton 3.6 and fast launch on, the stream handle faked."""
+    monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
+    monkeypatch.setattr(triton_decode, "_current_stream", lambda device: stream)
+    monkeypatch.setattr(triton_decode, "_COMPILED", {})
+    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
+    monkeypatch.setattr(triton_decode.triton, "__version__", "3.6.0")
+
+
 def test_fast_relaunch_reuses_the_compiled_kernel_only_when_safe(monkeypatch):
     """First launch of a plan goes through Triton and keeps the compiled kernel; the next one
     calls its launcher with every argument in signature order (constexprs by name, options such
     as num_warps left out) and a 3-d grid; a misaligned pointer or FLASHMLA_TRITON_FAST_LAUNCH=0
     takes Triton's own path."""
-    monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
-    monkeypatch.setattr(triton_decode, "_current_stream", lambda device: 1234)
-    monkeypatch.setattr(triton_decode, "_COMPILED", {})
-    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
-    monkeypatch.setattr(triton_decode.triton, "__version__", "3.6.0")
+    _fake_fast_launch(monkeypatch, stream=1234)
     jit = _FakeJit()
     a, b = torch.zeros(64), torch.zeros(64)
     consts = dict(BLOCK=64, FLAG=True, num_warps=8)
@@ -502,11 +507,7 @@ def test_fast_relaunch_calls_the_c_launcher_without_empty_hooks(monkeypatch):
     """With Triton's hook chains empty, a relaunch calls the launcher's C function with the
     arguments Triton's own wrapper would pass (no scratch, no metadata, no hooks); with a hook
     installed it goes through the wrapper with launch metadata."""
-    monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
-    monkeypatch.setattr(triton_decode, "_current_stream", lambda device: 99)
-    monkeypatch.setattr(triton_decode, "_COMPILED", {})
-    monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
-    monkeypatch.setattr(triton_decode.triton, "__version__", "3.6.0")
+    _fake_fast_launch(monkeypatch, stream=99)
     jit = _FakeJit()
     jit.compiled.run = launcher = _FakeLauncher()
     a = torch.zeros(64)
