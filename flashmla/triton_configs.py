@@ -37,6 +37,9 @@ class KernelConfig:
     # 2: two programs share a row tile, each accumulating 256 of the 512 value columns (half the
     # fp32 accumulator registers; the 576-wide scores are computed by both, +53% tensor work).
     dv_split: int = 1
+    # "tl": the portable kernel (triton_decode.py); "gluon": the warp-specialised Hopper kernel
+    # (triton_hopper.py; sm_90 only, metadata plan, BLOCK_M = BLOCK_N = 64, 4 + 4 + 1 warps).
+    kernel: str = "tl"
 
     def smem_bytes(self, element_size: int = 2) -> int:
         return (self.block_m + self.num_stages * self.block_n) * 576 * element_size
@@ -76,6 +79,11 @@ CONFIGS: dict[str, dict[int, KernelConfig]] = {
         128: KernelConfig(block_m=32, block_n=16, num_warps=4, num_stages=2, ctas_per_sm=1),
     },
 }
+# The warp-specialised Gluon kernel for Hopper (flashmla/triton_hopper.py) and what a call runs
+# instead when that kernel cannot take it (no scheduler metadata, a cache layout TMA cannot read).
+GLUON_CONFIG = KernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=1, plan="metadata",
+                            kernel="gluon")
+GLUON_FALLBACK = KernelConfig(block_m=64, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=1, plan="metadata")
 # Families not listed (Blackwell, future parts) use the smallest-footprint table.
 DEFAULT_FAMILY = "sm86"
 # The Triton interpreter (CPU): small tiles keep the numpy work per program low.

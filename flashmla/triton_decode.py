@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import warnings
 from typing import NamedTuple, Optional
 
 import torch
@@ -607,6 +608,7 @@ class _LaunchPlan(NamedTuple):
     out once per distinct call signature (``_launch_plan``), so a repeated eager call only
     allocates its outputs and launches (small batches are bound by this host time)."""
     use_metadata: bool
+    gluon_row_tiles: int  # > 0: the main kernel is the Gluon Hopper kernel over this many row tiles
     out_shape: tuple
     lse_shape: tuple
     part_numel: Optional[tuple]  # (out_part, lse_part) fp32 elements, None when nothing is split
@@ -630,6 +632,15 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
     rows = s_q * group
     if config is None:
         config = kernel_config(device, rows)
+    use_metadata = pages_per_split is None and config.plan == "metadata" and metadata_shape is not None
+    if config.kernel == "gluon":
+        problem = _gluon_problem(device, k_shape, k_strides, use_metadata)
+        if problem:
+            warnings.warn(f"Triton backend: the Gluon Hopper kernel cannot run this call ({problem}); "
+                          f"using the portable kernel", stacklevel=4)
+            config = triton_configs.GLUON_FALLBACK
+    if config.kernel not in ("tl", "gluon"):
+        raise ValueError(f"config.kernel must be 'tl' or 'gluon'; got {config.kernel!r}")
     if PAGE_SIZE % config.block_n:
         raise ValueError(f"BLOCK_N ({config.block_n}) must divide the page size {PAGE_SIZE}")
     if config.dv_split not in (1, 2):
@@ -643,7 +654,6 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
     # programs per (request, kv head, chunk) along the grid's first axis: row tiles x value halves
     tile_programs = row_tiles * config.dv_split
     max_pages = bt_shape[1]
-    use_metadata = pages_per_split is None and config.plan == "metadata" and metadata_shape is not None
     out_shape = (b, s_q, h_q, HEAD_DIM_V)
     lse_shape = (b, h_q, s_q)
     out_strides = (s_q * h_q * HEAD_DIM_V, h_q * HEAD_DIM_V, HEAD_DIM_V)  # torch.empty: contiguous
@@ -683,7 +693,7 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
         raise ValueError(f"combine_tiles (rows, value columns, chunks per step) must be powers of two with "
                          f"the columns dividing {HEAD_DIM_V}; got {combine_tiles}")
     return _LaunchPlan(
-        use_metadata=use_metadata, out_shape=out_shape, lse_shape=lse_shape,
+        use_metadata=use_metadata, gluon_row_tiles=row_tiles if config.kernel == "gluon" else 0, out_shape=out_shape, lse_shape=lse_shape,
         part_numel=(part_rows * HEAD_DIM_V, part_rows) if part_rows else None,
         main_grid=main_grid, main_ints=main_ints, main_const=main_const,
         combine_grid=(-(-rows // block_r), HEAD_DIM_V // block_dv, b * h_kv) if combine else None,
@@ -691,6 +701,17 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
         combine_const=dict(USE_METADATA=use_metadata, BLOCK_R=block_r, BLOCK_DV=block_dv, BLOCK_C=block_c,
                            PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, num_warps=4),
         token=next(_PLAN_TOKENS))
+
+
+def _gluon_problem(device, k_shape, k_strides, use_metadata) -> str:
+    """Why the Gluon Hopper kernel cannot take a call, or "" when it can."""
+    from . import triton_hopper
+    if not use_metadata:
+        return "it follows the scheduler metadata, and none was given (or an own split plan was forced)"
+    ok, reason = triton_hopper.is_available(device)
+    if not ok:
+        return reason
+    return triton_hopper.cache_layout_problem(k_shape, k_strides)
 
 
 def _launch_hooks():
@@ -828,9 +849,15 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         num_splits = inputs[-1]
         main_kernel, main_name = _mla_decode_parts_kernel, "parts"
     aligned = _aligned(inputs)
-    LAST_SPLIT_KERNEL = _launch(
-        main_kernel, (plan.token, main_name), plan.main_grid, aligned,
-        (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
+    if plan.gluon_row_tiles:
+        from . import triton_hopper
+        LAST_SPLIT_KERNEL = triton_hopper.launch(q, k_cache, *inputs[2:], out, lse, out_part, lse_part,
+                                                 plan.gluon_row_tiles, scale_log2, bool(causal))
+    else:
+        LAST_SPLIT_KERNEL = _launch(
+            main_kernel, (plan.token, main_name), plan.main_grid, aligned,
+            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const,
+            device)
     if plan.combine_grid is not None:
         splits = num_splits if plan.use_metadata else cache_seqlens
         _launch(_mla_decode_combine_kernel, (plan.token, "combine"), plan.combine_grid, aligned,

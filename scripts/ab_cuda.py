@@ -16,7 +16,8 @@ A variant "triton" times the Triton backend (its table entry, the same metadata)
 "triton/MODULE" the ``decode`` of another module with triton_decode's interface, e.g. an older
 copy of flashmla/triton_decode.py saved untracked as flashmla/_ab_baseline.py:
 AB_VARIANTS=triton/flashmla._ab_baseline,triton, and "triton@BMxBNxWARPSxSTAGESxDVSPLIT" another
-block configuration with the metadata plan, e.g. triton@128x32x8x2x2. With only Triton variants
+block configuration with the metadata plan, e.g. triton@128x32x8x2x2; "gluon" the Triton backend's
+warp-specialised Hopper kernel (flashmla/triton_hopper.py) on every row. With only Triton variants
 the metadata comes from flashmla.get_mla_metadata (no CUDA build needed; the same tensors).
 """
 import csv
@@ -33,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cuda import bench, load_shapes, make  # noqa: E402
 
 import flashmla  # noqa: E402
-from flashmla import cuda_backend, triton_decode  # noqa: E402
+from flashmla import cuda_backend, triton_configs, triton_decode  # noqa: E402
 from flashmla.triton_configs import KernelConfig  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def main():
         shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
     device = torch.device("cuda")
     props = torch.cuda.get_device_properties(device)
-    triton_only = all(v.startswith("triton") for v in variants)  # then no CUDA build is needed
+    triton_only = all(v.startswith(("triton", "gluon")) for v in variants)  # then no CUDA build is needed
     print(f"GPU {props.name}, torch {torch.__version__}, triton {triton.__version__}; {rounds} rounds; "
           f"variants {variants}", flush=True)
     head = f"{'shape':<22}" + "".join(f"{v[:20]:>22}" for v in variants) + f"{'target':>9}"
@@ -64,6 +65,11 @@ def main():
                 md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
             else:
                 md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms)
+            if schedule == "gluon":  # the Triton backend's warp-specialised Hopper kernel
+                fns[v] = (lambda md=md, ns=ns: triton_decode.decode_with_config(
+                    q, k, bt, sl, 576 ** -0.5, s_q > 1, config=triton_configs.GLUON_CONFIG,
+                    tile_scheduler_metadata=md, num_splits=ns))
+                continue
             if schedule.startswith("triton@"):
                 bm, bn, warps, stages, dv_split = (int(x) for x in schedule[len("triton@"):].split("x"))
                 config = KernelConfig(bm, bn, warps, stages, 1, plan="metadata", dv_split=dv_split)

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import sys
+import warnings
 
 import pytest
 import torch
@@ -393,6 +394,73 @@ def test_gpu_compute_variants(variant, heads_sq, dtype, plan):
                                                 tile_scheduler_metadata=md, num_splits=ns)
     ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, causal)
     assert_matches_reference(out, lse, ref_out, ref_lse, str(config))
+
+
+GLUON_HEADS = [(h_q, h_kv) for h_q in (1, 16, 63, 128) for h_kv in (1, 2) if h_q % h_kv == 0] + [(128, 8)]
+
+
+def _gluon_ready(device):
+    from flashmla import triton_hopper
+    ok, reason = triton_hopper.is_available(device)
+    if not ok:
+        pytest.skip(f"the Gluon Hopper kernel cannot run here: {reason}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("s_q", [1, 2, 4])
+@pytest.mark.parametrize("heads", GLUON_HEADS, ids=lambda hk: f"hq{hk[0]}-hkv{hk[1]}")
+def test_gpu_gluon_foundation_grid(heads, s_q, causal, dtype):
+    """The Gluon Hopper kernel (triton_hopper.py) on the foundation grid: zero-length, one-token
+    and page-edge lengths, several row tiles and partial tiles, GQA, requests cut into several
+    chunks by metadata planned for few SMs; NaN in the unused cache rows, garbage in the table."""
+    import flashmla
+    h_q, h_kv = heads
+    device = _cuda_device()
+    _gluon_ready(device)
+    seed = 9000 + h_q * 1000 + h_kv * 100 + s_q * 10 + causal * 2 + (dtype == torch.float16)
+    order = torch.randperm(len(FOUNDATION_SEQLENS), generator=torch.Generator().manual_seed(seed))
+    seqlens = [FOUNDATION_SEQLENS[i] for i in order]
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
+    md, ns = flashmla.get_mla_metadata(sl, s_q * h_q // h_kv, h_kv, num_sms=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a silent fallback to the portable kernel would pass unnoticed
+        out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1,
+                                                    config=triton_configs.GLUON_CONFIG,
+                                                    tile_scheduler_metadata=md, num_splits=ns)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1)
+    assert_matches_reference(out, lse, ref_out, ref_lse, f"gluon {heads} s_q={s_q}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(128, 2, 4096, 128, False), (128, 1, 4096, 64, True), (1, 1, 4096, 128, False),
+                                   (32, 1, 32768, 128, False)],
+                         ids=lambda s: "b{}-sq{}-L{}-hq{}-{}".format(*s[:4], "varied" if s[4] else "fixed"))
+def test_gpu_gluon_benchmark_shapes(shape):
+    import flashmla
+    b, s_q, mean, h_q, varied = shape
+    device = _cuda_device()
+    _gluon_ready(device)
+    seqlens = benchmark_seqlens(b, mean, s_q, varied)
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=sum(shape), spare_pages=1)
+    md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1)
+    out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, s_q > 1, config=triton_configs.GLUON_CONFIG,
+                                                tile_scheduler_metadata=md, num_splits=ns)
+    ref_out, ref_lse = reference.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1)
+    assert_matches_reference(out, lse, ref_out, ref_lse, f"gluon {shape}")
+
+
+@pytest.mark.gpu
+def test_gpu_gluon_falls_back_loudly_without_metadata():
+    device = _cuda_device()
+    _gluon_ready(device)
+    q, k, bt, sl = make_inputs([300, 0, 65], 1, 16, 1, torch.bfloat16, device, seed=5)
+    with pytest.warns(UserWarning, match="Gluon Hopper kernel cannot run this call"):
+        out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, False,
+                                                    config=triton_configs.GLUON_CONFIG)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, False)
+    assert_matches_reference(out, lse, ref_out, ref_lse)
 
 
 def benchmark_seqlens(b, mean, s_q, varied):
