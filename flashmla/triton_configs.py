@@ -79,11 +79,12 @@ CONFIGS: dict[str, dict[int, KernelConfig]] = {
         128: KernelConfig(block_m=32, block_n=16, num_warps=4, num_stages=2, ctas_per_sm=1),
     },
 }
-# The warp-specialised Gluon kernel for Hopper (flashmla/triton_hopper.py) and what a call runs
-# instead when that kernel cannot take it (no scheduler metadata, a cache layout TMA cannot read).
+# Families whose Triton backend runs the warp-specialised Gluon kernel (flashmla/triton_hopper.py)
+# by default; the portable table above is what runs when that kernel cannot take a call (no
+# scheduler metadata, a cache layout TMA cannot read) or FLASHMLA_TRITON_KERNEL=portable.
+GLUON_FAMILIES = ("sm90",)
 GLUON_CONFIG = KernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=2, ctas_per_sm=1, plan="metadata",
                             kernel="gluon")
-GLUON_FALLBACK = KernelConfig(block_m=64, block_n=64, num_warps=8, num_stages=2, ctas_per_sm=1, plan="metadata")
 # Families not listed (Blackwell, future parts) use the smallest-footprint table.
 DEFAULT_FAMILY = "sm86"
 # The Triton interpreter (CPU): small tiles keep the numpy work per program low.

@@ -522,11 +522,29 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def kernel_config(device: torch.device, rows: int) -> KernelConfig:
-    """The block sizes used for ``rows`` query rows per kv head on ``device``."""
+# "auto": the Gluon Hopper kernel where it runs (triton_configs.GLUON_FAMILIES), else the portable
+# kernel; "portable": always the portable kernel (e.g. to compare the two on a Hopper GPU).
+KERNEL_CHOICE = os.environ.get("FLASHMLA_TRITON_KERNEL", "auto").strip().lower()
+
+
+def kernel_config(device: torch.device, rows: int, portable: bool = False) -> KernelConfig:
+    """The kernel and block sizes used for ``rows`` query rows per kv head on ``device``
+    (``portable``: the portable kernel's table entry even where the Gluon kernel would run)."""
     if device.type != "cuda":
         return triton_configs.INTERPRETER_CONFIG
-    return triton_configs.config_for(device_family(device), rows)
+    if KERNEL_CHOICE not in ("auto", "portable"):
+        raise ValueError(f"FLASHMLA_TRITON_KERNEL must be 'auto' or 'portable'; got {KERNEL_CHOICE!r}")
+    family = device_family(device)
+    if not portable and KERNEL_CHOICE != "portable" and family in triton_configs.GLUON_FAMILIES \
+            and _gluon_runs(device.index if device.index is not None else torch.cuda.current_device()):
+        return triton_configs.GLUON_CONFIG
+    return triton_configs.config_for(family, rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _gluon_runs(device_index: int) -> bool:
+    from . import triton_hopper
+    return triton_hopper.is_available(torch.device("cuda", device_index))[0]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -608,7 +626,7 @@ class _LaunchPlan(NamedTuple):
     out once per distinct call signature (``_launch_plan``), so a repeated eager call only
     allocates its outputs and launches (small batches are bound by this host time)."""
     use_metadata: bool
-    gluon_row_tiles: int  # > 0: the main kernel is the Gluon Hopper kernel over this many row tiles
+    use_gluon: bool  # the main kernel is the Gluon Hopper kernel (triton_hopper.py)
     out_shape: tuple
     lse_shape: tuple
     part_numel: Optional[tuple]  # (out_part, lse_part) fp32 elements, None when nothing is split
@@ -638,7 +656,7 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
         if problem:
             warnings.warn(f"Triton backend: the Gluon Hopper kernel cannot run this call ({problem}); "
                           f"using the portable kernel", stacklevel=4)
-            config = triton_configs.GLUON_FALLBACK
+            config = triton_configs.config_for(device_family(device), rows)
     if config.kernel not in ("tl", "gluon"):
         raise ValueError(f"config.kernel must be 'tl' or 'gluon'; got {config.kernel!r}")
     if PAGE_SIZE % config.block_n:
@@ -663,6 +681,9 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
                       BLOCK_M=config.block_m, BLOCK_N=config.block_n,
                       PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
                       num_warps=config.num_warps, num_stages=config.num_stages)
+    if config.kernel == "gluon":
+        from . import triton_hopper
+        main_const = dict(triton_hopper.LAUNCH_OPTIONS)
     if use_metadata:
         if len(metadata_shape) != 2 or metadata_shape[1] != METADATA_WIDTH or num_splits_shape[0] < b + 1:
             raise ValueError(f"tile_scheduler_metadata must be [num_sm_parts, {METADATA_WIDTH}] and num_splits "
@@ -670,8 +691,12 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
         num_parts = metadata_shape[0]
         part_rows = (b + num_parts) * h_kv * rows
         main_grid = (tile_programs, num_parts, h_kv)
-        main_ints = (*common_ints, s_q, group, rows, h_kv)
-        main_const["MD_WIDTH"] = METADATA_WIDTH
+        if config.kernel == "gluon":
+            main_ints = triton_hopper.launch_ints(q_strides, bt_stride0, out_strides, lse_strides, s_q, group, rows,
+                                                  h_kv)
+        else:
+            main_ints = (*common_ints, s_q, group, rows, h_kv)
+            main_const["MD_WIDTH"] = METADATA_WIDTH
         n_splits, pages_per_split = 0, 1  # unused by the metadata combine
     else:
         if pages_per_split is None:
@@ -693,7 +718,7 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
         raise ValueError(f"combine_tiles (rows, value columns, chunks per step) must be powers of two with "
                          f"the columns dividing {HEAD_DIM_V}; got {combine_tiles}")
     return _LaunchPlan(
-        use_metadata=use_metadata, gluon_row_tiles=row_tiles if config.kernel == "gluon" else 0, out_shape=out_shape, lse_shape=lse_shape,
+        use_metadata=use_metadata, use_gluon=config.kernel == "gluon", out_shape=out_shape, lse_shape=lse_shape,
         part_numel=(part_rows * HEAD_DIM_V, part_rows) if part_rows else None,
         main_grid=main_grid, main_ints=main_ints, main_const=main_const,
         combine_grid=(-(-rows // block_r), HEAD_DIM_V // block_dv, b * h_kv) if combine else None,
@@ -849,15 +874,13 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         num_splits = inputs[-1]
         main_kernel, main_name = _mla_decode_parts_kernel, "parts"
     aligned = _aligned(inputs)
-    if plan.gluon_row_tiles:
+    if plan.use_gluon:  # the Hopper kernel reads the cache through a TMA descriptor
         from . import triton_hopper
-        LAST_SPLIT_KERNEL = triton_hopper.launch(q, k_cache, *inputs[2:], out, lse, out_part, lse_part,
-                                                 plan.gluon_row_tiles, scale_log2, bool(causal))
-    else:
-        LAST_SPLIT_KERNEL = _launch(
-            main_kernel, (plan.token, main_name), plan.main_grid, aligned,
-            (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const,
-            device)
+        main_kernel, main_name = triton_hopper._mla_decode_hopper_kernel, "gluon"
+        inputs = (q, triton_hopper.kv_descriptor(k_cache)) + inputs[2:]
+    LAST_SPLIT_KERNEL = _launch(
+        main_kernel, (plan.token, main_name), plan.main_grid, aligned,
+        (*inputs, out, lse, out_part, lse_part, *plan.main_ints, scale_log2, causal_flag), plan.main_const, device)
     if plan.combine_grid is not None:
         splits = num_splits if plan.use_metadata else cache_seqlens
         _launch(_mla_decode_combine_kernel, (plan.token, "combine"), plan.combine_grid, aligned,

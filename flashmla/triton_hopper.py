@@ -381,29 +381,44 @@ def cache_layout_problem(k_shape, k_strides, element_size: int = 2) -> str:
     return ""
 
 
+class _CacheBase:
+    """What a TensorDescriptor reads of its base tensor (address and dtype), without holding the
+    cache or building a view: descriptors are kept per address, shape and strides."""
+    __slots__ = ("ptr", "dtype")
+
+    def __init__(self, ptr: int, dtype: torch.dtype):
+        self.ptr, self.dtype = ptr, dtype
+
+    def data_ptr(self) -> int:
+        return self.ptr
+
+
+_DESCRIPTORS: dict = {}
+_MAX_DESCRIPTORS = 64
+
+
 def kv_descriptor(k_cache: torch.Tensor):
-    pages, page, h_kv, d = k_cache.shape
-    view = k_cache.as_strided((pages * page, h_kv * _int(D_QK)), (k_cache.stride(1), 1))
-    return TensorDescriptor(view, list(view.shape), list(view.stride()), [_int(PAGE), _int(BOX)],
-                            box_layout(k_cache.dtype))
+    """The TMA view [pages x 64 tokens, h_kv x 576] of the cache, boxes of 64 tokens x 64 dims
+    (the launcher encodes it into a CUtensorMap at every launch)."""
+    key = (k_cache.data_ptr(), k_cache.shape, k_cache.stride(), k_cache.dtype)
+    desc = _DESCRIPTORS.get(key)
+    if desc is None:
+        pages, page, h_kv, _ = k_cache.shape
+        if len(_DESCRIPTORS) >= _MAX_DESCRIPTORS:
+            _DESCRIPTORS.clear()
+        desc = TensorDescriptor(_CacheBase(k_cache.data_ptr(), k_cache.dtype), [pages * page, h_kv * _int(D_QK)],
+                                [k_cache.stride(1), 1], [_int(PAGE), _int(BOX)], box_layout(k_cache.dtype))
+        _DESCRIPTORS[key] = desc
+    return desc
 
 
-def launch(q, k_cache, block_table, cache_seqlens, metadata, num_splits, out, lse, out_part, lse_part,
-           row_tiles: int, scale_log2: float, causal: bool):
-    """One launch of the main kernel over the metadata's SM parts (outputs as the portable
-    metadata-plan kernel writes them: the combine kernel is shared)."""
-    b, s_q, h_q, _ = q.shape
-    h_kv = k_cache.shape[2]
-    group = h_q // h_kv
-    rows = s_q * group
-    grid = (row_tiles, metadata.shape[0], h_kv)
-    return _mla_decode_hopper_kernel[grid](
-        q, kv_descriptor(k_cache), block_table, cache_seqlens, metadata, num_splits,
-        out, lse, out_part, lse_part,
-        q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-        s_q, group, rows, h_kv, scale_log2, 1 if causal else 0,
-        num_warps=NUM_WARPS, maxnreg=MAXNREG)
+def launch_ints(q_strides, bt_stride0: int, out_strides, lse_strides, s_q: int, group: int, rows: int,
+                h_kv: int) -> tuple:
+    """The kernel's integer arguments between the tensors and scale_log2, in signature order."""
+    return (*q_strides[:3], bt_stride0, *out_strides, *lse_strides, s_q, group, rows, h_kv)
+
+
+LAUNCH_OPTIONS = dict(num_warps=NUM_WARPS, maxnreg=MAXNREG)
 
 
 def offline_resources(dtype: str = "bf16", capability: int = 90) -> dict:

@@ -10,6 +10,7 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
 
     AB_VARIANTS=seesaw,seesaw+l2keep AB_ROUNDS=5 python scripts/ab_cuda.py out.csv
     AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | small | all
+    AB_GRAPH=1 adds one CUDA-graph replay time per variant on the rows with b <= 8
 A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
 scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264.
 A variant "triton" times the Triton backend (its table entry, the same metadata),
@@ -31,7 +32,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cuda import bench, load_shapes, make  # noqa: E402
+from bench_cuda import bench, graph_time, load_shapes, make  # noqa: E402
 
 import flashmla  # noqa: E402
 from flashmla import cuda_backend, triton_configs, triton_decode  # noqa: E402
@@ -94,15 +95,21 @@ def main():
             for v in order:
                 times[v].append(bench(fns[v]))
         med = {v: statistics.median(t) for v, t in times.items()}
+        # AB_GRAPH=1: also one CUDA-graph replay time per variant at b <= 8, where an eager call
+        # can be bound by host time (the difference is host time, not kernel time)
+        graph = {v: graph_time(fns[v]) if os.environ.get("AB_GRAPH") == "1" and b <= 8 else float("nan")
+                 for v in variants}
         wins = {v: sum(t < t0 for t, t0 in zip(times[v], times[variants[0]])) for v in variants}
         label = f"{b},{s_q},{mean},{h_q},{'var' if varied else 'fix'}"
         cells = [f"{med[variants[0]]:.4f}"] + [f"{med[v]:.4f} {med[v] / med[variants[0]]:5.3f} {wins[v]}/{rounds}"
                                                 for v in variants[1:]]
         print(f"{label:<22}" + "".join(f"{c:>22}" for c in cells) + f"{target:9.4f}", flush=True)
+        if graph[variants[0]] == graph[variants[0]]:
+            print(f"{'  (graph)':<22}" + "".join(f"{graph[v]:>22.4f}" for v in variants), flush=True)
         for v in variants:
             rows.append(dict(gpu=props.name, torch=torch.__version__, date=datetime.date.today().isoformat(),
                              b=b, s_q=s_q, mean_seqlen=mean, h_q=h_q, varied=varied, variant=v,
-                             median_ms=round(med[v], 5), ratio_vs_first=round(med[v] / med[variants[0]], 4),
+                             median_ms=round(med[v], 5), graph_ms=round(graph[v], 5), ratio_vs_first=round(med[v] / med[variants[0]], 4),
                              rounds_faster_than_first=wins[v], rounds=rounds,
                              all_ms=" ".join(f"{t:.5f}" for t in times[v]), target_ms=target))
         del q, k, bt, sl

@@ -227,7 +227,8 @@ def cpu_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "out"
     proc = _run_cli(["--device", "cpu", "--suite", "tiny", "--out", str(out), "--cpu-reps", "1", "--no-e2e",
-                     "--providers", "torch,flashmla-triton,flashmla-cuda,flashinfer,flash_mla,vllm-triton"], tmp)
+                     "--providers", "torch,flashmla-triton,flashmla-triton-portable,flashmla-cuda,flashinfer,"
+                     "flash_mla,vllm-triton"], tmp)
     assert proc.returncode in (0, 1), f"bench CLI crashed:\n{proc.stdout}\n{proc.stderr}"
     with open(out / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -353,7 +353,7 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype, plan):
     order = torch.randperm(len(FOUNDATION_SEQLENS), generator=torch.Generator().manual_seed(seed))
     seqlens = [FOUNDATION_SEQLENS[i] for i in order]
     q, k, bt, sl = make_inputs(seqlens, s_q, h_q, h_kv, dtype, device, seed)
-    config = dataclasses.replace(triton_decode.kernel_config(device, s_q * h_q // h_kv), plan=plan)
+    config = dataclasses.replace(triton_decode.kernel_config(device, s_q * h_q // h_kv, portable=True), plan=plan)
     md, ns = flashmla.get_mla_metadata(sl, s_q * h_q // h_kv, h_kv, num_sms=7)
     out, lse = triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, causal and s_q > 1, config=config,
                                                 tile_scheduler_metadata=md, num_splits=ns)
@@ -632,7 +632,7 @@ def test_gpu_fast_relaunch_matches_reference(plan, monkeypatch):
     real_stream = triton_decode._current_stream
     monkeypatch.setattr(triton_decode, "_current_stream", lambda d: fast_launches.append(1) or real_stream(d))
     device = _cuda_device()
-    config = dataclasses.replace(triton_decode.kernel_config(device, 2 * 16), plan=plan)
+    config = dataclasses.replace(triton_decode.kernel_config(device, 2 * 16, portable=True), plan=plan)
     seqlens = [300, 0, 64, 65, 1, 700]
     for seed in range(3):
         q, k, bt, sl = make_inputs(seqlens, 2, 16, 1, torch.bfloat16, device, seed=40 + seed)

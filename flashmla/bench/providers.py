@@ -9,7 +9,9 @@ vLLM's split count) is made in ``prepare``, outside the timed call, as perf-targ
 Providers:
   torch            fp32 reference (the oracle the others are checked against)
   flashmla-cuda    our sm90a kernel, ``flashmla.flash_mla_with_kvcache(backend="cuda")``
-  flashmla-triton  our Triton kernel (on the CPU: the Triton interpreter)
+  flashmla-triton  our Triton backend: on Hopper its Gluon kernel, elsewhere the portable kernel
+                   (on the CPU: the Triton interpreter)
+  flashmla-triton-portable  the portable kernel where flashmla-triton runs the Gluon one (Hopper)
   flashinfer-fa3   FlashInfer ``BatchMLAPagedAttentionWrapper(backend="fa3")`` (Hopper)
   flashinfer-fa2   the same, ``backend="fa2"``
   flash_mla        DeepSeek's FlashMLA: the ``flash_mla`` package when installed, else vLLM's build
@@ -187,6 +189,45 @@ class FlashMLAOurs(Provider):
             return flashmla.flash_mla_with_kvcache(
                 inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens, HEAD_DIM_V,
                 md, num_splits, softmax_scale=inputs.softmax_scale, causal=s.causal, backend=self.backend)
+
+        return Prepared(run=lambda: call(md, num_splits), outputs=_standard_outputs,
+                        run_e2e=lambda: call(*metadata()))
+
+
+class FlashMLATritonPortable(FlashMLAOurs):
+    """The Triton backend's portable kernel on a GPU where the backend runs its Gluon Hopper
+    kernel by default (the portable one is what other GPUs get; here it is timed beside it)."""
+
+    def __init__(self):
+        super().__init__("triton")
+        self.name = "flashmla-triton-portable"
+        self.description = "flashmla portable Triton kernel (tl.dot; the backend's kernel off Hopper)"
+
+    def availability(self, device):
+        ok, why = super().availability(device)
+        if not ok:
+            return ok, why
+        from flashmla import triton_decode
+        if triton_decode.kernel_config(device, 64).kernel != "gluon":
+            return False, "the Triton backend runs the portable kernel here already (see flashmla-triton)"
+        return True, ""
+
+    def prepare(self, inputs):
+        import flashmla
+        from flashmla import triton_decode
+        s = inputs.shape
+        rows = s.s_q * s.h_q // s.h_kv
+        config = triton_decode.kernel_config(inputs.q.device, rows, portable=True)
+
+        def metadata():
+            return flashmla.get_mla_metadata(inputs.cache_seqlens, rows, s.h_kv)
+
+        md, num_splits = metadata()
+
+        def call(md, num_splits):
+            return triton_decode.decode_with_config(
+                inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens, inputs.softmax_scale,
+                s.causal and s.s_q > 1, config=config, tile_scheduler_metadata=md, num_splits=num_splits)
 
         return Prepared(run=lambda: call(md, num_splits), outputs=_standard_outputs,
                         run_e2e=lambda: call(*metadata()))
@@ -555,13 +596,13 @@ class VllmTritonMLA(Provider):
 
 # --------------------------------------------------------------------------- registry
 def all_providers() -> list[Provider]:
-    return [TorchReference(), FlashMLAOurs("cuda"), FlashMLAOurs("triton"), FlashInferMLA("fa3"),
-            FlashInferMLA("fa2"), DeepSeekFlashMLA(), VllmTritonMLA()]
+    return [TorchReference(), FlashMLAOurs("cuda"), FlashMLAOurs("triton"), FlashMLATritonPortable(),
+            FlashInferMLA("fa3"), FlashInferMLA("fa2"), DeepSeekFlashMLA(), VllmTritonMLA()]
 
 
-PROVIDER_NAMES = ("torch", "flashmla-cuda", "flashmla-triton", "flashinfer-fa3", "flashinfer-fa2",
-                  "flash_mla", "vllm-triton")
-OURS = ("flashmla-cuda", "flashmla-triton")
+PROVIDER_NAMES = ("torch", "flashmla-cuda", "flashmla-triton", "flashmla-triton-portable", "flashinfer-fa3",
+                  "flashinfer-fa2", "flash_mla", "vllm-triton")
+OURS = ("flashmla-cuda", "flashmla-triton", "flashmla-triton-portable")
 
 
 def get_providers(names=None) -> list[Provider]:
