@@ -790,6 +790,30 @@ def _direct_launcher(kernel):
     return None
 
 
+def _unwrapped_launch(launch):
+    """Triton 3.6 wraps the C launch function of a kernel with tensor-descriptor parameters in a
+    Python closure that rebuilds every descriptor's CUtensorMap and re-packs all arguments at
+    each launch. Returns (the C function, {argument index: descriptor metadata}) from that
+    closure, or (launch, {}) when it is not one."""
+    cells = dict(zip(getattr(launch, "__code__", None) and launch.__code__.co_freevars or (),
+                     (c.cell_contents for c in (getattr(launch, "__closure__", None) or ()))))
+    if not {"launcher", "tensordesc_indices", "tensordesc_meta"} <= set(cells):
+        return launch, {}
+    meta = cells["tensordesc_meta"] or [None] * len(cells["tensordesc_indices"])
+    return cells["launcher"], dict(zip(sorted(cells["tensordesc_indices"]), meta))
+
+
+def _expanded_descriptor(desc, meta) -> tuple:
+    """The C launcher's arguments for one tensor descriptor (CUtensorMap, shape, strides), built
+    once per descriptor object (the Gluon kernel's descriptors are kept per cache tensor)."""
+    expanded = getattr(desc, "_flashmla_launch_args", None)
+    if expanded is None:
+        from triton.backends.nvidia.driver import make_tensordesc_arg
+        expanded = tuple(make_tensordesc_arg(desc, meta))
+        desc._flashmla_launch_args = expanded
+    return expanded
+
+
 def _launch(jit_fn, key, grid, aligned, args, consts, device):
     """``jit_fn[grid](*args, **consts)``; the first launch for ``key`` (a launch plan) keeps the
     compiled kernel, and later launches with the same plan call its launcher directly, skipping
@@ -813,14 +837,21 @@ def _launch(jit_fn, key, grid, aligned, args, consts, device):
             launch_head = None if launcher is None else (
                 kernel.function, launcher.launch_cooperative_grid, launcher.launch_pdl, None, None,
                 kernel.packed_metadata, None, None, None)
-            _COMPILED[key] = (kernel, const_values, tuple(grid) + (1,) * (3 - len(grid)), launcher, launch_head)
+            c_launch, descriptors = _unwrapped_launch(launcher.launch) if launcher is not None else (None, {})
+            if len(descriptors) > 1 or any(i >= len(args) for i in descriptors):
+                c_launch, descriptors = launcher.launch, {}  # (only one descriptor argument is spliced)
+            _COMPILED[key] = (kernel, const_values, tuple(grid) + (1,) * (3 - len(grid)), launcher, launch_head,
+                              c_launch, next(iter(descriptors.items()), None))
         return kernel
     LAUNCH_COUNTS["direct"] += 1
-    compiled, const_values, grid, launcher, launch_head = kept
+    compiled, const_values, grid, launcher, launch_head, c_launch, descriptor = kept
     stream = _current_stream(device)
     enter, exit_ = _launch_hooks()
     if launcher is not None and enter is None and exit_ is None:
-        launcher.launch(grid[0], grid[1], grid[2], stream, *launch_head, *args, *const_values)
+        if descriptor is not None:  # splice in the kept CUtensorMap, shape and strides
+            index, meta = descriptor
+            args = args[:index] + _expanded_descriptor(args[index], meta) + args[index + 1:]
+        c_launch(grid[0], grid[1], grid[2], stream, *launch_head, *args, *const_values)
     else:
         values = args + const_values
         metadata = compiled.launch_metadata(grid, stream, *values) if enter is not None or exit_ is not None else None

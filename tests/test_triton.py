@@ -598,6 +598,47 @@ def test_fast_relaunch_calls_the_c_launcher_without_empty_hooks(monkeypatch):
         triton_decode.triton.knobs.runtime.launch_enter_hook.remove(hook)
 
 
+def test_gluon_kernel_compiles_for_sm90a_without_a_gpu():
+    """The Hopper kernel through Triton's compiler and the ptxas Triton ships (as on a GPU host):
+    fits shared memory, three register budgets (loader 24, warpgroup 1 WG1_REGS, warpgroup 0 the
+    rest = 256), and no wgmma that ptxas had to serialise (C7510/C7517/C7520)."""
+    from flashmla import triton_hopper
+    if triton_hopper.gluon is None:
+        pytest.skip(triton_hopper._IMPORT_ERROR)
+    for dtype in ("bf16", "fp16"):
+        res = triton_hopper.offline_resources(dtype)
+        assert res["shared_bytes"] <= 227 * 1024, res
+        budgets = {int(n) for _, n in res["setmaxnreg"]}
+        assert {24, triton_hopper._int(triton_hopper.WG1_REGS), 256} <= budgets, res["setmaxnreg"]
+        assert not res["warnings"], res["warnings"]
+        print(f"gluon kernel {dtype}: {res['shared_bytes']} B shared, {res['n_spills']} spilled words")
+
+
+def test_kept_tensor_descriptor_is_spliced_as_tritons_wrapper_does():
+    """The Gluon kernel's relaunch calls the C launcher under Triton's tensor-descriptor wrapper
+    with the descriptor's launch arguments built once: same call as the wrapper's."""
+    from types import SimpleNamespace
+    driver = pytest.importorskip("triton.backends.nvidia.driver")
+    calls = []
+
+    def c_launch(*args):
+        calls.append(args)
+    signature = {"q_ptr": "*bf16", "kv_desc": "tensordesc<bf16[64, 64],layout>", "n": "i32", "x": "fp32"}
+    wrapped = driver.wrap_handle_tensordesc(c_launch, signature, None)
+    raw, descriptors = triton_decode._unwrapped_launch(wrapped)
+    assert raw is c_launch and list(descriptors) == [1]
+    desc = SimpleNamespace(base="cache", shape=[6400, 576], strides=[576, 1], padding="zero")
+    head = tuple(f"head{i}" for i in range(driver._BASE_ARGS_FORMAT_LEN))
+    args = ("q", desc, 7, 0.5)
+    wrapped(*head, *args)
+    (index, meta), = descriptors.items()
+    spliced = args[:index] + triton_decode._expanded_descriptor(desc, meta) + args[index + 1:]
+    raw(*head, *spliced)
+    assert calls[0] == calls[1] and "cache" in calls[1]
+    assert triton_decode._expanded_descriptor(desc, meta) is desc._flashmla_launch_args  # built once
+    assert triton_decode._unwrapped_launch(c_launch) == (c_launch, {})  # no wrapper: as it is
+
+
 def test_no_fast_relaunch_on_an_unchecked_triton_version(monkeypatch):
     monkeypatch.setattr(triton_decode, "_interpreting", lambda: False)
     monkeypatch.setattr(triton_decode, "_COMPILED", {})
