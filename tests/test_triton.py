@@ -451,6 +451,46 @@ def test_gpu_gluon_benchmark_shapes(shape):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["portable", "gluon"])
+def test_gpu_graph_of_a_padded_batch(kernel):
+    """As vLLM replays a decode step: metadata of the real batch, num_splits padded with its last
+    value, seqlens 0 for the padding. Graph replay equals eager, matches the reference, and the
+    padded rows come out 0 / +inf."""
+    import flashmla
+    device = _cuda_device()
+    b_real, b_pad, s_q, h_q = 5, 9, 2, 16
+    if kernel == "gluon":
+        _gluon_ready(device)
+        config = triton_configs.GLUON_CONFIG
+    else:
+        config = triton_decode.kernel_config(device, s_q * h_q, portable=True)
+    seqlens = [300, 64, 0, 1000, 65] + [0] * (b_pad - b_real)
+    q, k, bt, sl = make_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device, seed=11)
+    md, ns = flashmla.get_mla_metadata(sl[:b_real], s_q * h_q, 1)
+    ns_pad = torch.cat([ns, ns[-1:].expand(b_pad - b_real)])
+
+    def step():
+        return triton_decode.decode_with_config(q, k, bt, sl, 576 ** -0.5, True, config=config,
+                                                tile_scheduler_metadata=md, num_splits=ns_pad)
+    eager_out, eager_lse = step()
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up on the capture stream
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        g_out, g_lse = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, True)
+    assert_matches_reference(g_out, g_lse, ref_out, ref_lse, kernel)
+    assert bool((g_out[b_real:] == 0).all()) and bool((g_lse[b_real:] == float("inf")).all())
+
+
+@pytest.mark.gpu
 def test_gpu_gluon_falls_back_loudly_without_metadata():
     device = _cuda_device()
     _gluon_ready(device)
@@ -660,11 +700,12 @@ def test_no_fast_relaunch_under_the_interpreter(monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("plan", ["metadata", "own"])
+@pytest.mark.parametrize("plan", ["metadata", "own", "gluon"])
 def test_gpu_fast_relaunch_matches_reference(plan, monkeypatch):
     """Same launch plan, new data each time: the first call goes through Triton, the later ones
     through the kept kernels' launchers (asserted), inside and outside a CUDA graph; each output
-    is checked against the reference, and the fast path gives the bits of the ordinary one."""
+    is checked against the reference, and the fast path gives the bits of the ordinary one.
+    "gluon": the Hopper kernel, whose relaunch splices in the new cache's TMA descriptor."""
     import flashmla
     monkeypatch.setattr(triton_decode, "_COMPILED", {})
     monkeypatch.setattr(triton_decode, "FAST_LAUNCH", True)
@@ -672,7 +713,11 @@ def test_gpu_fast_relaunch_matches_reference(plan, monkeypatch):
     real_stream = triton_decode._current_stream
     monkeypatch.setattr(triton_decode, "_current_stream", lambda d: fast_launches.append(1) or real_stream(d))
     device = _cuda_device()
-    config = dataclasses.replace(triton_decode.kernel_config(device, 2 * 16, portable=True), plan=plan)
+    if plan == "gluon":
+        _gluon_ready(device)
+        config = triton_configs.GLUON_CONFIG
+    else:
+        config = dataclasses.replace(triton_decode.kernel_config(device, 2 * 16, portable=True), plan=plan)
     seqlens = [300, 0, 64, 65, 1, 700]
     for seed in range(3):
         q, k, bt, sl = make_inputs(seqlens, 2, 16, 1, torch.bfloat16, device, seed=40 + seed)
