@@ -65,10 +65,18 @@ def _gluon_jit(fn):
     return gluon.jit(fn) if gluon is not None else fn
 
 
+# Gluon is experimental and its API moves between Triton releases: the kernel runs only on the
+# versions it was compiled and tested with; other versions get the portable kernel.
+TESTED_TRITON_VERSIONS = ("3.6.",)
+
+
 def is_available(device: torch.device) -> tuple[bool, str]:
     """(usable on ``device``, reason when not)."""
     if gluon is None:
         return False, _IMPORT_ERROR
+    if not triton.__version__.startswith(TESTED_TRITON_VERSIONS):
+        return False, (f"the Gluon kernel is tested with Triton {', '.join(v + 'x' for v in TESTED_TRITON_VERSIONS)}; "
+                       f"Triton {triton.__version__} runs the portable kernel")
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return False, "the Gluon Hopper kernel runs only on a CUDA GPU"

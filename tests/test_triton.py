@@ -653,6 +653,17 @@ def test_gluon_kernel_compiles_for_sm90a_without_a_gpu():
         print(f"gluon kernel {dtype}: {res['shared_bytes']} B shared, {res['n_spills']} spilled words")
 
 
+def test_gluon_kernel_only_on_the_tested_triton(monkeypatch):
+    """Gluon's API moves between Triton releases: another version gets the portable kernel, with
+    the reason (what kernel_config and the benchmark's skip line report)."""
+    from flashmla import triton_hopper
+    if triton_hopper.gluon is None:
+        pytest.skip(triton_hopper._IMPORT_ERROR)
+    monkeypatch.setattr(triton_hopper.triton, "__version__", "3.7.0")
+    ok, why = triton_hopper.is_available(torch.device("cuda", 0))
+    assert not ok and "3.7.0" in why and "portable" in why
+
+
 def test_kept_tensor_descriptor_is_spliced_as_tritons_wrapper_does():
     """The Gluon kernel's relaunch calls the C launcher under Triton's tensor-descriptor wrapper
     with the descriptor's launch arguments built once: same call as the wrapper's."""
