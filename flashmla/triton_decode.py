@@ -1,7 +1,9 @@
-"""Portable split-KV (flash-decoding) MLA decode in Triton: the backend for non-Hopper GPUs.
+"""The Triton backend: its entry point, launch path and portable split-KV (flash-decoding) kernel.
 
-Same API and semantics as the other backends (docs/internals.md); the design is in
-docs/triton-kernel.md. In short:
+Same API and semantics as the other backends (docs/internals.md). On Hopper the backend runs the
+warp-specialised Gluon kernel of ``triton_hopper.py`` (``kernel_config``); this module launches
+it and keeps the portable ``tl.dot`` kernel that every other GPU (and the CPU interpreter) runs.
+The design of both is in docs/triton-kernel.md. The portable kernel, in short:
 
 * All ``s_q * h_q / h_kv`` query rows that read one kv head are folded into row tiles of
   ``BLOCK_M`` rows, so every cache block is read once per kv head and row tile (vLLM's Triton
