@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Test and time the portable Triton MLA decode kernel on a CUDA GPU host.
+# Test and time the Triton backend on a CUDA GPU host (on Hopper the public API runs its Gluon
+# kernel, flashmla/triton_hopper.py; the table compiled and swept below is the portable kernel's).
 #
 #   scripts/gpu_triton.sh [OUT_DIR]      (default: $OUT, else benchmarks/results)
 #
