@@ -45,8 +45,8 @@ constexpr int kSmemK = kSmemQ + kTileBytes;
 constexpr int kSmemP = kSmemK + kNumStages * kTileBytes;
 constexpr int kSmemScale = kSmemP + kBoxBytes;                // 64 floats: per-row rescale
 constexpr int kSmemInvL = kSmemScale + kRowsPerTile * 4;      // 64 floats: 1 / row sum
-constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[stage * 9 + box], empty[2]
-constexpr int kSmemUsed = kSmemBars + (kNumStages * kNumBoxes + kNumStages) * 8;
+constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[stage * 9 + box], empty[2], wg0[2]
+constexpr int kSmemUsed = kSmemBars + (kNumStages * kNumBoxes + kNumStages + 2) * 8;
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -383,10 +383,42 @@ __device__ __forceinline__ void load_q_tile(const DecodeParams& p, uint8_t* sQ, 
   }
 }
 
+// A barrier of one warpgroup alone (128 threads). Normally a named barrier; in a racecheck build
+// (-DFLASHMLA_RACECHECK_BARRIERS, scripts/gpu_racecheck.sh) an mbarrier: compute-sanitizer's
+// racecheck reports correct cross-warpgroup handoffs as hazards as soon as a warpgroup-only named
+// barrier is in the block, and not with an mbarrier (scripts/racecheck_toy.cu, modes 8 and 9).
+#ifdef FLASHMLA_RACECHECK_BARRIERS
+constexpr bool kRacecheckBarriers = true;
+#else
+constexpr bool kRacecheckBarriers = false;
+#endif
+struct WarpgroupBarrier {
+  int id;         // named barrier id (normal build)
+  uint64_t* bar;  // mbarrier with 128 expected arrivals (racecheck build)
+  uint32_t parity = 0;
+  __device__ __forceinline__ void sync() {
+    if constexpr (kRacecheckBarriers) {
+      mbar_arrive(bar);
+      mbar_wait(bar, parity);
+      parity ^= 1;
+    } else {
+      named_barrier_sync(id, 128);
+    }
+  }
+};
+
+// The same, always a named barrier (the seesaw kernel has no racecheck build).
+struct NamedWarpgroupBarrier {
+  int id;
+  __device__ __forceinline__ void sync() { named_barrier_sync(id, 128); }
+};
+
 // Rows past the sequence end may hold anything (NaN included). The softmax masks their scores,
 // but P = 0 times V = NaN is still NaN, so one warpgroup zeroes those rows of the first
-// `num_boxes` boxes of a K tile, then fences them for the async proxy and syncs on `bar_id`.
-__device__ __forceinline__ void zero_tail_rows(uint8_t* tile, int valid_rows, int num_boxes, int bar_id) {
+// `num_boxes` boxes of a K tile, then fences them for the async proxy and syncs its 128 threads
+// (`sync()`: a WarpgroupBarrier or a named barrier of that warpgroup).
+template <typename Sync>
+__device__ __forceinline__ void zero_tail_rows(uint8_t* tile, int valid_rows, int num_boxes, Sync& sync) {
   const int zero_rows = kPageSize - valid_rows;
   for (int idx = opaque_tid() % 128; idx < zero_rows * num_boxes * 8; idx += 128) {
     const int box = idx / (zero_rows * 8);
@@ -395,7 +427,7 @@ __device__ __forceinline__ void zero_tail_rows(uint8_t* tile, int valid_rows, in
     *reinterpret_cast<uint4*>(tile + box * kBoxBytes + row * 128 + (rem % 8) * 16) = make_uint4(0, 0, 0, 0);
   }
   fence_proxy_async_smem();
-  named_barrier_sync(bar_id, 128);
+  sync.sync();
 }
 
 // lse of this thread's two rows (called by one lane per quad): natural log, +inf for an empty
@@ -453,6 +485,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   float* sInvL = reinterpret_cast<float*>(smem + kSmemInvL);
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + kSmemBars);
   uint64_t* empty_bar = full_bar + kNumStages * kNumBoxes;
+  uint64_t* wg0_bar = empty_bar + kNumStages;  // WarpgroupBarrier mbarriers (racecheck build)
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -473,12 +506,18 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       for (int box = 0; box < kNumBoxes; ++box) mbar_init(&full_bar[s * kNumBoxes + box], 1);
       mbar_init(&empty_bar[s], kNumThreads);
     }
+    if constexpr (kRacecheckBarriers) {
+      mbar_init(&wg0_bar[0], 128);
+      mbar_init(&wg0_bar[1], 128);
+    }
     mbar_fence_init();
   }
   __syncthreads();
 
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  const bool rendezvous = (p.schedule & kFlagRendezvous) != 0;  // barrier mode of the WG0 <-> WG1 handoff
+  // barrier mode of the WG0 <-> WG1 handoff (always bar.sync in a racecheck build, which reports
+  // bar.arrive -> bar.sync handoffs as hazards: scripts/racecheck_toy.cu, mode 0)
+  const bool rendezvous = kRacecheckBarriers || (p.schedule & kFlagRendezvous) != 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
 
@@ -488,6 +527,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   if (wg == 0) {
     // ------------------------------------------------------------------ WG0: QK^T, softmax, PV left
     const uint32_t q_desc_addr = smem_addr(sQ);
+    WarpgroupBarrier q_loaded{kBarQLoaded, &wg0_bar[0]};
+    WarpgroupBarrier tail_zeroed{kBarTailZeroed, &wg0_bar[1]};
 
     // Issues S = Q K^T over 576 dims (9 boxes x 4 k-steps of 16), each box as soon as it has
     // landed (every box has its own mbarrier), so S starts while the rest of the page is still
@@ -501,7 +542,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const bool zero_tail = last && valid_rows < kPageSize;
       // (the pipelined experiment keeps whole tiles: per-box waits cost it 12 bytes of spills)
       if (whole_tile || zero_tail || kSchedule == kSchedulePipelined) wait_all_boxes(bars, parity);
-      if (zero_tail) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
+      if (zero_tail) zero_tail_rows(tile, valid_rows, kNumBoxes, tail_zeroed);
       if constexpr (kSchedule == kSchedulePipelined) {
         issue_qk_wgmmas<T>(s_acc, q_desc_addr, smem_addr(tile));
       } else {
@@ -515,7 +556,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       uint8_t* tile = sK + stage * kTileBytes;
       wait_all_boxes(&full_bar[stage * kNumBoxes], (it_idx >> 1) & 1);
       const int valid_rows = seqlen - block * kPageSize;
-      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, kBarTailZeroed);
+      if (last && valid_rows < kPageSize) zero_tail_rows(tile, valid_rows, kNumBoxes, tail_zeroed);
     };
     auto issue_qk_math = [&](float* s_acc, int stage) {
       issue_qk_wgmmas<T>(s_acc, q_desc_addr, smem_addr(sK + stage * kTileBytes));
@@ -610,7 +651,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       {
         load_q_tile<T, 128>(p, sQ, req, m_block, kv_head);  // WG0 alone
         fence_proxy_async_smem();
-        named_barrier_sync(kBarQLoaded, 128);
+        q_loaded.sync();
       }
       float o[128];
 #pragma unroll

@@ -207,7 +207,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const int valid_rows = seqlen - block * kPageSize;
     const bool zero_tail = last && valid_rows < kPageSize;
     if (whole_tile || zero_tail) wait_all_boxes(bars, parity);
-    if (zero_tail) zero_tail_rows(tile, valid_rows, 8, zero_bar);  // V boxes only
+    if (zero_tail) {  // V boxes only
+      NamedWarpgroupBarrier zeroed{zero_bar};
+      zero_tail_rows(tile, valid_rows, 8, zeroed);
+    }
 #ifdef FLASHMLA_SEESAW_TRACE
     mbar_wait(&bars[0], parity);
     SEESAW_TRACE(1);  // first K box landed

@@ -16,6 +16,7 @@
 //      read, and one consumer thread waits on it (the producer thread refilling the stage)
 //   8  mode 1 plus a barrier of the producer warpgroup alone (`bar.sync 3, 128`) before its
 //      write, as the kernels sync warpgroup 0 after its Q load and after zeroing a page's tail
+//   9  mode 8 with that warpgroup-only sync made of an mbarrier (128 arrivals, all 128 wait)
 // Each mode's output is checked on the host, so a broken handoff shows as a wrong sum too.
 //
 //   nvcc -O2 -lineinfo -gencode arch=compute_90a,code=sm_90a -Icsrc scripts/racecheck_toy.cu -o toy
@@ -42,6 +43,10 @@ __global__ void handoff(int variant, float* out) {
   const bool quad_pattern = variant == 6;
   const bool with_mbarrier = variant == 7;
   const bool with_group_barrier = variant == 8;
+  const bool with_group_mbarrier = variant == 9;
+  __shared__ uint64_t group_done;  // mode 9: warpgroup 0's own sync, as an mbarrier
+  if (threadIdx.x == 0) mbar_init(&group_done, 128);
+  __syncthreads();
   const int wg = threadIdx.x / 128;
   const int lane = threadIdx.x % 128;
   // each writer thread fills another thread's slot, as the kernels' P/scale stores do
@@ -53,6 +58,10 @@ __global__ void handoff(int variant, float* out) {
         if (mode == 0 || mode == 1) named_barrier_sync(2, kThreads);
       }
       if (with_group_barrier) named_barrier_sync(3, 128);  // warpgroup 0 alone
+      if (with_group_mbarrier) {
+        mbar_arrive(&group_done);
+        mbar_wait(&group_done, step & 1);
+      }
       if (!quad_pattern) {
         st_shared_f32(smem_addr(&buf[slot]), float(step * kRows + slot));
       } else if ((lane & 3) == 0) {  // one writer per quad fills the quad's four slots
@@ -84,8 +93,8 @@ __global__ void handoff(int variant, float* out) {
 
 int main(int argc, char** argv) {
   const int mode = argc > 1 ? atoi(argv[1]) : 0;
-  if (mode < 0 || mode > 8) {
-    fprintf(stderr, "mode must be 0..8, got %d\n", mode);
+  if (mode < 0 || mode > 9) {
+    fprintf(stderr, "mode must be 0..9, got %d\n", mode);
     return 2;
   }
   float* d_out = nullptr;
