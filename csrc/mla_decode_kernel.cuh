@@ -407,7 +407,7 @@ struct WarpgroupBarrier {
   }
 };
 
-// The same, always a named barrier (the seesaw kernel has no racecheck build).
+// The same, always a named barrier (an id known at the call site stays an immediate operand).
 struct NamedWarpgroupBarrier {
   int id;
   __device__ __forceinline__ void sync() { named_barrier_sync(id, 128); }

@@ -38,7 +38,7 @@ constexpr int kSmemQ = 0;
 constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
 constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
 constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
-constexpr int kSmemUsed = kSmemBars + 2 * kNumBoxes * 8;      // full[stage * 9 + box]
+constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 2) * 8;  // full[stage * 9 + box], zeroed[wg]
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -97,6 +97,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   float* sSum0 = sScale1 + kRowsPerTile;                           // row sums at a request's end
   float* sSum1 = sSum0 + kRowsPerTile;
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + seesaw::kSmemBars);
+  uint64_t* zeroed_bar = full_bar + 2 * kNumBoxes;  // WarpgroupBarrier mbarriers (racecheck build)
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -112,6 +113,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (tid == 0) {
     for (int i = 0; i < 2 * kNumBoxes; ++i) mbar_init(&full_bar[i], 1);
+    if constexpr (kRacecheckBarriers) {
+      mbar_init(&zeroed_bar[0], 128);
+      mbar_init(&zeroed_bar[1], 128);
+    }
     mbar_fence_init();
   }
   __syncthreads();
@@ -123,6 +128,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
+  // Racecheck build: this warpgroup's own sync after zeroing a page's tail rows, as an mbarrier
+  // (only the stage's owner zeroes it). The normal build syncs on the named barrier the caller
+  // passes (a constant there, so the instruction keeps an immediate id).
+  WarpgroupBarrier tail_zeroed{wg ? seesaw::kBarZero1 : seesaw::kBarZero0, &zeroed_bar[wg]};
+  // A statistics handoff's publishing side: bar.arrive, or bar.sync in a racecheck build (which
+  // reports bar.arrive -> bar.sync handoffs as hazards: scripts/racecheck_toy.cu, mode 0).
+  auto publish_barrier = [](int id) {
+    if constexpr (kRacecheckBarriers) named_barrier_sync(id, kNumThreads);
+    else named_barrier_arrive(id, kNumThreads);
+  };
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   const bool elected = tid % 128 == 0;                // issues this warpgroup's refills
@@ -208,8 +223,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const bool zero_tail = last && valid_rows < kPageSize;
     if (whole_tile || zero_tail) wait_all_boxes(bars, parity);
     if (zero_tail) {  // V boxes only
-      NamedWarpgroupBarrier zeroed{zero_bar};
-      zero_tail_rows(tile, valid_rows, 8, zeroed);
+      if constexpr (kRacecheckBarriers) {
+        zero_tail_rows(tile, valid_rows, 8, tail_zeroed);
+      } else {
+        NamedWarpgroupBarrier zeroed{zero_bar};
+        zero_tail_rows(tile, valid_rows, 8, zeroed);
+      }
     }
 #ifdef FLASHMLA_SEESAW_TRACE
     mbar_wait(&bars[0], parity);
@@ -347,7 +366,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         store_p(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
         publish_stats(s_max, s_scale, row_max, rescale);
         fence_proxy_async_smem();
-        named_barrier_arrive(stats_bar, kNumThreads);
+        publish_barrier(stats_bar);
         scale_pair(row_sum, rescale);
         row_sum[0] += p_sum[0];
         row_sum[1] += p_sum[1];
@@ -392,7 +411,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(11);  // P stored, before the proxy fence
         fence_proxy_async_smem();
         SEESAW_TRACE(10);  // P stored and fenced
-        named_barrier_arrive(seesaw::kBarStats0, kNumThreads);
+        publish_barrier(seesaw::kBarStats0);
         SEESAW_TRACE(3);  // softmax done, stats published
         scale_pair(row_sum, s0);
         row_sum[0] += p_sum[0];
@@ -444,7 +463,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(11);
         fence_proxy_async_smem();
         SEESAW_TRACE(10);
-        named_barrier_arrive(seesaw::kBarStats1, kNumThreads);
+        publish_barrier(seesaw::kBarStats1);
         SEESAW_TRACE(3);
         scale_pair(row_sum, s0);
         scale_pair(row_sum, s1);

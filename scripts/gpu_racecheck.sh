@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# compute-sanitizer racecheck on a build of the serial-family kernels whose barriers racecheck can
-# model (GPU host). The normal build reports its correct warpgroup handoffs as hazards: racecheck
+# compute-sanitizer racecheck on a build of the decode kernels whose barriers racecheck can model
+# (GPU host). The normal build reports its correct warpgroup handoffs as hazards: racecheck
 # mis-models bar.arrive -> bar.sync and warpgroup-only named barriers (scripts/racecheck_toy.cu).
-# -DFLASHMLA_RACECHECK_BARRIERS makes the handoffs bar.sync on both sides and warpgroup 0's own
-# syncs mbarriers; nothing else changes (the default build's SASS is unaffected by the macro's
-# existence). The seesaw kernel has no such build.
+# -DFLASHMLA_RACECHECK_BARRIERS makes every handoff bar.sync on both sides and each warpgroup's
+# own syncs mbarriers; nothing else changes (the default build's SASS is the same with or without
+# this code, checked by diff).
 #   scripts/gpu_racecheck.sh [OUT_DIR]   (rebuilds flashmla._C in place, then the normal build again)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,14 +22,15 @@ grep -E "registers|spill" "$OUT_DIR/racecheck_build.log" | sort | uniq -c | head
 fail=0
 for tool in racecheck memcheck; do
   log=$OUT_DIR/racecheck_build_$tool.log
-  SANITIZE_SCHEDULES=${SANITIZE_SCHEDULES:-serial,serial+splitcombine,chained+splitcombine@4,pipelined} \
+  SANITIZE_SCHEDULES=${SANITIZE_SCHEDULES:-serial,serial+splitcombine,chained+splitcombine@4,pipelined,seesaw} \
     timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 $PY scripts/cuda_sanitizer_cases.py >"$log" 2>&1
   rc=$?
   echo "$tool: exit $rc; $(grep -E 'SUMMARY' "$log" | tail -1)"
   [ $rc -eq 0 ] || fail=1
 done
-echo "== the racecheck build against the fp32 reference (foundation grid, serial family)"
-timeout 300 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py -k "test_gpu_foundation_grid" -x \
+echo "== the racecheck build against the fp32 reference (foundation grid: auto, seesaw, chained)"
+timeout 300 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py -x \
+  -k "test_gpu_foundation_grid or (variant_foundation_grid and (seesaw or chained))" \
   >"$OUT_DIR/racecheck_build_pytest.log" 2>&1; rc=$?
 tail -1 "$OUT_DIR/racecheck_build_pytest.log"; [ $rc -eq 0 ] || fail=1
 echo "== normal build again"
