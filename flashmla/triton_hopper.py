@@ -21,9 +21,6 @@ Hopper only (sm_90), compiled by Triton's own compiler: no nvcc, no CUDA build.
 """
 from __future__ import annotations
 
-import functools
-from typing import Optional
-
 import torch
 
 try:
@@ -36,7 +33,7 @@ try:
     _IMPORT_ERROR = ""
 except ImportError as exc:  # pragma: no cover - depends on the Triton version
     gluon = gl = None
-    _IMPORT_ERROR = f"Gluon (triton.experimental.gluon, Triton >= 3.5) is not importable: {exc}"
+    _IMPORT_ERROR = f"Gluon (triton.experimental.gluon) is not importable: {exc}"
 
 _constexpr = gl.constexpr if gl is not None else (lambda value: value)
 # (constexpr: the kernels read these globals; host code reads .value through _int)
