@@ -907,6 +907,15 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
         num_splits = inputs[-1]
         main_kernel, main_name = _mla_decode_parts_kernel, "parts"
     aligned = _aligned(inputs)
+    if plan.use_gluon and k_cache.data_ptr() % TRITON_ALIGNMENT:
+        # TMA needs a 16-byte aligned base (a view with an odd offset; plans do not see pointers)
+        warnings.warn("Triton backend: k_cache's address is not 16-byte aligned, which the Gluon Hopper "
+                      "kernel's TMA needs; using the portable kernel", stacklevel=2)
+        return decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale, causal,
+                                  config=kernel_config(device, q.shape[1] * q.shape[2] // k_cache.shape[2],
+                                                       portable=True),
+                                  tile_scheduler_metadata=tile_scheduler_metadata, num_splits=num_splits,
+                                  combine_tiles=combine_tiles)
     if plan.use_gluon:  # the Hopper kernel reads the cache through a TMA descriptor
         from . import triton_hopper
         main_kernel, main_name = triton_hopper._mla_decode_hopper_kernel, "gluon"

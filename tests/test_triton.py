@@ -451,6 +451,26 @@ def test_gpu_gluon_benchmark_shapes(shape):
 
 
 @pytest.mark.gpu
+def test_gpu_gluon_falls_back_loudly_on_a_misaligned_cache():
+    """A cache view whose base is not 16-byte aligned (TMA cannot address it) runs the portable
+    kernel with a warning, and the result is still right."""
+    import flashmla
+    device = _cuda_device()
+    _gluon_ready(device)
+    q, k, bt, sl = make_inputs([300, 0, 65], 1, 16, 1, torch.bfloat16, device, seed=6)
+    flat = torch.empty(k.numel() + 1, dtype=k.dtype, device=device)
+    k_odd = flat[1:].view_as(k)  # 2 bytes past an aligned address
+    k_odd.copy_(k)
+    md, ns = flashmla.get_mla_metadata(sl, 16, 1)
+    with pytest.warns(UserWarning, match="not 16-byte aligned"):
+        out, lse = triton_decode.decode_with_config(q, k_odd, bt, sl, 576 ** -0.5, False,
+                                                    config=triton_configs.GLUON_CONFIG,
+                                                    tile_scheduler_metadata=md, num_splits=ns)
+    ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, False)
+    assert_matches_reference(out, lse, ref_out, ref_lse)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("kernel", ["portable", "gluon"])
 def test_gpu_graph_of_a_padded_batch(kernel):
     """As vLLM replays a decode step: metadata of the real batch, num_splits padded with its last
