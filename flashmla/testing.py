@@ -104,3 +104,21 @@ def compare_outputs(out: torch.Tensor, lse: torch.Tensor, ref_out: torch.Tensor,
         "lse_max_rel": lse_diff.max().item() if lse_diff.numel() else 0.0,
         "nan_in_out": bool(torch.isnan(o).any()),
     }
+
+
+def capture_graph(step):
+    """Capture ``step()`` in a CUDA graph as a serving engine does (one warm-up call on the capture
+    stream first, so lazy allocations and compiles stay out of the graph), replay it once, and
+    return ``(graph, outputs)``: the outputs are the graph's own buffers, rewritten by every
+    ``graph.replay()``."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    return graph, outputs

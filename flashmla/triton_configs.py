@@ -165,6 +165,38 @@ def occupancy(shared_bytes: int, n_regs: int, num_warps: int, family: str) -> in
     return max(1, min(by_smem, by_regs, 64 // num_warps))
 
 
+_INT_POINTERS = ("block_table_ptr", "seqlens_ptr", "metadata_ptr", "num_splits_ptr")
+
+
+def offline_arg_type(name: str, dtype: str) -> str:
+    """Triton signature type of a decode kernel's runtime argument, from its name (offline
+    compiles): int32 metadata pointers, fp32 lse/partial pointers, q/cache/out pointers of
+    ``dtype``, the fp32 softmax scale, int32 sizes and strides."""
+    if name.endswith("_ptr"):
+        return "*i32" if name in _INT_POINTERS else "*fp32" if "lse" in name or "part" in name else f"*{dtype}"
+    return "fp32" if name == "scale_log2" else "i32"
+
+
+def ptxas_report(ptx: str, capability: int = 90) -> dict:
+    """Run the ptxas Triton ships on ``ptx`` for sm_``capability`` (sm_90a on Hopper): registers,
+    spilled 4-byte words and the full log."""
+    import re
+    import subprocess
+    import tempfile
+    from triton.backends.nvidia.compiler import get_ptxas
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(f"{tmp}/kernel.ptx", "w") as f:
+            f.write(ptx)
+        arch = f"sm_{capability}a" if capability == 90 else f"sm_{capability}"
+        log = subprocess.run([get_ptxas(capability).path, "-v", f"--gpu-name={arch}", f"{tmp}/kernel.ptx",
+                              "-o", f"{tmp}/k.o"], capture_output=True, text=True).stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores", log)
+    if regs is None:
+        raise RuntimeError(f"ptxas did not report registers: {log[-800:]}")
+    return dict(n_regs=int(regs.group(1)), n_spills=int(spills.group(1)) // 4 if spills else 0, log=log)
+
+
 def offline_resources(config: KernelConfig, kernel: str = "split", dtype: str = "bf16",
                       capability: int = 90) -> dict:
     """Compile one main kernel for a CUDA target without a GPU (Triton's compiler plus the ptxas
@@ -172,12 +204,8 @@ def offline_resources(config: KernelConfig, kernel: str = "split", dtype: str = 
     kernel: "split" (own plan, with partials) or "parts" (metadata plan). Pointers and the
     16-divisible strides get the same divisibility hints the launcher derives on the GPU.
     The numbers matched the H100's for the table entry (255 registers, 32 spills, 221184 B)."""
-    import re
-    import subprocess
-    import tempfile
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler import ASTSource
     from flashmla import triton_decode
     fn = triton_decode._mla_decode_split_kernel if kernel == "split" else triton_decode._mla_decode_parts_kernel
@@ -185,38 +213,17 @@ def offline_resources(config: KernelConfig, kernel: str = "split", dtype: str = 
                  D_V=triton_decode.HEAD_DIM_V, D_ROPE=triton_decode.HEAD_DIM_ROPE, DOT_FP32=False,
                  Q_IN_LOOP=config.q_in_loop, DV_SPLIT=config.dv_split)
     const.update(HAS_PARTIALS=True) if kernel == "split" else const.update(MD_WIDTH=triton_decode.METADATA_WIDTH)
-    int_pointers = ("block_table_ptr", "seqlens_ptr", "metadata_ptr", "num_splits_ptr")
     unaligned = set(fn.do_not_specialize_names if hasattr(fn, "do_not_specialize_names") else ()) | {
         "stride_bt_b", "stride_lse_b", "stride_lse_h"}
     signature, attrs = {}, {}
     for index, name in enumerate(fn.arg_names):
-        if name in const:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = ("*i32" if name in int_pointers else
-                               "*fp32" if "lse" in name or "part" in name else f"*{dtype}")
+        signature[name] = "constexpr" if name in const else offline_arg_type(name, dtype)
+        if name.endswith("_ptr") or (name.startswith("stride") and name not in unaligned):
             attrs[(index,)] = [["tt.divisibility", 16]]
-        elif name == "scale_log2":
-            signature[name] = "fp32"
-        else:
-            signature[name] = "i32"
-            if name.startswith("stride") and name not in unaligned:
-                attrs[(index,)] = [["tt.divisibility", 16]]
     compiled = triton.compile(ASTSource(fn, signature, const, attrs), target=GPUTarget("cuda", capability, 32),
                               options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx = f"{tmp}/kernel.ptx"
-        with open(ptx, "w") as f:
-            f.write(compiled.asm["ptx"])
-        arch = f"sm_{capability}a" if capability == 90 else f"sm_{capability}"
-        log = subprocess.run([get_ptxas(capability).path, "-v", f"--gpu-name={arch}", ptx, "-o", f"{tmp}/k.o"],
-                             capture_output=True, text=True).stderr
-    regs = re.search(r"Used (\d+) registers", log)
-    spills = re.search(r"(\d+) bytes spill stores", log)
-    if regs is None:
-        raise RuntimeError(f"ptxas did not report registers: {log[-500:]}")
-    return dict(shared_bytes=int(compiled.metadata.shared), n_regs=int(regs.group(1)),
-                n_spills=int(spills.group(1)) // 4 if spills else 0)
+    report = ptxas_report(compiled.asm["ptx"], capability)
+    return dict(shared_bytes=int(compiled.metadata.shared), n_regs=report["n_regs"], n_spills=report["n_spills"])
 
 
 def _print_offline_resources(family_caps={"sm90": 90}):

@@ -36,7 +36,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from . import triton_configs
+from . import triton_configs, triton_hopper
 from .triton_configs import KernelConfig
 
 try:  # Triton is optional: without it this backend reports itself unavailable.
@@ -545,7 +545,6 @@ def kernel_config(device: torch.device, rows: int, portable: bool = False) -> Ke
 
 @functools.lru_cache(maxsize=64)
 def _gluon_runs(device_index: int) -> bool:
-    from . import triton_hopper
     return triton_hopper.is_available(torch.device("cuda", device_index))[0]
 
 
@@ -683,9 +682,6 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
                       BLOCK_M=config.block_m, BLOCK_N=config.block_n,
                       PAGE=PAGE_SIZE, D_V=HEAD_DIM_V, D_ROPE=HEAD_DIM_ROPE,
                       num_warps=config.num_warps, num_stages=config.num_stages)
-    if config.kernel == "gluon":
-        from . import triton_hopper
-        main_const = dict(triton_hopper.LAUNCH_OPTIONS)
     if use_metadata:
         if len(metadata_shape) != 2 or metadata_shape[1] != METADATA_WIDTH or num_splits_shape[0] < b + 1:
             raise ValueError(f"tile_scheduler_metadata must be [num_sm_parts, {METADATA_WIDTH}] and num_splits "
@@ -693,9 +689,10 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
         num_parts = metadata_shape[0]
         part_rows = (b + num_parts) * h_kv * rows
         main_grid = (tile_programs, num_parts, h_kv)
-        if config.kernel == "gluon":
+        if config.kernel == "gluon":  # (its own arguments and launch options; no constexprs)
             main_ints = triton_hopper.launch_ints(q_strides, bt_stride0, out_strides, lse_strides, s_q, group, rows,
                                                   h_kv)
+            main_const = dict(triton_hopper.LAUNCH_OPTIONS)
         else:
             main_ints = (*common_ints, s_q, group, rows, h_kv)
             main_const["MD_WIDTH"] = METADATA_WIDTH
@@ -732,7 +729,6 @@ def _launch_plan(device, dtype, q_shape, q_strides, k_dtype, k_shape, k_strides,
 
 def _gluon_problem(device, k_shape, k_strides, use_metadata) -> str:
     """Why the Gluon Hopper kernel cannot take a call, or "" when it can."""
-    from . import triton_hopper
     if not use_metadata:
         return "it follows the scheduler metadata, and none was given (or an own split plan was forced)"
     ok, reason = triton_hopper.is_available(device)
@@ -917,7 +913,6 @@ def decode_with_config(q, k_cache, block_table, cache_seqlens, softmax_scale: fl
                                   tile_scheduler_metadata=tile_scheduler_metadata, num_splits=num_splits,
                                   combine_tiles=combine_tiles)
     if plan.use_gluon:  # the Hopper kernel reads the cache through a TMA descriptor
-        from . import triton_hopper
         main_kernel, main_name = triton_hopper._mla_decode_hopper_kernel, "gluon"
         inputs = (q, triton_hopper.kv_descriptor(k_cache)) + inputs[2:]
     LAST_SPLIT_KERNEL = _launch(

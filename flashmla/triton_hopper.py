@@ -106,6 +106,30 @@ def _request_blocks(req, seqlens_ptr, begin_req, begin_block, end_req, end_block
     return lo, hi, gl.maximum(hi_seen, lo), seqlen
 
 
+@_gluon_jit
+def _chunk_slot(num_splits_ptr, req, begin_req, begin_chunk):
+    """(partial slot of this part's chunk of ``req``, the request's number of chunks)."""
+    split_base = gl.load(num_splits_ptr + req)
+    num_chunks = gl.load(num_splits_ptr + req + 1) - split_base
+    return split_base + gl.where(req == begin_req, begin_chunk, 0), num_chunks
+
+
+@_gluon_jit
+def _pv_quarter_boxes(p, kv_smem, base, alpha, o0, o1, o2, o3):
+    """O = O * alpha + P V over one warpgroup's 256 value columns (four 64-column boxes of the
+    stage from ``base``), waited for. Every accumulator is rescaled before the first wgmma: a
+    rescale between two in-flight wgmmas makes ptxas wait for the first (C7517)."""
+    o0 = o0 * alpha[:, None]
+    o1 = o1 * alpha[:, None]
+    o2 = o2 * alpha[:, None]
+    o3 = o3 * alpha[:, None]
+    o0 = warpgroup_mma(p, kv_smem.index(base + 0), o0, is_async=True)
+    o1 = warpgroup_mma(p, kv_smem.index(base + 1), o1, is_async=True)
+    o2 = warpgroup_mma(p, kv_smem.index(base + 2), o2, is_async=True)
+    o3 = warpgroup_mma(p, kv_smem.index(base + 3), o3, is_async=True)
+    return warpgroup_mma_wait(0, deps=(o0, o1, o2, o3))
+
+
 # --------------------------------------------------------------------------- partitions
 @_gluon_jit
 def _loader(kv_desc, block_table_ptr, seqlens_ptr, metadata_ptr, kv_smem, kv_ready, kv_empty,
@@ -164,24 +188,12 @@ def _value_half(seqlens_ptr, metadata_ptr, num_splits_ptr, out_ptr, out_part_ptr
                         l_final = l_smem.load(row_layout)
                         inv_l = 1.0 / gl.where(l_final > 0.0, l_final, 1.0)
                     mbarrier.arrive(p_empty, count=1)
-                    base = stage * NUM_BOXES + V_BOXES_PER_WG
-                    # every accumulator rescaled before the first wgmma: a rescale between two
-                    # in-flight wgmmas makes ptxas wait for the first (C7517)
-                    o4 = o4 * alpha[:, None]
-                    o5 = o5 * alpha[:, None]
-                    o6 = o6 * alpha[:, None]
-                    o7 = o7 * alpha[:, None]
-                    o4 = warpgroup_mma(p, kv_smem.index(base + 0), o4, is_async=True)
-                    o5 = warpgroup_mma(p, kv_smem.index(base + 1), o5, is_async=True)
-                    o6 = warpgroup_mma(p, kv_smem.index(base + 2), o6, is_async=True)
-                    o7 = warpgroup_mma(p, kv_smem.index(base + 3), o7, is_async=True)
-                    o4, o5, o6, o7 = warpgroup_mma_wait(0, deps=(o4, o5, o6, o7))
+                    o4, o5, o6, o7 = _pv_quarter_boxes(p, kv_smem, stage * NUM_BOXES + V_BOXES_PER_WG, alpha,
+                                                       o4, o5, o6, o7)
                     mbarrier.arrive(kv_empty.index(stage), count=1)
                     it += 1
-                split_base = gl.load(num_splits_ptr + req)
-                num_chunks = gl.load(num_splits_ptr + req + 1) - split_base
-                chunk = gl.where(req == begin_req, begin_chunk, 0)
-                _store_half(o4, o5, o6, o7, inv_l, num_chunks == 1, out_ptr, out_part_ptr, req, split_base + chunk,
+                slot, num_chunks = _chunk_slot(num_splits_ptr, req, begin_req, begin_chunk)
+                _store_half(o4, o5, o6, o7, inv_l, num_chunks == 1, out_ptr, out_part_ptr, req, slot,
                             m_tile, kv_head, stride_o_b, stride_o_s, stride_o_h, group, rows, h_kv,
                             V_BOXES_PER_WG * BOX, mma)
 
@@ -294,25 +306,15 @@ def _scores_half(q_ptr, seqlens_ptr, metadata_ptr, num_splits_ptr, out_ptr, lse_
                     alpha_smem.store(alpha)
                     l_smem.store(l_i)
                     mbarrier.arrive(p_ready, count=1)
-                    p_op = gl.convert_layout(p16, p_layout)
-                    o0 = o0 * alpha[:, None]
-                    o1 = o1 * alpha[:, None]
-                    o2 = o2 * alpha[:, None]
-                    o3 = o3 * alpha[:, None]
-                    o0 = warpgroup_mma(p_op, kv_smem.index(base + 0), o0, is_async=True)
-                    o1 = warpgroup_mma(p_op, kv_smem.index(base + 1), o1, is_async=True)
-                    o2 = warpgroup_mma(p_op, kv_smem.index(base + 2), o2, is_async=True)
-                    o3 = warpgroup_mma(p_op, kv_smem.index(base + 3), o3, is_async=True)
-                    o0, o1, o2, o3 = warpgroup_mma_wait(0, deps=(o0, o1, o2, o3))
+                    o0, o1, o2, o3 = _pv_quarter_boxes(gl.convert_layout(p16, p_layout), kv_smem, base, alpha,
+                                                       o0, o1, o2, o3)
                     mbarrier.arrive(kv_empty.index(stage), count=1)
                     it += 1
-                split_base = gl.load(num_splits_ptr + req)
-                num_chunks = gl.load(num_splits_ptr + req + 1) - split_base
-                chunk = gl.where(req == begin_req, begin_chunk, 0)
+                slot, num_chunks = _chunk_slot(num_splits_ptr, req, begin_req, begin_chunk)
                 has_keys = l_i > 0.0
                 l_safe = gl.where(has_keys, l_i, 1.0)
                 _store_half(o0, o1, o2, o3, 1.0 / l_safe, num_chunks == 1, out_ptr, out_part_ptr, req,
-                            split_base + chunk, m_tile, kv_head, stride_o_b, stride_o_s, stride_o_h,
+                            slot, m_tile, kv_head, stride_o_b, stride_o_s, stride_o_h,
                             group, rows, h_kv, 0, mma)
                 lse = (m_i + gl.log2(l_safe)) * 0.6931471805599453  # natural log
                 row_ok = row < rows
@@ -321,7 +323,7 @@ def _scores_half(q_ptr, seqlens_ptr, metadata_ptr, num_splits_ptr, out_ptr, lse_
                     gl.store(lse_ptr + req.to(gl.int64) * stride_lse_b + head * stride_lse_h + token,
                              gl.where(has_keys, lse, float("inf")), mask=row_ok)
                 else:
-                    part_row = ((split_base + chunk).to(gl.int64) * h_kv + kv_head) * rows + row
+                    part_row = (slot.to(gl.int64) * h_kv + kv_head) * rows + row
                     gl.store(lse_part_ptr + part_row, gl.where(has_keys, lse, float("-inf")), mask=row_ok)
 
 
@@ -440,42 +442,25 @@ def offline_resources(dtype: str = "bf16", capability: int = 90) -> dict:
     """Compile the kernel for sm_90a without a GPU and report shared memory, registers, spills
     and the setmaxnreg values per partition (from the PTX)."""
     import re
-    import subprocess
-    import tempfile
     from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.compiler import get_ptxas
     from triton.experimental.gluon._runtime import GluonASTSource
+    from .triton_configs import offline_arg_type, ptxas_report
     fn = _mla_decode_hopper_kernel
     layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
     signature, attrs = {}, {}
-    int_pointers = ("block_table_ptr", "seqlens_ptr", "metadata_ptr", "num_splits_ptr")
     for index, name in enumerate(fn.arg_names):
         if name == "kv_desc":
             signature[name] = f"tensordesc<{dtype}[{_int(PAGE)}, {_int(BOX)}],{layout!r}>"
-        elif name.endswith("_ptr"):
-            signature[name] = ("*i32" if name in int_pointers else
-                               "*fp32" if "lse" in name or "part" in name else f"*{dtype}")
+            continue
+        signature[name] = offline_arg_type(name, dtype)
+        if name.endswith("_ptr"):
             attrs[(index,)] = [["tt.divisibility", 16]]
-        elif name == "scale_log2":
-            signature[name] = "fp32"
-        else:
-            signature[name] = "i32"
     compiled = triton.compile(GluonASTSource(fn, signature, {}, attrs), target=GPUTarget("cuda", capability, 32),
                               options=dict(num_warps=NUM_WARPS, maxnreg=MAXNREG))
-    ptx_text = compiled.asm["ptx"]
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx = f"{tmp}/kernel.ptx"
-        with open(ptx, "w") as f:
-            f.write(ptx_text)
-        log = subprocess.run([get_ptxas(capability).path, "-v", f"--gpu-name=sm_{capability}a", ptx,
-                              "-o", f"{tmp}/k.o"], capture_output=True, text=True).stderr
-    regs = re.search(r"Used (\d+) registers", log)
-    spills = re.search(r"(\d+) bytes spill stores", log)
-    if regs is None:
-        raise RuntimeError(f"ptxas did not report registers: {log[-800:]}")
-    return dict(shared_bytes=int(compiled.metadata.shared), n_regs=int(regs.group(1)),
-                n_spills=int(spills.group(1)) // 4 if spills else 0,
-                setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.(\w+)\.sync\.aligned\.u32\s+(\d+)", ptx_text))),
+    ptx = compiled.asm["ptx"]
+    report = ptxas_report(ptx, capability)
+    return dict(shared_bytes=int(compiled.metadata.shared), n_regs=report["n_regs"], n_spills=report["n_spills"],
+                setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.(\w+)\.sync\.aligned\.u32\s+(\d+)", ptx))),
                 # ptxas' notes on serialised wgmmas (C7510/C7517/C7520) and any warning
-                warnings=[line for line in log.splitlines() if "warning" in line.lower() or "C75" in line],
+                warnings=[line for line in report["log"].splitlines() if "warning" in line.lower() or "C75" in line],
                 compiled=compiled)

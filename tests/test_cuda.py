@@ -293,16 +293,7 @@ def test_gpu_cuda_graph_padded_batch(dtype, variant):
 
     eager_out, eager_lse = step()
     torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        step()  # warm-up on the capture stream
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        g_out, g_lse = step()
-    graph.replay()
-    torch.cuda.synchronize()
+    graph, (g_out, g_lse) = testing.capture_graph(step)
     assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
     ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
     check_against_reference(g_out, g_lse, ref_out.float(), ref_lse)

@@ -494,16 +494,7 @@ def test_gpu_graph_of_a_padded_batch(kernel):
                                                 tile_scheduler_metadata=md, num_splits=ns_pad)
     eager_out, eager_lse = step()
     torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        step()  # warm-up on the capture stream
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        g_out, g_lse = step()
-    graph.replay()
-    torch.cuda.synchronize()
+    _graph, (g_out, g_lse) = testing.capture_graph(step)
     assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
     ref_out, ref_lse = reference_fp32(q, k, bt, sl, 576 ** -0.5, True)
     assert_matches_reference(g_out, g_lse, ref_out, ref_lse, kernel)

@@ -184,14 +184,20 @@ class FlashMLAOurs(Provider):
             return flashmla.get_mla_metadata(inputs.cache_seqlens, rows, s.h_kv)
 
         md, num_splits = metadata()
+        call = self._decode_call(inputs)
+        return Prepared(run=lambda: call(md, num_splits), outputs=_standard_outputs,
+                        run_e2e=lambda: call(*metadata()))
+
+    def _decode_call(self, inputs):
+        """call(metadata, num_splits) -> (out, lse): the public API with this provider's backend."""
+        import flashmla
+        s = inputs.shape
 
         def call(md, num_splits):
             return flashmla.flash_mla_with_kvcache(
                 inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens, HEAD_DIM_V,
                 md, num_splits, softmax_scale=inputs.softmax_scale, causal=s.causal, backend=self.backend)
-
-        return Prepared(run=lambda: call(md, num_splits), outputs=_standard_outputs,
-                        run_e2e=lambda: call(*metadata()))
+        return call
 
 
 class FlashMLATritonPortable(FlashMLAOurs):
@@ -212,25 +218,16 @@ class FlashMLATritonPortable(FlashMLAOurs):
             return False, "the Triton backend runs the portable kernel here already (see flashmla-triton)"
         return True, ""
 
-    def prepare(self, inputs):
-        import flashmla
+    def _decode_call(self, inputs):
         from flashmla import triton_decode
         s = inputs.shape
-        rows = s.s_q * s.h_q // s.h_kv
-        config = triton_decode.kernel_config(inputs.q.device, rows, portable=True)
-
-        def metadata():
-            return flashmla.get_mla_metadata(inputs.cache_seqlens, rows, s.h_kv)
-
-        md, num_splits = metadata()
+        config = triton_decode.kernel_config(inputs.q.device, s.s_q * s.h_q // s.h_kv, portable=True)
 
         def call(md, num_splits):
             return triton_decode.decode_with_config(
                 inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens, inputs.softmax_scale,
                 s.causal and s.s_q > 1, config=config, tile_scheduler_metadata=md, num_splits=num_splits)
-
-        return Prepared(run=lambda: call(md, num_splits), outputs=_standard_outputs,
-                        run_e2e=lambda: call(*metadata()))
+        return call
 
 
 # --------------------------------------------------------------------------- FlashInfer
