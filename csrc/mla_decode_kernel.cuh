@@ -214,7 +214,9 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // kBranchFree: the same values without any branch (masking by select, a non-positive scale by a
 // multiply), for use while a wgmma is in flight, where a divergent branch would make ptxas
 // serialise every wgmma of the kernel.
-template <bool kBranchFree = false>
+// kLowRegisters: chains instead of depth-4 trees for the max and the sum (fewer live temporaries;
+// for the qreg kernel's QK^T warpgroup, which holds Q in registers beside S).
+template <bool kBranchFree = false, bool kLowRegisters = false>
 __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max, float* rescale, float* p_sum,
                                                     const int* key_limit, int block, float scale_log2, int lane) {
     const int col_base = 2 * (lane & 3);
@@ -234,19 +236,29 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
     for (int h = 0; h < 2; ++h) {
       const int limit = key_limit[h] - block * kPageSize;
       if (kBranchFree || limit < kPageSize) {
+        // kLowRegisters: column 8i + col_base + e is kept if 8i + e < limit - col_base, compared
+        // with an immediate, so no register holds a column index.
+        const int lane_limit = limit - col_base;
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int idx = 4 * i + 2 * h + e;
-            s_acc[idx] = 8 * i + col_base + e < limit ? s_acc[idx] : -INFINITY;
+            const bool keep = kLowRegisters ? 8 * i + e < lane_limit : 8 * i + col_base + e < limit;
+            s_acc[idx] = keep ? s_acc[idx] : -INFINITY;
           }
         }
       }
-      float m8[8];
+      if constexpr (kLowRegisters) {
+        mx[h] = fmaxf(s_acc[2 * h], s_acc[2 * h + 1]);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
-      mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
+        for (int i = 1; i < 8; ++i) mx[h] = fmaxf(mx[h], fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]));
+      } else {
+        float m8[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
+        mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
+      }
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
@@ -265,9 +277,11 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
         const float p1 = fast_exp2(fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref));
         s_acc[4 * i + 2 * h] = p0;
         s_acc[4 * i + 2 * h + 1] = p1;
-        part[i % 4] = i < 4 ? p0 + p1 : part[i % 4] + (p0 + p1);
+        if constexpr (kLowRegisters) part[0] = i == 0 ? p0 + p1 : part[0] + (p0 + p1);
+        else part[i % 4] = i < 4 ? p0 + p1 : part[i % 4] + (p0 + p1);
       }
-      p_sum[h] = (part[0] + part[1]) + (part[2] + part[3]);
+      if constexpr (kLowRegisters) p_sum[h] = part[0];
+      else p_sum[h] = (part[0] + part[1]) + (part[2] + part[3]);
     }
 }
 

@@ -1,9 +1,15 @@
 // EXPERIMENT, NOT BUILT (csrc/experimental/qreg_probe.cu compiles it for ptxas' report only).
-// Status 2026-11-23: at the best register split found (184 for WG0, 160 for each PV warpgroup;
-// the three must sum to at most 3 x 168) ptxas spills 32 bytes and serialises the wgmmas
-// (C7512), so it is not wired into the launcher and has never run. What it needs to go further
-// is about 8 registers out of WG0 (docs/kernel-design.md section 6.5 has the arithmetic and the
-// options). It compiles and is written to be complete; treat it as unverified.
+// Status 2026-11-24 (session 8): ptxas still spills 32 bytes and serialises every wgmma (C7512)
+// at the only register split the launch allows, 184 for WG0 and 160 for each PV warpgroup (the
+// three must sum to at most 3 x 168: setmaxnreg.inc draws on the thread block's own pool, and
+// the PV warpgroups spill ~1.5 KB at 152). At 192 for WG0 it compiles clean, and nvdisasm's
+// live-register count then peaks at 178 (in the softmax) and is 173 at every QK^T wgmma, i.e.
+// below 184; the spill at 184 stays the same 32 bytes (Q's first k-step fragment, swapped in
+// from the stack around the first wgmma) with 96, 112 or 124 of Q's registers resident, with Q
+// loaded by ldmatrix.x4 into aligned quads, with the shared-memory rope k-steps issued first and
+// with the low-register softmax. So it is how ptxas places Q and S in this region, not the count
+// of live values, and none of the source-level levers tried moves it (docs/kernel-design.md 6.5).
+// It has never run; treat it as unverified.
 //
 // "qreg" schedule of the main kernel: three warpgroups and three K stages, beside the default
 // kernel in mla_decode_kernel.cuh; same metadata, outputs and partials, same masking and NaN
@@ -49,8 +55,8 @@ constexpr int kPBox = kNumBoxes - 1;  // the rope box of a K stage, reused for P
 // Register budgets per thread (multiples of 8). The launch gives every thread 65536 / 384 -> 168
 // (a wgmma m64n256 needs at least 154 by itself, which rules out a fourth warpgroup); setmaxnreg
 // moves registers between warpgroups, so the three budgets must sum to at most 3 x 168 (more would
-// make setmaxnreg.inc wait forever). The PV warpgroups issue m64n128 wgmmas (about 90 registers
-// each) so that their region fits 152 beside the 128 accumulators.
+// make setmaxnreg.inc wait forever). The PV warpgroups issue m64n128 wgmmas; their region still
+// needs 160 beside the 128 accumulators (at 152 ptxas spills about 1.5 KB).
 constexpr int kRegsQk = 184;
 constexpr int kRegsPv = 160;
 static_assert(kRegsQk + 2 * kRegsPv <= 3 * 168, "the pool the launch allocates");
@@ -122,38 +128,20 @@ __global__ void __launch_bounds__(qreg::kThreads, 1)
       const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
       if (block_lo >= block_hi) continue;  // zero-length request
 
-      // Q[:, 0:512] as A fragments: registers 4k+{0,1,2,3} of k-step k hold (row g, cols
+      // Q[:, 0:512] as wgmma A fragments: registers 4k..4k+3 of k-step k hold (row g, cols
       // 16k+2c..+1), (row g+8, same), (row g, +8), (row g+8, +8); g = this thread's row among
-      // its warp's 16, c = lane % 4. Q[:, 512:576] goes to sQRope in the swizzled TMA layout.
-      // Rows past `rows` are zero. (The previous request's QK^T is complete: WG0 waited for it.)
+      // its warp's 16, c = lane % 4: exactly what one ldmatrix.x4 returns. So each 64-column box
+      // of Q is staged through the rope tile sQRope (swizzled like a TMA box) and read back with
+      // 4 ldmatrix.x4; the rope part is loaded last and stays there for the shared-memory k-steps.
+      // (Loaded straight from global memory into registers instead, ptxas at the 184-register
+      // budget spilled the first k-step's fragment and serialised every wgmma.) Rows past `rows`
+      // are zero. The previous request's QK^T is complete: WG0 waited for it.
       uint32_t q_frag[(kNumBoxes - 1) * 16];
-      {
+      auto stage_q_box = [&](int box) {
         const int ltid = opaque_tid();
         const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
-        const uint32_t* q_row[2];
-        bool valid[2];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int rho = m_block * kRowsPerTile + (ltid % 128) / 32 * 16 + (ltid % 32) / 4 + 8 * h;
-          valid[h] = rho < p.rows;
-          const int r = valid[h] ? rho : 0;
-          const int t = r / p.heads_per_kv;
-          const int q_head = kv_head * p.heads_per_kv + r % p.heads_per_kv;
-          q_row[h] = reinterpret_cast<const uint32_t*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h +
-                                                       2 * (ltid % 4));
-        }
-#pragma unroll
-        for (int kk = 0; kk < (kNumBoxes - 1) * 4; ++kk) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int h = j & 1;        // row half
-            const int col_hi = j >> 1;  // +8 columns
-            q_frag[4 * kk + j] = valid[h] ? __ldg(q_row[h] + 8 * kk + 4 * col_hi) : 0u;
-          }
-        }
-        // Rope part: 64 rows x 8 chunks of 16 bytes, 4 per thread.
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
+        for (int u = 0; u < 4; ++u) {  // 64 rows x 8 chunks of 16 bytes, 4 per thread
           const int idx = u * 128 + ltid % 128;
           const int row = idx / 8;
           const int ch = idx % 8;
@@ -163,13 +151,30 @@ __global__ void __launch_bounds__(qreg::kThreads, 1)
             const int t = rho / p.heads_per_kv;
             const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
             v = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h +
-                                                     (kNumBoxes - 1) * kBoxDim + ch * 8));
+                                                     box * kBoxDim + ch * 8));
           }
-          *reinterpret_cast<uint4*>(sQRope + row * 128 + ((ch ^ (row & 7)) << 4)) = v;
+          st_shared_v4(smem_addr(sQRope) + row * 128 + ((ch ^ (row & 7)) << 4), v);
         }
-        fence_proxy_async_smem();
+      };
+#pragma unroll
+      for (int box = 0; box < kNumBoxes - 1; ++box) {
+        stage_q_box(box);
         named_barrier_sync(qreg::kBarQLoaded, 128);
+        const int ltid = opaque_tid();
+        // ldmatrix.x4: lanes 0-7 address rows 0-7 (k 0-7), 8-15 rows 8-15, 16-23 rows 0-7 at k 8-15,
+        // 24-31 rows 8-15 at k 8-15, of this warp's 16 rows.
+        const int row = (ltid % 128) / 32 * 16 + (ltid % 8) + 8 * ((ltid % 32) / 8 % 2);
+        const int k_chunk = (ltid % 32) / 16;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const uint32_t addr = smem_addr(sQRope) + row * 128 + (((2 * k + k_chunk) ^ (row & 7)) << 4);
+          ldmatrix_x4(&q_frag[4 * (4 * box + k)], addr);
+        }
+        named_barrier_sync(qreg::kBarQLoaded, 128);  // before the next box overwrites the tile
       }
+      stage_q_box(kNumBoxes - 1);
+      fence_proxy_async_smem();
+      named_barrier_sync(qreg::kBarQLoaded, 128);
       float row_max[2], row_sum[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -208,57 +213,34 @@ __global__ void __launch_bounds__(qreg::kThreads, 1)
         for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
         wgmma_fence();
         {
+          // The rope part (both operands in shared memory) first: it starts S from zero, so no
+          // register-A wgmma has the non-accumulating form (with that form first, ptxas at the
+          // 184-register budget spilled Q's first k-step and serialised every wgmma).
           const uint64_t k_desc = make_smem_desc_sw128(smem_addr(tile), 16, 1024);
-#pragma unroll
-          for (int kk = 0; kk < (kNumBoxes - 1) * 4; ++kk) {
-            const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
-            ElemOps<T>::qk_regs(s_acc, &q_frag[4 * kk], k_desc + off16, kk > 0);
-          }
           const uint64_t q_desc = make_smem_desc_sw128(smem_addr(sQRope), 16, 1024);
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk) {
-            ElemOps<T>::qk(s_acc, q_desc + ((kk * 32) >> 4), k_desc + ((qreg::kPBox * kBoxBytes + kk * 32) >> 4), 1);
+            ElemOps<T>::qk(s_acc, q_desc + ((kk * 32) >> 4), k_desc + ((qreg::kPBox * kBoxBytes + kk * 32) >> 4), kk > 0);
+          }
+#pragma unroll
+          for (int kk = 0; kk < (kNumBoxes - 1) * 4; ++kk) {
+            const uint32_t off16 = ((kk / 4) * kBoxBytes + (kk % 4) * 32) >> 4;
+            ElemOps<T>::qk_regs(s_acc, &q_frag[4 * kk], k_desc + off16, 1);
           }
         }
         wgmma_commit();
         wgmma_wait<0>();  // the rope box of this stage is dead from here on: P goes there
 
-        // Online softmax in base 2 (as mla_decode_kernel): two rows per thread, 16 columns each.
+        // Online softmax in base 2, the step the other kernels use (online_softmax_step).
         float rescale[2];
-        const int col_base = 2 * (lane & 3);
-        const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+        {
+          const int key_limit[2] = {__float_as_int(ld_shared_f32(smem_addr(sKeyLimit + wg0_row(0)))),
+                                   __float_as_int(ld_shared_f32(smem_addr(sKeyLimit + wg0_row(1))))};
+          float p_sum[2];
+          online_softmax_step<false, true>(s_acc, row_max, rescale, p_sum, key_limit, block,
+                              p.softmax_scale * 1.4426950408889634f, lane);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int limit = sKeyLimit[wg0_row(h)] - block * kPageSize;
-          float mx = -INFINITY;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int col = 8 * i + col_base + e;
-              float v = s_acc[4 * i + 2 * h + e] * scale_log2;
-              v = col < limit ? v : -INFINITY;
-              s_acc[4 * i + 2 * h + e] = v;
-              mx = fmaxf(mx, v);
-            }
-          }
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-          const float new_max = fmaxf(row_max[h], mx);
-          const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
-          rescale[h] = fast_exp2(row_max[h] - ref);
-          row_max[h] = new_max;
-          float sum = 0.f;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float pv = fast_exp2(s_acc[4 * i + 2 * h + e] - ref);
-              s_acc[4 * i + 2 * h + e] = pv;
-              sum += pv;
-            }
-          }
-          row_sum[h] = row_sum[h] * rescale[h] + sum;
+          for (int h = 0; h < 2; ++h) row_sum[h] = row_sum[h] * rescale[h] + p_sum[h];
         }
         // P into the rope box of this stage (swizzled K-major, like a TMA tile); factors and, at
         // the request's last block, 1/rowsum into this stage's slots.
