@@ -364,16 +364,20 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
   }
 }
 
-// Loads one request's 64-row Q tile (rows past `rows` are zero) into shared memory in the
-// swizzled layout TMA would produce, so the same descriptors describe Q and K. kThreads threads
-// share the 64 x 72 16-byte chunks, all loads in flight at once (one memory round trip). The
-// caller fences and synchronises.
-template <typename T, int kThreads>
-__device__ __forceinline__ void load_q_tile(const DecodeParams& p, uint8_t* sQ, int req, int m_block, int kv_head) {
+// Loads kBoxes 64-column boxes of one request's 64-row Q tile, starting at column box
+// `first_box`, into shared memory at sQ (box after box, 8 KiB each) in the swizzled layout TMA
+// would produce, so the same descriptors describe Q and K. Rows past `rows` are zero. kThreads
+// threads share the 64 x (8 kBoxes) 16-byte chunks, all loads in flight at once (one memory round
+// trip). The caller fences and synchronises. The main kernels load all 9 boxes (load_q_tile);
+// the experimental qreg kernel stages one box at a time.
+template <typename T, int kThreads, int kBoxes>
+__device__ __forceinline__ void load_q_boxes(const DecodeParams& p, uint8_t* sQ, int req, int m_block, int kv_head,
+                                             int first_box) {
   const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
   const int ltid = opaque_tid();  // < kThreads: the loading threads are the first kThreads
-  constexpr int kChunksPerRow = kHeadDimQK / 8;                         // 16-byte chunks
-  constexpr int kPerThread = kRowsPerTile * kChunksPerRow / kThreads;   // 36 (128 threads) or 18
+  constexpr int kChunksPerRow = kBoxes * kBoxDim / 8;                  // 16-byte chunks
+  constexpr int kPerThread = kRowsPerTile * kChunksPerRow / kThreads;  // 36 (all boxes, 128 threads)
+  static_assert(kRowsPerTile * kChunksPerRow % kThreads == 0, "chunks split evenly over the threads");
   uint4 v[kPerThread];
 #pragma unroll
   for (int u = 0; u < kPerThread; ++u) {
@@ -385,7 +389,8 @@ __device__ __forceinline__ void load_q_tile(const DecodeParams& p, uint8_t* sQ, 
     if (rho < p.rows) {
       const int t = rho / p.heads_per_kv;
       const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-      v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h + ch * 8));
+      v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h +
+                                                  first_box * kBoxDim + ch * 8));
     }
   }
 #pragma unroll
@@ -395,6 +400,10 @@ __device__ __forceinline__ void load_q_tile(const DecodeParams& p, uint8_t* sQ, 
     const int ch = idx % kChunksPerRow;
     *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
   }
+}
+template <typename T, int kThreads>
+__device__ __forceinline__ void load_q_tile(const DecodeParams& p, uint8_t* sQ, int req, int m_block, int kv_head) {
+  load_q_boxes<T, kThreads, kNumBoxes>(p, sQ, req, m_block, kv_head, 0);
 }
 
 // A barrier of one warpgroup alone (128 threads). Normally a named barrier; in a racecheck build

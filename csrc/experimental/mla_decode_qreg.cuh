@@ -137,25 +137,8 @@ __global__ void __launch_bounds__(qreg::kThreads, 1)
       // budget spilled the first k-step's fragment and serialised every wgmma.) Rows past `rows`
       // are zero. The previous request's QK^T is complete: WG0 waited for it.
       uint32_t q_frag[(kNumBoxes - 1) * 16];
-      auto stage_q_box = [&](int box) {
-        const int ltid = opaque_tid();
-        const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {  // 64 rows x 8 chunks of 16 bytes, 4 per thread
-          const int idx = u * 128 + ltid % 128;
-          const int row = idx / 8;
-          const int ch = idx % 8;
-          const int rho = m_block * kRowsPerTile + row;
-          uint4 v = make_uint4(0, 0, 0, 0);
-          if (rho < p.rows) {
-            const int t = rho / p.heads_per_kv;
-            const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-            v = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h +
-                                                     box * kBoxDim + ch * 8));
-          }
-          st_shared_v4(smem_addr(sQRope) + row * 128 + ((ch ^ (row & 7)) << 4), v);
-        }
-      };
+      // One 64-column box of Q into sQRope (WG0 = threads 0-127 load it).
+      auto stage_q_box = [&](int box) { load_q_boxes<T, 128, 1>(p, sQRope, req, m_block, kv_head, box); };
 #pragma unroll
       for (int box = 0; box < kNumBoxes - 1; ++box) {
         stage_q_box(box);
