@@ -49,6 +49,7 @@ constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
 constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
+constexpr int kBarSAhead = 10; // +ahead+gate: WG0 -> WG1, the next S_A has retired
 
 // Instrumented build only (FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE, scripts/seesaw_trace.py):
 // clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
@@ -81,7 +82,11 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
   for (int i = 0; i < N; ++i) fence_regs(acc[i]);
 }
 
-template <typename T>
+// kAheadMode 1 (schedule flag +ahead, kFlagAhead): each warpgroup queues the next pair's S on the
+// tensor pipe right behind its last PV of the step, and the softmax opens the step (see
+// pair_step_ahead); 2 (+ahead+gate): also WG1 issues its next S only once WG0's has retired, so
+// the two S do not share the tensor pipe and S_A, which opens the next step, finishes first.
+template <typename T, int kAheadMode>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -391,8 +396,131 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       ++it;
     }
 
+    // +ahead: one step over blocks A (stage 0, index it) and B (stage 1, index it + 1) whose S
+    // are already in s_acc (WG0: S_A, WG1: S_B). The softmax opens the step; with kNextPair each
+    // warpgroup queues the next pair's S (blocks A' = block + 2, B' = block + 3) right behind
+    // its last PV, so the tensor pipe never drains at a step boundary, and refills are issued
+    // as soon as their last reader has retired:
+    //   stage 0 left (A')  by WG0 after its first PV, while it waits for WG1's softmax anyway;
+    //   stage 0 right+rope by WG1 after its first PV (P_A in the rope box was its operand);
+    //   stage 1 left+rope  by WG0 after its second PV (P_B in the rope box);
+    //   stage 1 right      by WG1 after its second PV.
+    // A' is never a request's last block here (B' follows it), so S_A' needs no tail zeroing and
+    // can be issued with PV_B,left in flight; WG1 issues S_B' (which may need it) with nothing
+    // in flight. kNextPair is a compile-time constant: no branch sits between wgmmas.
+    auto pair_step_ahead = [&](auto next_pair_constant) {
+      constexpr bool kNextPair = decltype(next_pair_constant)::value;
+      const Refill r0 = plan_refill(0, it);
+      const Refill r1 = plan_refill(1, it + 1);
+      SEESAW_TRACE(0);  // step starts (this pair's S retired)
+      if (wg == 0) {
+        softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
+        fence_regs(p_sum[0]);
+        fence_regs(p_sum[1]);
+        SEESAW_TRACE(9);  // softmax arithmetic done
+        pack_p(s_acc, p_frag);
+        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
+        publish_stats(sMax0, sScale0, row_max, s0);
+        fence_proxy_async_smem();
+        publish_barrier(seesaw::kBarStats0);
+        SEESAW_TRACE(3);  // stats published
+        scale_pair(row_sum, s0);
+        row_sum[0] += p_sum[0];
+        row_sum[1] += p_sum[1];
+        rescale_o(o, s0);
+        issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
+        SEESAW_TRACE(4);  // first PV issued
+        wgmma_retire<128>(o);
+        SEESAW_TRACE(6);  // first PV retired
+        refill(0, r0, 0, 4, 0, 0);                      // A' left
+        named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
+        SEESAW_TRACE(5);  // other warpgroup's stats received
+        read_stats(sMax1, sScale1, row_max, s1);
+        scale_pair(row_sum, s1);
+        rescale_o(o, s1);
+        issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        if constexpr (kNextPair) {
+          // S_A' in two commit groups, as FlashMLA's kernel does: first the left boxes, which
+          // WG0 refilled itself mid-step, then, once PV_B,left has retired, stage 1's refill
+          // (which must not wait for the late right boxes), then the right and rope boxes.
+          SEESAW_TRACE(7);  // second PV issued
+          issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], ((it + 2) >> 1) & 1);
+          SEESAW_TRACE(1);  // S_A' left boxes issued
+          wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
+#pragma unroll
+          for (int i = 0; i < 128; ++i) fence_regs(o[i]);
+          SEESAW_TRACE(8);  // second PV retired
+          refill_async(1, r1, 0, 4);                    // B' left and rope (P_B's box)
+          refill_async(1, r1, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+          issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
+                                                  ((it + 2) >> 1) & 1);
+          SEESAW_TRACE(12);  // S_A' fully issued
+          wgmma_retire<32>(s_acc);
+          SEESAW_TRACE(2);  // S_A' retired
+          if constexpr (kAheadMode == 2) named_barrier_arrive(seesaw::kBarSAhead, kNumThreads);
+        } else {
+          wgmma_retire<128>(o);
+          refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        }
+      } else {
+        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
+        SEESAW_TRACE(5);
+        read_stats(sMax0, sScale0, row_max, s0);
+        rescale_o(o, s0);
+        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
+        SEESAW_TRACE(4);
+        softmax_step_in_flight(s_acc, row_max, s1, p_sum, key_limit, block + 1);
+        fence_regs(p_sum[0]);
+        fence_regs(p_sum[1]);
+        SEESAW_TRACE(9);
+        pack_p(s_acc, p_frag);
+        store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
+        publish_stats_in_flight(sMax1, sScale1, row_max, s1);
+        fence_proxy_async_smem();
+        publish_barrier(seesaw::kBarStats1);
+        SEESAW_TRACE(3);
+        scale_pair(row_sum, s0);
+        scale_pair(row_sum, s1);
+        row_sum[0] += p_sum[0];
+        row_sum[1] += p_sum[1];
+        wgmma_retire<128>(o);
+        SEESAW_TRACE(6);
+        refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
+        rescale_o(o, s1);
+        issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+        SEESAW_TRACE(7);
+        wgmma_retire<128>(o);
+        refill(1, r1, 4, 8, 0, 0);                      // B' right
+        SEESAW_TRACE(8);  // second PV retired
+        if constexpr (kNextPair) {
+          if constexpr (kAheadMode == 2) named_barrier_sync(seesaw::kBarSAhead, kNumThreads);
+          issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
+          wgmma_retire<32>(s_acc);
+          SEESAW_TRACE(2);  // S_B' retired
+        }
+      }
+#ifdef FLASHMLA_SEESAW_TRACE
+      ++trace_step;
+#endif
+    };
+
+    if constexpr (kAheadMode != 0) {
+      if (block + 1 < block_hi) {  // the first pair's S, issued at the top
+        if (wg == 0) issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
+        else issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
+        wgmma_retire<32>(s_acc);
+      }
 #pragma unroll 1
-    for (; block + 1 < block_hi; block += 2, it += 2) {
+      for (; block + 3 < block_hi; block += 2, it += 2) pair_step_ahead(std::true_type{});
+      if (block + 1 < block_hi) {
+        pair_step_ahead(std::false_type{});
+        block += 2;
+        it += 2;
+      }
+    }
+
+#pragma unroll 1
+    for (; kAheadMode == 0 && block + 1 < block_hi; block += 2, it += 2) {
       // ---- Block A (stage 0, index it) and block B (stage 1, index it + 1).
       SEESAW_TRACE(0);  // step starts
       const Refill r0 = plan_refill(0, it);

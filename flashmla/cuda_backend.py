@@ -28,9 +28,12 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # evict_normal instead of evict_first), "earlyrefill" (seesaw: WG0 refills stage 0's V left
 # before its second PV; measured slower, an experiment), "l2promo128" (the K tensor map asks L2
 # for 128-byte instead of 256-byte promotion; an experiment), "wholetile" (S waits for all 9 TMA
-# boxes of a page before it starts, instead of taking each box as it lands; an A/B switch).
+# boxes of a page before it starts, instead of taking each box as it lands; an A/B switch), "ahead"
+# (seesaw: each warpgroup queues the next pair's S right behind its last PV, FlashMLA's order of
+# operations within our v1 math; docs/kernel-design.md 7.10), "gate" (with "ahead": WG1 issues its
+# next S only once WG0's has retired).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
-                  "wholetile": 256}
+                  "wholetile": 256, "ahead": 512, "gate": 1024}
 # "auto" adds +l2keep when a kv head has at most this many query rows (one 64-row tile, so each
 # page is read by one thread block). On the H100 (run 9, docs/kernel-design.md 5.3) it made the
 # fixed-length b=128 rows with 16-64 rows per kv head 2.5-3.5% faster (varied lengths -1..+2%),

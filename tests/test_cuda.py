@@ -105,7 +105,8 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 # Each must match the reference on the whole foundation grid before its timings mean anything.
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
-            ("serial+wholetile", 1), ("seesaw+wholetile", 1)]
+            ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
+            ("seesaw+ahead+gate", 1)]
 
 
 def variant_id(variant):
@@ -130,6 +131,8 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+l2keep+earlyrefill", 10 ** 6) == 16 | 32 | 64
     assert cuda_backend._schedule_code("serial+l2keep", 16) == 1 | 32
     assert cuda_backend._schedule_code("seesaw+wholetile", 10 ** 6) == 16 | 256
+    assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
+    assert cuda_backend._schedule_code("seesaw+ahead+gate", 10 ** 6) == 16 | 512 | 1024
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
 
 
@@ -444,3 +447,11 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
             diff = (out.float() - base_out.float()).abs().max().item()
             assert torch.equal(out, base_out) and torch.equal(lse, base_lse), (
                 f"{schedule} differs from serial (num_sms={num_sms}): max |out diff| {diff:.3e}")
+        # seesaw+ahead reorders when wgmmas are issued, not what they compute: same operands,
+        # same accumulation order, so the same bits as seesaw.
+        see_out, see_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")
+        for schedule in ("seesaw+ahead", "seesaw+ahead+gate"):
+            out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule)
+            diff = (out.float() - see_out.float()).abs().max().item()
+            assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
+                f"{schedule} differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
