@@ -128,11 +128,12 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // the first boxes while the rest of the page is still landing; one commit group. Each wait is a
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
-// the seesaw's +ahead issues S in two commit groups (a range starting at box 0 begins S).
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
+// the seesaw's +ahead issues S in several commit groups; the range that starts at kFirstBox
+// begins S (its first k-step overwrites the accumulators).
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, int kFirstBox = 0>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
                                                        uint32_t parity) {
-  if constexpr (kBoxBegin == 0) {
+  if constexpr (kBoxBegin == kFirstBox) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   }
@@ -140,7 +141,7 @@ __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_
   for (int box = kBoxBegin; box < kBoxEnd; ++box) {
     mbar_wait(&bars[box], parity);
     wgmma_fence();
-    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
+    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == kFirstBox);
   }
   wgmma_commit();
 }
@@ -490,7 +491,6 @@ constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left b
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
 constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
 constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind each warpgroup's last PV
-constexpr int kFlagGate = 1024;       // seesaw +ahead: WG1 issues the next S_B only once WG0's next S_A retired
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -863,11 +863,9 @@ template <typename T>
 cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream) {
   dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   if (params.schedule & kFlagSeesaw) {
-    // 0: the kept order, 1: +ahead, 2: +ahead+gate (mla_decode_seesaw.cuh)
-    const int ahead = (params.schedule & kFlagAhead) ? ((params.schedule & kFlagGate) ? 2 : 1) : 0;
-    auto kernel = ahead == 2 ? mla_decode_seesaw_kernel<T, 2>
-                  : ahead == 1 ? mla_decode_seesaw_kernel<T, 1> : mla_decode_seesaw_kernel<T, 0>;
-    static bool seesaw_configured[3] = {false, false, false};
+    const int ahead = (params.schedule & kFlagAhead) ? 1 : 0;  // +ahead (mla_decode_seesaw.cuh)
+    auto kernel = ahead ? mla_decode_seesaw_kernel<T, true> : mla_decode_seesaw_kernel<T, false>;
+    static bool seesaw_configured[2] = {false, false};
     if (!seesaw_configured[ahead]) {
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
       if (err != cudaSuccess) return err;

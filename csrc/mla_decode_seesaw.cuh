@@ -49,7 +49,6 @@ constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
 constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
-constexpr int kBarSAhead = 10; // +ahead+gate: WG0 -> WG1, the next S_A has retired
 
 // Instrumented build only (FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE, scripts/seesaw_trace.py):
 // clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
@@ -82,11 +81,9 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
   for (int i = 0; i < N; ++i) fence_regs(acc[i]);
 }
 
-// kAheadMode 1 (schedule flag +ahead, kFlagAhead): each warpgroup queues the next pair's S on the
-// tensor pipe right behind its last PV of the step, and the softmax opens the step (see
-// pair_step_ahead); 2 (+ahead+gate): also WG1 issues its next S only once WG0's has retired, so
-// the two S do not share the tensor pipe and S_A, which opens the next step, finishes first.
-template <typename T, int kAheadMode>
+// kAhead (schedule flag +ahead, kFlagAhead): each warpgroup queues the next pair's S on the tensor
+// pipe right behind its last PV of the step, and the softmax opens the step (pair_step_ahead).
+template <typename T, bool kAhead>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -457,7 +454,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           SEESAW_TRACE(12);  // S_A' fully issued
           wgmma_retire<32>(s_acc);
           SEESAW_TRACE(2);  // S_A' retired
-          if constexpr (kAheadMode == 2) named_barrier_arrive(seesaw::kBarSAhead, kNumThreads);
         } else {
           wgmma_retire<128>(o);
           refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);
@@ -493,7 +489,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         refill(1, r1, 4, 8, 0, 0);                      // B' right
         SEESAW_TRACE(8);  // second PV retired
         if constexpr (kNextPair) {
-          if constexpr (kAheadMode == 2) named_barrier_sync(seesaw::kBarSAhead, kNumThreads);
           issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
           wgmma_retire<32>(s_acc);
           SEESAW_TRACE(2);  // S_B' retired
@@ -504,7 +499,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
     };
 
-    if constexpr (kAheadMode != 0) {
+    if constexpr (kAhead) {
       if (block + 1 < block_hi) {  // the first pair's S, issued at the top
         if (wg == 0) issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         else issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
@@ -520,7 +515,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
 
 #pragma unroll 1
-    for (; kAheadMode == 0 && block + 1 < block_hi; block += 2, it += 2) {
+    for (; !kAhead && block + 1 < block_hi; block += 2, it += 2) {
       // ---- Block A (stage 0, index it) and block B (stage 1, index it + 1).
       SEESAW_TRACE(0);  // step starts
       const Refill r0 = plan_refill(0, it);

@@ -30,10 +30,9 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # for 128-byte instead of 256-byte promotion; an experiment), "wholetile" (S waits for all 9 TMA
 # boxes of a page before it starts, instead of taking each box as it lands; an A/B switch), "ahead"
 # (seesaw: each warpgroup queues the next pair's S right behind its last PV, FlashMLA's order of
-# operations within our v1 math; docs/kernel-design.md 7.10), "gate" (with "ahead": WG1 issues its
-# next S only once WG0's has retired).
+# operations within our v1 math; docs/kernel-design.md 7.10).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
-                  "wholetile": 256, "ahead": 512, "gate": 1024}
+                  "wholetile": 256, "ahead": 512}
 # "auto" adds +l2keep when a kv head has at most this many query rows (one 64-row tile, so each
 # page is read by one thread block). On the H100 (run 9, docs/kernel-design.md 5.3) it made the
 # fixed-length b=128 rows with 16-64 rows per kv head 2.5-3.5% faster (varied lengths -1..+2%),
@@ -53,6 +52,11 @@ AUTO_SPLITCOMBINE_MAX_ROWS = 256
 # them) and 1-2% slower on the varied-length 4K rows.
 AUTO_SEESAW_MIN_ROWS_PER_KV = 128
 AUTO_SEESAW_MIN_QUERY_ROWS = 4096
+# ... and adds "+ahead" (the next pair's S queued behind the PVs) from this many rows per kv head
+# on. Three side-by-side runs on the H100 (session 9, docs/kernel-design.md 7.10): 3-5% faster at
+# b128 s_q2 8K h128 (fixed and varied), level at 4K fixed, 1-2% slower at 4K varied; 2-9% slower
+# on every row with 128 rows per kv head, which keep the plain seesaw.
+AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]
@@ -101,6 +105,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     if (base == "auto" and query_rows is not None and rows_per_kv is not None
             and rows_per_kv >= AUTO_SEESAW_MIN_ROWS_PER_KV and query_rows >= AUTO_SEESAW_MIN_QUERY_ROWS):
         code |= SCHEDULES["seesaw"]
+        if rows_per_kv >= AUTO_AHEAD_MIN_ROWS_PER_KV:
+            code |= SCHEDULE_FLAGS["ahead"]
     if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
         code |= SCHEDULE_FLAGS["l2keep"]
     return code
@@ -113,7 +119,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
     ``schedule``: "auto" (default: serial, plus the column-split combine for at most
     AUTO_SPLITCOMBINE_MAX_ROWS query rows, or the seesaw kernel for large batches with at least
-    AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head), "serial", "pipelined", "chained" or "seesaw", with optional
+    AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+ahead" from
+    AUTO_AHEAD_MIN_ROWS_PER_KV), "serial", "pipelined", "chained" or "seesaw", with optional
     flags; see SCHEDULES and SCHEDULE_FLAGS.
     """
     if _C is None:

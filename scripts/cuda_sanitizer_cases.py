@@ -19,7 +19,7 @@ for i, (lens, s_q, h_q, h_kv, dtype, num_sms) in enumerate([
         ([300, 0, 64, 129], 2, 128, 1, torch.float16, 16)]):  # 4 m-blocks, few parts: the seesaw's pair steps
     q, k, bt, sl = make_inputs(lens, s_q, h_q, h_kv, dtype, device, seed=i)
     # "schedule@floor": a main-loop schedule (with flags) and the scheduler floor (default 1).
-    for variant in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined,chained+splitcombine@4,seesaw").split(","):
+    for variant in os.environ.get("SANITIZE_SCHEDULES", "serial,pipelined,chained+splitcombine@4,seesaw,seesaw+ahead").split(","):
         schedule, _, floor = variant.partition("@")
         out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule, min_blocks_per_part=int(floor or 1))
         torch.cuda.synchronize()

@@ -105,8 +105,7 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 # Each must match the reference on the whole foundation grid before its timings mean anything.
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
-            ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
-            ("seesaw+ahead+gate", 1)]
+            ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4)]
 
 
 def variant_id(variant):
@@ -132,15 +131,18 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("serial+l2keep", 16) == 1 | 32
     assert cuda_backend._schedule_code("seesaw+wholetile", 10 ** 6) == 16 | 256
     assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
-    assert cuda_backend._schedule_code("seesaw+ahead+gate", 10 ** 6) == 16 | 512 | 1024
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
 
 
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
     """"auto" = seesaw (16) at >= AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head and
-    >= AUTO_SEESAW_MIN_QUERY_ROWS query rows in the batch; serial otherwise."""
+    >= AUTO_SEESAW_MIN_QUERY_ROWS query rows in the batch, with +ahead (512) from
+    AUTO_AHEAD_MIN_ROWS_PER_KV rows per kv head; serial otherwise."""
     per_kv, total = cuda_backend.AUTO_SEESAW_MIN_ROWS_PER_KV, cuda_backend.AUTO_SEESAW_MIN_QUERY_ROWS
-    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16      # b128 s_q2 h128
+    ahead_per_kv = cuda_backend.AUTO_AHEAD_MIN_ROWS_PER_KV
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512  # b128 s_q2 h128
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv - 1) == 16
     assert cuda_backend._schedule_code("auto", total, per_kv) == 16
     assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16          # 128 rows per kv head
     assert cuda_backend._schedule_code("auto", 32 * 1 * 128, 128) == 16           # b32 s_q1 h128
@@ -148,6 +150,7 @@ def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
     assert cuda_backend._schedule_code("auto", 128 * 64, 64) == 32                # 64 rows: serial (+l2keep)
     assert cuda_backend._schedule_code("auto", total - 1, per_kv) == 0
     assert cuda_backend._schedule_code("auto", 1 * 2 * 128, 2 * 128) == 8         # b1: split combine, serial
+    assert cuda_backend._schedule_code("seesaw", 10 ** 6, 10 ** 3) == 16              # explicit: unchanged
     assert cuda_backend._schedule_code("auto", 10 ** 6) == 0                      # rows per kv unknown
     assert cuda_backend._schedule_code("serial", 10 ** 6, 10 ** 3) == 1
     with pytest.raises(ValueError, match="schedule"):
@@ -450,8 +453,7 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
         # seesaw+ahead reorders when wgmmas are issued, not what they compute: same operands,
         # same accumulation order, so the same bits as seesaw.
         see_out, see_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")
-        for schedule in ("seesaw+ahead", "seesaw+ahead+gate"):
-            out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule)
-            diff = (out.float() - see_out.float()).abs().max().item()
-            assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
-                f"{schedule} differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead")
+        diff = (out.float() - see_out.float()).abs().max().item()
+        assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
+            f"seesaw+ahead differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
