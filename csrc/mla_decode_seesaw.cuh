@@ -24,6 +24,11 @@
 //
 // A request whose blocks start on stage 1 begins with a step of block B alone; one that ends on
 // stage 0 ends with a step of block A alone.
+//
+// +ahead (kAhead; `auto` from 256 query rows per kv head): the same math and the same wgmmas,
+// issued in another order: each warpgroup queues the next pair's S right behind its last PV, so
+// a step opens with the softmax and the tensor pipe does not drain at step boundaries
+// (pair_step_ahead; docs/kernel-design.md 7.10).
 #pragma once
 
 #include <type_traits>
