@@ -290,7 +290,10 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   kernels start QK^T on each 8 KiB TMA box of a page as it lands instead of waiting for the whole
 #   72 KiB page (one mbarrier per box; 1.9% faster over the 35 target rows, up to 9.6% on the
 #   compute-bound ones): 250–254 registers, 0 spills
-#   (`benchmarks/results/cuda_h100_run10_stream_2026-11-24/h_final_build.log`).
+#   (`benchmarks/results/cuda_h100_run10_stream_2026-11-24/h_final_build.log`). The seesaw's
+#   `+ahead` form (the next pair's S queued behind the PVs; section 7.10), which `auto` runs from
+#   256 query rows per kv head, is built beside it: 250 registers, 0 spills
+#   (`benchmarks/results/cuda_h100_session9_ahead_2026-11-24/build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
