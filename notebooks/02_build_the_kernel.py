@@ -292,8 +292,9 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   compute-bound ones): 250–254 registers, 0 spills
 #   (`benchmarks/results/cuda_h100_run10_stream_2026-11-24/h_final_build.log`). The seesaw's
 #   `+ahead` form (the next pair's S queued behind the PVs; section 7.10), which `auto` runs from
-#   256 query rows per kv head, is built beside it: 250 registers, 0 spills
-#   (`benchmarks/results/cuda_h100_session9_ahead_2026-11-24/build.log`).
+#   256 query rows per kv head, is built beside it, and both issue each refill one TMA box per lane:
+#   250 and 240 registers, 0 spills
+#   (`benchmarks/results/cuda_h100_session9_ahead_2026-11-24/build_lanes.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
