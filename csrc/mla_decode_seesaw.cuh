@@ -195,8 +195,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     next_load[stage].advance(p, end_req, end_block);
     return r;
   };
-  // Issues a planned refill of boxes [a_begin, a_end) and [b_begin, b_end); called after this
-  // warpgroup's last wgmma that reads them has retired (it branches).
   // A refill is issued one box per lane: lane i of the warpgroup's first warp issues the i-th
   // box, so the warp issues each instruction once for all of them instead of one elected thread
   // issuing the boxes in turn (1.5% faster geomean on the compute-bound rows, up to 3.6%, and
