@@ -128,12 +128,11 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // the first boxes while the rest of the page is still landing; one commit group. Each wait is a
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
-// the seesaw's +ahead issues S in several commit groups; the range that starts at kFirstBox
-// begins S (its first k-step overwrites the accumulators).
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, int kFirstBox = 0>
+// the seesaw's +ahead issues S in two commit groups (the range from box 0 begins S).
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
                                                        uint32_t parity) {
-  if constexpr (kBoxBegin == kFirstBox) {
+  if constexpr (kBoxBegin == 0) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   }
@@ -141,7 +140,7 @@ __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_
   for (int box = kBoxBegin; box < kBoxEnd; ++box) {
     mbar_wait(&bars[box], parity);
     wgmma_fence();
-    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == kFirstBox);
+    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
   }
   wgmma_commit();
 }

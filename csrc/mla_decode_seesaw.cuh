@@ -207,15 +207,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
                    policy);
   };
   // Boxes [a_begin, a_end) and [b_begin, b_end) of a planned refill; called once this
-  // warpgroup's last wgmma that reads them has retired.
+  // warpgroup's last wgmma that reads them has retired (another may still be in flight).
   auto refill = [&](int stage, const Refill& r, int a_begin, int a_end, int b_begin, int b_end) {
     const int na = a_end - a_begin;
     const int mine = warp_in_wg == 0 && lane < na + (b_end - b_begin) && r.exists;
     load_box_of_lane(mine, r.page, stage, min(lane < na ? a_begin + lane : b_begin + lane - na, kNumBoxes - 1));
-  };
-  // The same for one range, e.g. queued right behind the next PV instead of between the two.
-  auto refill_async = [&](int stage, const Refill& r, int box_begin, int box_end) {
-    refill(stage, r, box_begin, box_end, 0, 0);
   };
 
   // S is issued box by box as the boxes land (issue_qk_as_boxes_land; docs/kernel-design.md 7.8:
@@ -350,6 +346,33 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     float s0[2], s1[2], p_sum[2];
     int block = block_lo;
 
+    // A pair step's softmax in warpgroup `stage` of its block on that stage: the online softmax of
+    // S, P packed for the warpgroup's own PV and stored into the stage's rope box for the other's,
+    // and m with the rescale factor published to the other warpgroup; then the row sums. WG1 runs
+    // it with its first PV in flight, so it uses the branch-free forms.
+    auto softmax_and_publish = [&](auto stage_constant, float* rescale, int blk) {
+      constexpr int stage = decltype(stage_constant)::value;
+      if constexpr (stage == 1) softmax_step_in_flight(s_acc, row_max, rescale, p_sum, key_limit, blk);
+      else softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk);
+      fence_regs(p_sum[0]);  // (no-op: pins the softmax before the clock read)
+      fence_regs(p_sum[1]);
+      SEESAW_TRACE(9);  // softmax arithmetic done
+      pack_p(s_acc, p_frag);
+      store_p(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
+      if constexpr (stage == 1) publish_stats_in_flight(sMax1, sScale1, row_max, rescale);
+      else publish_stats(sMax0, sScale0, row_max, rescale);
+      SEESAW_TRACE(11);  // P stored, before the proxy fence
+      fence_proxy_async_smem();
+      SEESAW_TRACE(10);  // P stored and fenced
+      publish_barrier(stage ? seesaw::kBarStats1 : seesaw::kBarStats0);
+      SEESAW_TRACE(3);  // softmax done, stats published
+      // This warpgroup's row sums, onto the new running max (WG1's also take block A's factor).
+      if constexpr (stage == 1) scale_pair(row_sum, s0);
+      scale_pair(row_sum, rescale);
+      row_sum[0] += p_sum[0];
+      row_sum[1] += p_sum[1];
+    };
+
     // One block alone on `stage` (a request's first block on stage 1, or its last on stage 0):
     // its owner, warpgroup `stage`, computes S, the softmax and its half of PV; the other
     // warpgroup multiplies P from the rope box into its half. Each refills what it read last
@@ -416,19 +439,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const Refill r1 = plan_refill(1, it + 1);
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
-        softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
-        fence_regs(p_sum[0]);
-        fence_regs(p_sum[1]);
-        SEESAW_TRACE(9);  // softmax arithmetic done
-        pack_p(s_acc, p_frag);
-        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
-        publish_stats(sMax0, sScale0, row_max, s0);
-        fence_proxy_async_smem();
-        publish_barrier(seesaw::kBarStats0);
-        SEESAW_TRACE(3);  // stats published
-        scale_pair(row_sum, s0);
-        row_sum[0] += p_sum[0];
-        row_sum[1] += p_sum[1];
+        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
         SEESAW_TRACE(4);  // first PV issued
@@ -452,8 +463,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
           for (int i = 0; i < 128; ++i) fence_regs(o[i]);
           SEESAW_TRACE(8);  // second PV retired
-          refill_async(1, r1, 0, 4);                    // B' left and rope (P_B's box)
-          refill_async(1, r1, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+          refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // B' left and rope (P_B's box)
           issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
                                                   ((it + 2) >> 1) & 1);
           SEESAW_TRACE(12);  // S_A' fully issued
@@ -470,20 +480,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s0);
         issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
         SEESAW_TRACE(4);
-        softmax_step_in_flight(s_acc, row_max, s1, p_sum, key_limit, block + 1);
-        fence_regs(p_sum[0]);
-        fence_regs(p_sum[1]);
-        SEESAW_TRACE(9);
-        pack_p(s_acc, p_frag);
-        store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
-        publish_stats_in_flight(sMax1, sScale1, row_max, s1);
-        fence_proxy_async_smem();
-        publish_barrier(seesaw::kBarStats1);
-        SEESAW_TRACE(3);
-        scale_pair(row_sum, s0);
-        scale_pair(row_sum, s1);
-        row_sum[0] += p_sum[0];
-        row_sum[1] += p_sum[1];
+        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
         refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
@@ -529,21 +526,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
         SEESAW_TRACE(2);  // S retired
-        softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
-        fence_regs(p_sum[0]);  // (no-op: pins the softmax before the clock read)
-        fence_regs(p_sum[1]);
-        SEESAW_TRACE(9);  // softmax arithmetic done
-        pack_p(s_acc, p_frag);
-        store_p(sK + seesaw::kRopeBox * kBoxBytes, p_frag);
-        publish_stats(sMax0, sScale0, row_max, s0);
-        SEESAW_TRACE(11);  // P stored, before the proxy fence
-        fence_proxy_async_smem();
-        SEESAW_TRACE(10);  // P stored and fenced
-        publish_barrier(seesaw::kBarStats0);
-        SEESAW_TRACE(3);  // softmax done, stats published
-        scale_pair(row_sum, s0);
-        row_sum[0] += p_sum[0];
-        row_sum[1] += p_sum[1];
+        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
         SEESAW_TRACE(4);  // first PV issued
@@ -560,7 +543,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s1);
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
         const Refill r0_late = {r0.page, r0.exists && !early_refill};
-        refill_async(0, r0_late, 0, 4);
+        refill(0, r0_late, 0, 4, 0, 0);
         SEESAW_TRACE(7);  // second PV issued
         wgmma_retire<128>(o);
         SEESAW_TRACE(8);  // second PV retired
@@ -581,22 +564,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
         for (int i = 0; i < 32; ++i) fence_regs(s_acc[i]);
         SEESAW_TRACE(2);
-        softmax_step_in_flight(s_acc, row_max, s1, p_sum, key_limit, block + 1);
-        fence_regs(p_sum[0]);
-        fence_regs(p_sum[1]);
-        SEESAW_TRACE(9);
-        pack_p(s_acc, p_frag);
-        store_p(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
-        publish_stats_in_flight(sMax1, sScale1, row_max, s1);
-        SEESAW_TRACE(11);
-        fence_proxy_async_smem();
-        SEESAW_TRACE(10);
-        publish_barrier(seesaw::kBarStats1);
-        SEESAW_TRACE(3);
-        scale_pair(row_sum, s0);
-        scale_pair(row_sum, s1);
-        row_sum[0] += p_sum[0];
-        row_sum[1] += p_sum[1];
+        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
         refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);
