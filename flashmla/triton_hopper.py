@@ -440,7 +440,15 @@ LAUNCH_OPTIONS = dict(num_warps=NUM_WARPS, maxnreg=MAXNREG)
 
 def offline_resources(dtype: str = "bf16", capability: int = 90) -> dict:
     """Compile the kernel for sm_90a without a GPU and report shared memory, registers, spills
-    and the setmaxnreg values per partition (from the PTX)."""
+    and the setmaxnreg values per partition (from the PTX).
+
+    Under Triton's interpreter (TRITON_INTERPRET=1, which the notebooks set on a CPU) the kernel's
+    helpers were wrapped for interpretation when this module was imported, and Triton's compiler
+    cannot compile those: the compile then runs in a child process without the variable, and the
+    result comes back without the ``compiled`` object."""
+    import os
+    if os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on"):
+        return _offline_resources_in_child(dtype, capability)
     import re
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -464,3 +472,20 @@ def offline_resources(dtype: str = "bf16", capability: int = 90) -> dict:
                 # ptxas' notes on serialised wgmmas (C7510/C7517/C7520) and any warning
                 warnings=[line for line in report["log"].splitlines() if "warning" in line.lower() or "C75" in line],
                 compiled=compiled)
+
+
+def _offline_resources_in_child(dtype: str, capability: int) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json; from flashmla import triton_hopper as h; "
+            f"r = h.offline_resources({dtype!r}, {capability}); r.pop('compiled'); print(json.dumps(r))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if proc.returncode != 0:
+        raise RuntimeError(f"offline compile of the Gluon kernel failed in a child process: {proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["setmaxnreg"] = [tuple(pair) for pair in res["setmaxnreg"]]
+    return res
