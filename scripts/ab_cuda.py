@@ -18,7 +18,9 @@ A variant "triton" times the Triton backend (its table entry, the same metadata)
 copy of flashmla/triton_decode.py saved untracked as flashmla/_ab_baseline.py:
 AB_VARIANTS=triton/flashmla._ab_baseline,triton, and "triton@BMxBNxWARPSxSTAGESxDVSPLIT" another
 block configuration with the metadata plan, e.g. triton@128x32x8x2x2; "gluon" the Triton backend's
-warp-specialised Hopper kernel (flashmla/triton_hopper.py) on every row. With only Triton variants
+warp-specialised Hopper kernel (flashmla/triton_hopper.py) on every row; "ext/MODULE" the
+``decode(q, k, block_table, cache_seqlens, scale, causal, md, ns) -> (out, lse)`` of any importable
+module (a same-machine reference built outside the repo, say). With only Triton variants
 the metadata comes from flashmla.get_mla_metadata (no CUDA build needed; the same tensors).
 """
 import csv
@@ -49,7 +51,7 @@ def main():
         shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
     device = torch.device("cuda")
     props = torch.cuda.get_device_properties(device)
-    triton_only = all(v.startswith(("triton", "gluon")) for v in variants)  # then no CUDA build is needed
+    triton_only = all(v.startswith(("triton", "gluon", "ext/")) for v in variants)  # then no CUDA build is needed
     print(f"GPU {props.name}, torch {torch.__version__}, triton {triton.__version__}; {rounds} rounds; "
           f"variants {variants}", flush=True)
     head = f"{'shape':<22}" + "".join(f"{v[:20]:>22}" for v in variants) + f"{'target':>9}"
@@ -77,7 +79,7 @@ def main():
                 fns[v] = (lambda config=config, md=md, ns=ns: triton_decode.decode_with_config(
                     q, k, bt, sl, 576 ** -0.5, s_q > 1, config=config, tile_scheduler_metadata=md, num_splits=ns))
                 continue
-            if schedule.startswith("triton"):
+            if schedule.startswith(("triton", "ext/")):
                 module = importlib.import_module(schedule.partition("/")[2] or "flashmla.triton_decode")
                 fns[v] = (lambda module=module, md=md, ns=ns:
                           module.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns))
