@@ -664,6 +664,22 @@ def test_gluon_kernel_compiles_for_sm90a_without_a_gpu():
         print(f"gluon kernel {dtype}: {res['shared_bytes']} B shared, {res['n_spills']} spilled words")
 
 
+def test_gluon_offline_compile_under_the_interpreter(monkeypatch):
+    """The notebooks set TRITON_INTERPRET=1 on a CPU; the offline sm_90a compile must still work
+    there (it runs in a child process without the variable). A warm Triton cache once hid its
+    failure: the cache is pointed at an empty folder here."""
+    from flashmla import triton_hopper
+    if triton_hopper.gluon is None:
+        pytest.skip(triton_hopper._IMPORT_ERROR)
+    import tempfile
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="flashmla-triton-cache-"))
+    res = triton_hopper.offline_resources("bf16")
+    assert "compiled" not in res
+    assert 0 < res["shared_bytes"] <= 227 * 1024, res
+    assert {24, 256} <= {int(n) for _, n in res["setmaxnreg"]}, res["setmaxnreg"]
+
+
 def test_gluon_kernel_only_on_the_tested_triton(monkeypatch):
     """Gluon's API moves between Triton releases: another version gets the portable kernel, with
     the reason (what kernel_config and the benchmark's skip line report)."""
