@@ -446,8 +446,8 @@ def offline_resources(dtype: str = "bf16", capability: int = 90) -> dict:
     helpers were wrapped for interpretation when this module was imported, and Triton's compiler
     cannot compile those: the compile then runs in a child process without the variable, and the
     result comes back without the ``compiled`` object."""
-    import os
-    if os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on"):
+    from .triton_decode import _interpreting
+    if _interpreting():
         return _offline_resources_in_child(dtype, capability)
     import re
     from triton.backends.compiler import GPUTarget

@@ -51,7 +51,7 @@ def main():
         shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
     device = torch.device("cuda")
     props = torch.cuda.get_device_properties(device)
-    triton_only = all(v.startswith(("triton", "gluon", "ext/")) for v in variants)  # then no CUDA build is needed
+    no_cuda_build = all(v.startswith(("triton", "gluon", "ext/")) for v in variants)  # metadata from flashmla then
     print(f"GPU {props.name}, torch {torch.__version__}, triton {triton.__version__}; {rounds} rounds; "
           f"variants {variants}", flush=True)
     head = f"{'shape':<22}" + "".join(f"{v[:20]:>22}" for v in variants) + f"{'target':>9}"
@@ -64,7 +64,7 @@ def main():
         for v in variants:
             schedule, _, sms = v.partition(":")
             num_sms = int(sms or props.multi_processor_count)
-            if triton_only:
+            if no_cuda_build:
                 md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
             else:
                 md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms)

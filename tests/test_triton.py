@@ -664,16 +664,15 @@ def test_gluon_kernel_compiles_for_sm90a_without_a_gpu():
         print(f"gluon kernel {dtype}: {res['shared_bytes']} B shared, {res['n_spills']} spilled words")
 
 
-def test_gluon_offline_compile_under_the_interpreter(monkeypatch):
+def test_gluon_offline_compile_under_the_interpreter(monkeypatch, tmp_path):
     """The notebooks set TRITON_INTERPRET=1 on a CPU; the offline sm_90a compile must still work
     there (it runs in a child process without the variable). A warm Triton cache once hid its
     failure: the cache is pointed at an empty folder here."""
     from flashmla import triton_hopper
     if triton_hopper.gluon is None:
         pytest.skip(triton_hopper._IMPORT_ERROR)
-    import tempfile
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setenv("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="flashmla-triton-cache-"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     res = triton_hopper.offline_resources("bf16")
     assert "compiled" not in res
     assert 0 < res["shared_bytes"] <= 227 * 1024, res
