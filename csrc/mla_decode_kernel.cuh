@@ -490,6 +490,12 @@ constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left b
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
 constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
 constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind each warpgroup's last PV
+// Timing probes of the seesaw kernel (wrong output by design; docs/kernel-design.md 7.12): what
+// the kernel's time would be if the K refills cost nothing (+noload: no refill is issued, S and
+// PV read whatever the stage holds) or never missed L2 (+l2hot: every refill reloads the part's
+// first page, which its four m-block thread blocks keep hot in L2).
+constexpr int kFlagProbeNoLoad = 1024;
+constexpr int kFlagProbeL2Hot = 2048;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

@@ -147,6 +147,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   };
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
+  // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
+  // every stage keeps its first page, whose mbarrier phase 0 has completed, so all waits use
+  // parity 0.
+  const bool probe_no_load = (p.schedule & kFlagProbeNoLoad) != 0;
+  const bool probe_l2_hot = (p.schedule & kFlagProbeL2Hot) != 0;
+  const int probe_page = probe_l2_hot ? p.block_table[static_cast<int64_t>(begin_req) * p.block_table_stride + begin_block] : 0;
+  auto parity_of = [&](int idx) -> uint32_t { return probe_no_load ? 0u : (idx >> 1) & 1; };
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
   // mbarrier.
@@ -189,8 +196,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // An address inside the table either way, so the load needs no branch and can be issued early.
     const int* slot = exists ? p.block_table + static_cast<int64_t>(c.req) * p.block_table_stride + c.block
                              : p.block_table;
-    r.page = ld_global_early(slot);
-    r.exists = exists;
+    r.page = probe_l2_hot ? probe_page : ld_global_early(slot);
+    r.exists = exists && !probe_no_load;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
     return r;
@@ -220,7 +227,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // block first waits for the whole tile, to zero its V boxes' tail rows before any wgmma reads it.
   auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
-    const uint32_t parity = (idx >> 1) & 1;
+    const uint32_t parity = parity_of(idx);
     uint64_t* bars = &full_bar[stage * kNumBoxes];
     const int valid_rows = seqlen - block * kPageSize;
     const bool zero_tail = last && valid_rows < kPageSize;
@@ -457,7 +464,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           // WG0 refilled itself mid-step, then, once PV_B,left has retired, stage 1's refill
           // (which must not wait for the late right boxes), then the right and rope boxes.
           SEESAW_TRACE(7);  // second PV issued
-          issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], ((it + 2) >> 1) & 1);
+          issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
           SEESAW_TRACE(1);  // S_A' left boxes issued
           wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
 #pragma unroll
@@ -465,7 +472,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           SEESAW_TRACE(8);  // second PV retired
           refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // B' left and rope (P_B's box)
           issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
-                                                  ((it + 2) >> 1) & 1);
+                                                  parity_of(it + 2));
           SEESAW_TRACE(12);  // S_A' fully issued
           wgmma_retire<32>(s_acc);
           SEESAW_TRACE(2);  // S_A' retired
