@@ -288,6 +288,24 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
     }
 }
 
+// A warpgroup's 64 x 64 P tile into a K-major, 128-byte-swizzled box (the layout TMA gives a K
+// box), where it is the A operand of another warpgroup's PV. p_frag holds the packed 16-bit
+// accumulators: p_frag[2 c] row r, p_frag[2 c + 1] row r + 8, of 8-column group c. One stmatrix.x4
+// stores groups 2 j and 2 j + 1 of both rows: 4 instructions per thread instead of 16 st.shared.
+__device__ __forceinline__ void store_p_tile(uint32_t box_addr, const uint32_t* p_frag) {
+  const int ltid = opaque_tid();  // recomputed here rather than kept live across the main loop
+  const int lane = ltid % 32;
+  const int matrix = lane / 8;  // this lane gives the address of row lane % 8 of that matrix
+  const int row = (ltid % 128) / 32 * 16 + (matrix & 1) * 8 + lane % 8;
+  const uint32_t row_addr = box_addr + row * 128;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int group = 2 * j + (matrix >> 1);
+    stmatrix_x4(row_addr + ((group ^ (row & 7)) << 4), p_frag[4 * j], p_frag[4 * j + 1], p_frag[4 * j + 2],
+                p_frag[4 * j + 3]);
+  }
+}
+
 // One part's share of the schedule: a row of tile_scheduler_metadata (docs/internals.md).
 struct PartRange {
   int begin_req, begin_block, end_req, end_block, begin_chunk, num_iters;
@@ -496,6 +514,9 @@ constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind
 // first page, which its four m-block thread blocks keep hot in L2).
 constexpr int kFlagProbeNoLoad = 1024;
 constexpr int kFlagProbeL2Hot = 2048;
+// seesaw: launch the m-block thread blocks of one part (which read the same pages) as one thread
+// block cluster, so they run at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
+constexpr int kFlagCluster = 4096;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -626,24 +647,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
       }
       named_barrier_sync(kBarPFree, kNumThreads);
-      {
-        // Addresses from an opaque thread index, so they are recomputed here rather than kept
-        // live (and spilled) across the main loop.
-        // (st.shared on 32-bit addresses: the aligned smem pointer has lost its address space,
-        // and generic 64-bit stores cost extra instructions on WG0's critical path)
-        const int ltid = opaque_tid();
-        const int row0 = (ltid % 128) / 32 * 16 + (ltid % 32) / 4;  // row1 = row0 + 8: same swizzle
-        const uint32_t p_row0 = smem_addr(sP) + row0 * 128 + (ltid % 4) * 4;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-#pragma unroll
-          for (int half8 = 0; half8 < 2; ++half8) {
-            const uint32_t chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
-            st_shared_b32(p_row0 + chunk_off, p_frag[4 * k + 2 * half8]);
-            st_shared_b32(p_row0 + 8 * 128 + chunk_off, p_frag[4 * k + 2 * half8 + 1]);
-          }
-        }
-      }
+      store_p_tile(smem_addr(sP), p_frag);
       if ((lane & 3) == 0) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -875,6 +879,17 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
       if (err != cudaSuccess) return err;
       seesaw_configured[ahead] = true;
+    }
+    // Pairs of m-blocks (clusters of 4 do not all fit on the GPCs of an H100 at one block per
+    // SM: 32 of 33 resident, a second wave, 1.8x slower; docs/kernel-design.md 7.12).
+    if ((params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0) {
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = 2;
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cudaLaunchConfig_t config = {grid, dim3(kNumThreads), static_cast<size_t>(seesaw::kSmemBytes), stream, attr, 1};
+      return cudaLaunchKernelEx(&config, kernel, kv_map, params);
     }
     kernel<<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, params);
     return cudaGetLastError();

@@ -261,21 +261,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
     for (int k = 0; k < 16; ++k) p_frag[k] = ElemOps<T>::pack(s_acc[2 * k], s_acc[2 * k + 1]);
   };
-  // P into a rope box (K-major, 128-byte swizzle, like a TMA tile) for the other warpgroup's PV.
-  auto store_p = [&](uint8_t* box, const uint32_t* p_frag) {
-    const int ltid = opaque_tid();
-    const int row0 = (ltid % 128) / 32 * 16 + (ltid % 32) / 4;  // row1 = row0 + 8: same swizzle
-    const uint32_t p_row0 = smem_addr(box) + row0 * 128 + (ltid % 4) * 4;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-#pragma unroll
-      for (int half8 = 0; half8 < 2; ++half8) {
-        const uint32_t chunk_off = ((2 * k + half8) ^ (row0 & 7)) << 4;
-        st_shared_b32(p_row0 + chunk_off, p_frag[4 * k + 2 * half8]);
-        st_shared_b32(p_row0 + 8 * 128 + chunk_off, p_frag[4 * k + 2 * half8 + 1]);
-      }
-    }
-  };
+  // P into a rope box (store_p_tile) for the other warpgroup's PV.
+  auto store_p = [&](uint8_t* box, const uint32_t* p_frag) { store_p_tile(smem_addr(box), p_frag); };
   auto publish_stats = [&](float* s_max, float* s_scale, const float* row_max, const float* rescale) {
     if ((lane & 3) == 0) {
 #pragma unroll

@@ -33,6 +33,14 @@ __device__ __forceinline__ void st_shared_f32_if(int pred, uint32_t addr, float 
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p st.shared.f32 [%0], %1;\n}" ::"r"(addr), "f"(v), "r"(pred)
                : "memory");
 }
+// Four 8x8 matrices of 16-bit values: in each, thread t holds row t / 4, columns 2 (t % 4) and
+// 2 (t % 4) + 1 (the mma accumulator layout), and threads 8 i .. 8 i + 7 give the 16-byte row
+// addresses of matrix i.
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t m0, uint32_t m1, uint32_t m2, uint32_t m3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(m0), "r"(m1),
+               "r"(m2), "r"(m3)
+               : "memory");
+}
 __device__ __forceinline__ float ld_shared_f32(uint32_t addr) {
   float v;
   asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");

@@ -133,6 +133,7 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
     assert cuda_backend._schedule_code("seesaw+ahead+noload", 10 ** 6) == 16 | 512 | 1024
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
+    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
 
 
