@@ -59,9 +59,12 @@ constexpr int kBarZero1 = 9;   // WG1 alone
 // clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
 // the timeline shows where each warpgroup waits. Every thread of a warpgroup stores the same
 // slot (no branch, so the wgmma pipeline is not serialised by the instrumentation itself).
+// Events 0-12 are per step (slot = step index); events 13-18 mark a request's boundary (slot =
+// request index within the part): top of its iteration, Q tile loaded, first S retired (+ahead
+// only), main loop done, row sums exchanged, output stores issued.
 #ifdef FLASHMLA_SEESAW_TRACE
 constexpr int kTraceSteps = 24;
-constexpr int kTraceEvents = 13;
+constexpr int kTraceEvents = 19;
 constexpr int kTraceBlocks = 512;
 #endif
 
@@ -73,8 +76,13 @@ __device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps
   asm volatile("" ::: "memory");                                                                     \
   g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(trace_step, seesaw::kTraceSteps - 1)] \
                 [event] = clock64()
+#define SEESAW_TRACE_REQ(event)                                                                      \
+  asm volatile("" ::: "memory");                                                                     \
+  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(trace_req, seesaw::kTraceSteps - 1)] \
+                [event] = clock64()
 #else
 #define SEESAW_TRACE(event) ((void)0)
+#define SEESAW_TRACE_REQ(event) ((void)0)
 #endif
 
 // wgmma_wait, then pin the accumulators behind it: the compiler does not know that the async
@@ -131,6 +139,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #ifdef FLASHMLA_SEESAW_TRACE
   const int trace_block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
   int trace_step = 0;
+  int trace_req = 0;
 #endif
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
@@ -311,6 +320,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   int it = 0;  // sequence index of the next block = pipeline slot counter
 #pragma unroll 1
   for (int req = begin_req; req <= end_req; ++req) {
+    SEESAW_TRACE_REQ(13);  // top of the request's iteration
     const int seqlen = p.cache_seqlens[req];
     const int block_lo = req == begin_req ? begin_block : 0;
     const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
@@ -322,6 +332,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       fence_proxy_async_smem();
       __syncthreads();  // both warpgroups (racecheck still reports these accesses; kernel-design 7.4)
     }
+    SEESAW_TRACE_REQ(14);  // Q tile loaded
     float o[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.f;
@@ -500,6 +511,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         if (wg == 0) issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         else issue_qk(s_acc, 1, it + 1, seqlen, block + 1, block + 2 == block_hi, seesaw::kBarZero1);
         wgmma_retire<32>(s_acc);
+        SEESAW_TRACE_REQ(15);  // the request's first S retired
       }
 #pragma unroll 1
       for (; block + 3 < block_hi; block += 2, it += 2) pair_step_ahead(std::true_type{});
@@ -580,6 +592,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       ++it;
     }
 
+    SEESAW_TRACE_REQ(16);  // main loop done
     // Row sums: over the 4 lanes of a quad, then over the two warpgroups.
     float total_l[2], inv_l[2];
 #pragma unroll
@@ -595,6 +608,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       st_shared_f32(smem_addr(mine + row_in_tile[1]), row_sum[1]);
     }
     __syncthreads();  // both warpgroups (racecheck still reports these accesses; kernel-design 7.4)
+    SEESAW_TRACE_REQ(17);  // row sums exchanged
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       total_l[h] = ld_shared_f32(smem_addr(sSum0 + row_in_tile[h])) + ld_shared_f32(smem_addr(sSum1 + row_in_tile[h]));
@@ -603,6 +617,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const int chunk_idx = req == begin_req ? begin_chunk : 0;
     store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
     if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
+    SEESAW_TRACE_REQ(18);  // output stores issued
+#ifdef FLASHMLA_SEESAW_TRACE
+    ++trace_req;
+#endif
   }  // requests
 #endif
 }

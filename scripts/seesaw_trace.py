@@ -8,7 +8,8 @@ Build and run on a Hopper host (docs/kernel-design.md section 7):
     rm flashmla/_C*.so   # so that the next normal build relinks the uninstrumented kernel
 
 Prints, per warpgroup, the median clock (SM cycles) of each event relative to the start of the
-step, over every thread block and the steady-state steps, and the median step period.
+step, over every thread block and the steady-state steps, and the median step period; then what
+a boundary between two requests of a part costs, segment by segment (events 13-18).
 """
 import os
 import sys
@@ -69,6 +70,38 @@ def main():
         for a, b in zip(order, order[1:]):
             seg = (t[:, wg, :, b] - t[:, wg, :, a]).flatten().median().item()
             print(f"  {seg:8.0f}  {EVENTS[a][wg]} -> {EVENTS[b][wg]}")
+    request_boundaries(trace[:num_blocks].double(), period)
+
+
+# Request-boundary events (slot = request index within the part): 13 top of the iteration, 14 Q
+# tile loaded, 15 first S retired (+ahead only), 16 main loop done, 17 row sums exchanged, 18
+# output stores issued.
+BOUNDARY = [  # (from request, event) -> (to request, event), label; request 0 = the earlier one
+    ((0, 16), (0, 17), "main loop done -> row sums exchanged (both warpgroups)"),
+    ((0, 17), (0, 18), "-> output stores issued"),
+    ((0, 18), (1, 13), "-> next request's iteration starts"),
+    ((1, 13), (1, 14), "-> its Q tile loaded"),
+    ((1, 14), (1, 15), "-> its first S retired (+ahead)"),
+    ((0, 16), (1, 15), "whole boundary: main loop done -> next request's first S retired"),
+]
+
+
+def request_boundaries(t, period):
+    """Median duration of each segment of a request boundary, per warpgroup, over every thread
+    block and every pair of consecutive requests recorded (slots 0..n-2; the clamped last slot
+    is left out)."""
+    slots = t.shape[2] - 1
+    print(f"request boundaries (median over thread blocks and request pairs; step period {period:.0f} cycles)")
+    for wg in range(2):
+        print(f"warpgroup {wg}:")
+        for (ra, ea), (rb, eb), label in BOUNDARY:
+            a = t[:, wg, 0:slots - 1, ea] if ra == 0 else t[:, wg, 1:slots, ea]
+            b = t[:, wg, 0:slots - 1, eb] if rb == 0 else t[:, wg, 1:slots, eb]
+            ok = (a > 0) & (b > a)  # both events recorded, in order (unused slots hold 0)
+            if ok.sum() == 0:
+                print(f"  {'-':>8}  {label} (not recorded)")
+                continue
+            print(f"  {(b - a)[ok].median().item():8.0f}  {label}  ({int(ok.sum())} samples)")
 
 
 if __name__ == "__main__":
