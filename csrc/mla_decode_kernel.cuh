@@ -511,11 +511,11 @@ constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind
 // Timing probes of the seesaw kernel (wrong output by design; docs/kernel-design.md 7.12): what
 // the kernel's time would be if the K refills cost nothing (+noload: no refill is issued, S and
 // PV read whatever the stage holds) or never missed L2 (+l2hot: every refill reloads the part's
-// first page, which its four m-block thread blocks keep hot in L2).
+// first page, which its m-block thread blocks keep hot in L2).
 constexpr int kFlagProbeNoLoad = 1024;
 constexpr int kFlagProbeL2Hot = 2048;
-// seesaw: launch the m-block thread blocks of one part (which read the same pages) as one thread
-// block cluster, so they run at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
+// seesaw: launch the m-block thread blocks of one part (which read the same pages) in clusters of
+// two, so that each pair runs at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
 constexpr int kFlagCluster = 4096;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds

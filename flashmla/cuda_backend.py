@@ -31,7 +31,7 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # boxes of a page before it starts, instead of taking each box as it lands; an A/B switch), "ahead"
 # (seesaw: each warpgroup queues the next pair's S right behind its last PV, FlashMLA's order of
 # operations within our v1 math; docs/kernel-design.md 7.10), "cluster" (seesaw: the m-block thread
-# blocks that read the same pages launched as one cluster; an experiment, 7.12).
+# blocks that read the same pages launched in clusters of two; an experiment, 7.12).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
