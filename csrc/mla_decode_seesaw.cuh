@@ -72,14 +72,12 @@ constexpr int kTraceBlocks = 512;
 
 #ifdef FLASHMLA_SEESAW_TRACE
 __device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps][seesaw::kTraceEvents];
-#define SEESAW_TRACE(event)                                                                          \
+#define SEESAW_TRACE_AT(slot, event)                                                                 \
   asm volatile("" ::: "memory");                                                                     \
-  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(trace_step, seesaw::kTraceSteps - 1)] \
-                [event] = clock64()
-#define SEESAW_TRACE_REQ(event)                                                                      \
-  asm volatile("" ::: "memory");                                                                     \
-  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(trace_req, seesaw::kTraceSteps - 1)] \
-                [event] = clock64()
+  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(slot, seesaw::kTraceSteps - 1)][event] = \
+      clock64()
+#define SEESAW_TRACE(event) SEESAW_TRACE_AT(trace_step, event)
+#define SEESAW_TRACE_REQ(event) SEESAW_TRACE_AT(trace_req, event)
 #else
 #define SEESAW_TRACE(event) ((void)0)
 #define SEESAW_TRACE_REQ(event) ((void)0)
@@ -270,8 +268,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
     for (int k = 0; k < 16; ++k) p_frag[k] = ElemOps<T>::pack(s_acc[2 * k], s_acc[2 * k + 1]);
   };
-  // P into a rope box (store_p_tile) for the other warpgroup's PV.
-  auto store_p = [&](uint8_t* box, const uint32_t* p_frag) { store_p_tile(smem_addr(box), p_frag); };
+  // P of the block on `stage` into that stage's rope box (store_p_tile) for the other warpgroup's PV.
+  auto store_p = [&](int stage, const uint32_t* p_frag) {
+    store_p_tile(smem_addr(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes), p_frag);
+  };
   auto publish_stats = [&](float* s_max, float* s_scale, const float* row_max, const float* rescale) {
     if ((lane & 3) == 0) {
 #pragma unroll
@@ -363,7 +363,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       fence_regs(p_sum[1]);
       SEESAW_TRACE(9);  // softmax arithmetic done
       pack_p(s_acc, p_frag);
-      store_p(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
+      store_p(stage, p_frag);
       if constexpr (stage == 1) publish_stats_in_flight(sMax1, sScale1, row_max, rescale);
       else publish_stats(sMax0, sScale0, row_max, rescale);
       SEESAW_TRACE(11);  // P stored, before the proxy fence
@@ -398,7 +398,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         wgmma_retire<32>(s_acc);
         softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk);
         pack_p(s_acc, p_frag);
-        store_p(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes, p_frag);
+        store_p(stage, p_frag);
         publish_stats(s_max, s_scale, row_max, rescale);
         fence_proxy_async_smem();
         publish_barrier(stats_bar);

@@ -23,9 +23,6 @@ __device__ __forceinline__ int ld_global_early(const int* ptr) {
 // Shared-memory accesses by 32-bit shared-window address. The kernels align their dynamic shared
 // memory by integer arithmetic on the pointer, after which the compiler no longer knows the
 // address space and emits generic 64-bit ld/st; these keep them st.shared/ld.shared.
-__device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
-}
 __device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
   asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
 }

@@ -90,13 +90,13 @@ def request_boundaries(t, period):
     """Median duration of each segment of a request boundary, per warpgroup, over every thread
     block and every pair of consecutive requests recorded (slots 0..n-2; the clamped last slot
     is left out)."""
-    slots = t.shape[2] - 1
+    pairs = t.shape[2] - 2  # request r and r + 1 for r in 0 .. pairs - 1
     print(f"request boundaries (median over thread blocks and request pairs; step period {period:.0f} cycles)")
     for wg in range(2):
         print(f"warpgroup {wg}:")
         for (ra, ea), (rb, eb), label in BOUNDARY:
-            a = t[:, wg, 0:slots - 1, ea] if ra == 0 else t[:, wg, 1:slots, ea]
-            b = t[:, wg, 0:slots - 1, eb] if rb == 0 else t[:, wg, 1:slots, eb]
+            a = t[:, wg, ra:ra + pairs, ea]
+            b = t[:, wg, rb:rb + pairs, eb]
             ok = (a > 0) & (b > a)  # both events recorded, in order (unused slots hold 0)
             if ok.sum() == 0:
                 print(f"  {'-':>8}  {label} (not recorded)")
