@@ -3,7 +3,7 @@
 #include "mla_decode_kernel.cuh"
 
 namespace flashmla {
-template cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
+template cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams&, const KernelMaps&, cudaStream_t);
 
 int seesaw_trace_copy(long long* dst, int max_values, int* dims) {
 #ifdef FLASHMLA_SEESAW_TRACE

@@ -3,5 +3,5 @@
 #include "mla_decode_kernel.cuh"
 
 namespace flashmla {
-template cudaError_t launch_main_kernel<__half>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
+template cudaError_t launch_main_kernel<__half>(const DecodeParams&, const KernelMaps&, cudaStream_t);
 }  // namespace flashmla

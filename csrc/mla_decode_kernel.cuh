@@ -27,12 +27,17 @@ namespace flashmla {
 
 constexpr int kNumThreads = 256;
 
+// The tensor maps a main kernel may use: the KV cache (always) and, for the seesaw's +tmaq /
+// +tmaout, Q and the output as (dims, row, batch) with row = s * h_q + head (mla_launch.cu).
+struct KernelMaps {
+  CUtensorMap kv, q, out;
+};
 // Defined at the end of this file; instantiated once per element type in
 // mla_decode_{bf16,fp16}.cu (one file per type so the two compile in parallel).
 template <typename T>
-cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream);
-extern template cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
-extern template cudaError_t launch_main_kernel<__half>(const DecodeParams&, const CUtensorMap&, cudaStream_t);
+cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& maps, cudaStream_t stream);
+extern template cudaError_t launch_main_kernel<__nv_bfloat16>(const DecodeParams&, const KernelMaps&, cudaStream_t);
+extern template cudaError_t launch_main_kernel<__half>(const DecodeParams&, const KernelMaps&, cudaStream_t);
 constexpr int kBoxDim = 64;                                   // 64 dims x 64 tokens per TMA box
 constexpr int kBoxBytes = kBoxDim * kPageSize * 2;            // 8 KiB
 constexpr int kNumBoxes = kHeadDimQK / kBoxDim;               // 9
@@ -288,11 +293,12 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
     }
 }
 
-// A warpgroup's 64 x 64 P tile into a K-major, 128-byte-swizzled box (the layout TMA gives a K
-// box), where it is the A operand of another warpgroup's PV. p_frag holds the packed 16-bit
-// accumulators: p_frag[2 c] row r, p_frag[2 c + 1] row r + 8, of 8-column group c. One stmatrix.x4
-// stores groups 2 j and 2 j + 1 of both rows: 4 instructions per thread instead of 16 st.shared.
-__device__ __forceinline__ void store_p_tile(uint32_t box_addr, const uint32_t* p_frag) {
+// A warpgroup's 64 x 64 tile of packed 16-bit accumulators into a K-major, 128-byte-swizzled box
+// (the layout TMA gives and takes): P, where it is the A operand of another warpgroup's PV, or a
+// box of the output for a TMA store. p_frag[2 c] holds row r, p_frag[2 c + 1] row r + 8, of
+// 8-column group c. One stmatrix.x4 stores groups 2 j and 2 j + 1 of both rows: 4 instructions
+// per thread instead of 16 st.shared.
+__device__ __forceinline__ void store_tile_64x64(uint32_t box_addr, const uint32_t* p_frag) {
   const int ltid = opaque_tid();  // recomputed here rather than kept live across the main loop
   const int lane = ltid % 32;
   const int matrix = lane / 8;  // this lane gives the address of row lane % 8 of that matrix
@@ -382,6 +388,28 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
             make_float2(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
       }
     }
+  }
+}
+
+// The same rows as store_output_half, normalised and packed, into boxes 4 half .. 4 half + 3 of
+// `staging` (64 rows x 64 columns each, the swizzled layout of a TMA box) for a TMA store: the
+// seesaw's +tmaout epilogue (one bulk store of whole lines instead of 64 scattered 4-byte stores
+// per thread; docs/kernel-design.md 7.13).
+template <typename T>
+__device__ __forceinline__ void stage_output_half(uint8_t* staging, const float* o, int half,
+                                                  const float (&inv_l)[2]) {
+#pragma unroll
+  for (int box = 0; box < 4; ++box) {
+    uint32_t frag[16];
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int i = 4 * (8 * box + c) + 2 * h;
+        frag[2 * c + h] = ElemOps<T>::pack(o[i] * inv_l[h], o[i + 1] * inv_l[h]);
+      }
+    }
+    store_tile_64x64(smem_addr(staging + (4 * half + box) * kBoxBytes), frag);
   }
 }
 
@@ -517,6 +545,21 @@ constexpr int kFlagProbeL2Hot = 2048;
 // seesaw: launch the m-block thread blocks of one part (which read the same pages) in clusters of
 // two, so that each pair runs at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
 constexpr int kFlagCluster = 4096;
+// ... in clusters of four (with four m-blocks; all clusters resident needs at most 32 parts on an
+// H100, i.e. metadata for 128 SMs; an experiment).
+constexpr int kFlagCluster4 = 131072;
+// seesaw: the next request's Q rows are prefetched into L2 (cp.async.bulk.prefetch) so that the
+// Q load at the request boundary hits L2: +ql2 when the current request has kQPrefetchBlocks
+// blocks left, +ql2top at the top of the current request (docs/kernel-design.md 7.13).
+constexpr int kFlagQPrefetchL2 = 8192;
+constexpr int kFlagQPrefetchL2Top = 16384;
+constexpr int kQPrefetchBlocks = 8;
+// seesaw, one kv head only (the host clears them otherwise, mla_launch.cu): +tmaout stages a
+// request's bf16/fp16 output in the Q tile's shared memory and writes it with TMA stores;
+// +tmaq loads the Q tile with TMA (9 boxes on one mbarrier) instead of 16-byte loads by every
+// thread (docs/kernel-design.md 7.13).
+constexpr int kFlagTmaOut = 32768;
+constexpr int kFlagTmaQ = 65536;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -647,7 +690,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         }
       }
       named_barrier_sync(kBarPFree, kNumThreads);
-      store_p_tile(smem_addr(sP), p_frag);
+      store_tile_64x64(smem_addr(sP), p_frag);
       if ((lane & 3) == 0) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -869,7 +912,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 namespace flashmla {
 
 template <typename T>
-cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv_map, cudaStream_t stream) {
+cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& maps, cudaStream_t stream) {
+  const CUtensorMap& kv_map = maps.kv;
   dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   if (params.schedule & kFlagSeesaw) {
     const int ahead = (params.schedule & kFlagAhead) ? 1 : 0;  // +ahead (mla_decode_seesaw.cuh)
@@ -882,16 +926,19 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const CUtensorMap& kv
     }
     // Pairs of m-blocks (clusters of 4 do not all fit on the GPCs of an H100 at one block per
     // SM: 32 of 33 resident, a second wave, 1.8x slower; docs/kernel-design.md 7.12).
-    if ((params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0) {
+    const int cluster = (params.schedule & kFlagCluster4) && params.num_m_blocks % 4 == 0 ? 4
+                        : (params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0 ? 2
+                                                                                           : 1;
+    if (cluster > 1) {
       cudaLaunchAttribute attr[1];
       attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = 2;
+      attr[0].val.clusterDim.x = cluster;
       attr[0].val.clusterDim.y = 1;
       attr[0].val.clusterDim.z = 1;
       cudaLaunchConfig_t config = {grid, dim3(kNumThreads), static_cast<size_t>(seesaw::kSmemBytes), stream, attr, 1};
-      return cudaLaunchKernelEx(&config, kernel, kv_map, params);
+      return cudaLaunchKernelEx(&config, kernel, kv_map, maps.q, maps.out, params);
     }
-    kernel<<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, params);
+    kernel<<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, maps.q, maps.out, params);
     return cudaGetLastError();
   }
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).

@@ -43,7 +43,7 @@ constexpr int kSmemQ = 0;
 constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
 constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
 constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
-constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 2) * 8;  // full[stage * 9 + box], zeroed[wg]
+constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 3) * 8;  // full[stage * 9 + box], zeroed[wg], q
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -96,7 +96,8 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
 // pipe right behind its last PV of the step, and the softmax opens the step (pair_step_ahead).
 template <typename T, bool kAhead>
 __global__ void __launch_bounds__(kNumThreads, 1)
-    mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+    mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const __grid_constant__ CUtensorMap q_map,
+                             const __grid_constant__ CUtensorMap out_map, const DecodeParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
@@ -111,6 +112,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   float* sSum1 = sSum0 + kRowsPerTile;
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + seesaw::kSmemBars);
   uint64_t* zeroed_bar = full_bar + 2 * kNumBoxes;  // WarpgroupBarrier mbarriers (racecheck build)
+  uint64_t* q_bar = zeroed_bar + 2;                  // +tmaq: the Q tile's 9 boxes
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -130,6 +132,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       mbar_init(&zeroed_bar[0], 128);
       mbar_init(&zeroed_bar[1], 128);
     }
+    mbar_init(q_bar, 1);
     mbar_fence_init();
   }
   __syncthreads();
@@ -153,6 +156,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     else named_barrier_arrive(id, kNumThreads);
   };
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
+  // +tmaout / +tmaq (kFlagTmaOut): the request boundary's output and Q tile by TMA (7.13).
+  const bool tma_out = (p.schedule & kFlagTmaOut) != 0;
+  const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
+  uint32_t q_parity = 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
   // every stage keeps its first page, whose mbarrier phase 0 has completed, so all waits use
@@ -161,6 +168,19 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool probe_l2_hot = (p.schedule & kFlagProbeL2Hot) != 0;
   const int probe_page = probe_l2_hot ? p.block_table[static_cast<int64_t>(begin_req) * p.block_table_stride + begin_block] : 0;
   auto parity_of = [&](int idx) -> uint32_t { return probe_no_load ? 0u : (idx >> 1) & 1; };
+  // +ql2 / +ql2top (kFlagQPrefetchL2): the next request's Q rows into L2 ahead of the boundary,
+  // one 1152-byte row per thread of threads 0-63. Predicated (no branch), so it may sit anywhere.
+  const bool q_prefetch_late = (p.schedule & kFlagQPrefetchL2) != 0;
+  const bool q_prefetch_top = (p.schedule & kFlagQPrefetchL2Top) != 0;
+  auto prefetch_next_q_if = [&](bool want, int req) {
+    const int rho = m_block * kRowsPerTile + tid % kRowsPerTile;
+    const int next = min(req + 1, end_req);
+    const int t = min(rho / p.heads_per_kv, p.s_q - 1);
+    const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+    const T* row = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(next) * p.q_stride_b + t * p.q_stride_s +
+                   q_head * p.q_stride_h;
+    prefetch_l2_bulk_if(want && req < end_req && tid < kRowsPerTile && rho < p.rows, row, kHeadDimQK * sizeof(T));
+  };
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
   // mbarrier.
@@ -268,9 +288,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
     for (int k = 0; k < 16; ++k) p_frag[k] = ElemOps<T>::pack(s_acc[2 * k], s_acc[2 * k + 1]);
   };
-  // P of the block on `stage` into that stage's rope box (store_p_tile) for the other warpgroup's PV.
+  // P of the block on `stage` into that stage's rope box (store_tile_64x64) for the other warpgroup's PV.
   auto store_p = [&](int stage, const uint32_t* p_frag) {
-    store_p_tile(smem_addr(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes), p_frag);
+    store_tile_64x64(smem_addr(sK + stage * kTileBytes + seesaw::kRopeBox * kBoxBytes), p_frag);
   };
   auto publish_stats = [&](float* s_max, float* s_scale, const float* row_max, const float* rescale) {
     if ((lane & 3) == 0) {
@@ -325,9 +345,21 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const int block_lo = req == begin_req ? begin_block : 0;
     const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
     if (block_lo >= block_hi) continue;  // zero-length request
-    {
-      // Both warpgroups load the Q tile. Every QK^T of the previous request has retired: each
-      // warpgroup waited for its own before the row-sum exchange barrier that ended that request.
+    // The Q tile. Every QK^T of the previous request has retired: each warpgroup waited for its
+    // own before the row-sum exchange barrier that ended that request.
+    if (tma_q) {
+      // By TMA: thread 0 first waits until its TMA stores of the previous output (+tmaout) have
+      // read the tile's shared memory; rows past the tensor's end arrive as zeros.
+      if (tid == 0) {
+        bulk_wait_group_read_all();
+        mbar_arrive_expect_tx(q_bar, kTileBytes);
+        for (int box = 0; box < kNumBoxes; ++box)
+          tma_load_3d(sQ + box * kBoxBytes, &q_map, q_bar, box * kBoxDim, m_block * kRowsPerTile, req);
+      }
+      mbar_wait(q_bar, q_parity);
+      q_parity ^= 1;
+    } else {
+      // By both warpgroups, 16 bytes at a time.
       load_q_tile<T, kNumThreads>(p, sQ, req, m_block, kv_head);
       fence_proxy_async_smem();
       __syncthreads();  // both warpgroups (racecheck still reports these accesses; kernel-design 7.4)
@@ -350,6 +382,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     uint32_t p_frag[16];
     float s0[2], s1[2], p_sum[2];
     int block = block_lo;
+    // +ql2: once, at the first step with at most kQPrefetchBlocks blocks left (at the top for a
+    // short request); +ql2top: at the top.
+    bool q_prefetched = false;
+    auto prefetch_next_q_near_end = [&]() {
+      const bool want = q_prefetch_late && !q_prefetched && block_hi - block <= kQPrefetchBlocks;
+      prefetch_next_q_if(want, req);
+      q_prefetched = q_prefetched || want;
+    };
+    prefetch_next_q_if(q_prefetch_top, req);
+    prefetch_next_q_near_end();
 
     // A pair step's softmax in warpgroup `stage` of its block on that stage: the online softmax of
     // S, P packed for the warpgroup's own PV and stored into the stage's rope box for the other's,
@@ -442,6 +484,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
+      prefetch_next_q_near_end();
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
         softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
@@ -528,6 +571,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       SEESAW_TRACE(0);  // step starts
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
+      prefetch_next_q_near_end();
       if (wg == 0) {
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
@@ -615,13 +659,33 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       inv_l[h] = total_l[h] > 0.f ? 1.f / total_l[h] : 0.f;
     }
     const int chunk_idx = req == begin_req ? begin_chunk : 0;
-    store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
+    const bool whole_request = p.num_splits[req + 1] - p.num_splits[req] == 1;  // output in q's dtype
+    if (tma_out && whole_request) {
+      // +tmaout: both halves staged in the Q tile's shared memory (free: every S has retired),
+      // then thread 0 writes the 8 boxes with TMA stores. Whoever next writes the tile waits for
+      // the stores to have read it: thread 0 itself (+tmaq) or, after it, everyone.
+      stage_output_half<T>(sQ, o, wg, inv_l);
+      fence_proxy_async_smem();
+      __syncthreads();
+      if (tid == 0) {
+        for (int box = 0; box < 8; ++box)
+          tma_store_3d(&out_map, smem_addr(sQ + box * kBoxBytes), box * kBoxDim, m_block * kRowsPerTile, req);
+        bulk_commit_group();
+      }
+      if (!tma_q) {
+        if (tid == 0) bulk_wait_group_read_all();
+        __syncthreads();
+      }
+    } else {
+      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
+    }
     if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
     SEESAW_TRACE_REQ(18);  // output stores issued
 #ifdef FLASHMLA_SEESAW_TRACE
     ++trace_req;
 #endif
   }  // requests
+  if (tma_out && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
 #endif
 }
 

@@ -90,6 +90,29 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, u
       "l"(cache_policy)
       : "memory");
 }
+// One box of a 3-d tensor map (dims, row, batch) into shared memory (the seesaw's Q tile).
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1,
+                                            int c2) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
+      : "memory");
+}
+// One box from shared memory to a 3-d tensor map (the seesaw's output tile); rows past the
+// tensor's extent are not written. Completion is tracked per thread by bulk groups: commit, then
+// wait until the reads of shared memory are done (the buffer may be reused) or until all is done.
+__device__ __forceinline__ void tma_store_3d(const CUtensorMap* map, uint32_t src, int c0, int c1, int c2) {
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1), "r"(c2)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit_group() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_group_read_all() {
+  asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait_group_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 // Predicated forms (no branch): issued only where `pred` is non-zero. Used between wgmma issue
 // and wait, where a divergent branch would make ptxas serialise the wgmmas.
 __device__ __forceinline__ void mbar_arrive_expect_tx_if(int pred, uint64_t* bar, uint32_t bytes) {
@@ -123,6 +146,15 @@ __device__ __forceinline__ uint64_t make_evict_last_policy() {
   uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
   return policy;
+}
+// `bytes` (a multiple of 16, 16-byte aligned) of global memory into L2, no shared memory, no
+// completion to wait for; issued only where `pred` is non-zero (no branch).
+__device__ __forceinline__ void prefetch_l2_bulk_if(int pred, const void* src, uint32_t bytes) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n"
+      "@p cp.async.bulk.prefetch.L2.global [%0], %1;\n}" ::"l"(reinterpret_cast<uint64_t>(src)),
+      "r"(bytes), "r"(pred)
+      : "memory");
 }
 __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");

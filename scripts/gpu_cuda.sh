@@ -48,7 +48,7 @@ for feature in chained splitcombine seesaw; do
   case $feature in
     chained) cases="chained,chained@4" ;;
     splitcombine) cases="serial+splitcombine,serial+splitcombine@4,serial+wholetile" ;;
-    seesaw) cases="seesaw,seesaw+splitcombine@4,seesaw+l2keep+earlyrefill,seesaw+wholetile,seesaw+ahead,seesaw+ahead@4" ;;
+    seesaw) cases="seesaw,seesaw+splitcombine@4,seesaw+l2keep+earlyrefill,seesaw+wholetile,seesaw+ahead,seesaw+ahead@4,seesaw+tmaout+tmaq,seesaw+ahead+tmaout+tmaq@4" ;;
   esac
   if ! SANITIZE_SCHEDULES=$cases timeout 60 $PY scripts/cuda_sanitizer_cases.py; then
     echo "SMOKE of variant '$feature' FAILED or timed out: left out below"; broken+=("$feature"); fail=1

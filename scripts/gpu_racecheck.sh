@@ -22,7 +22,7 @@ grep -E "registers|spill" "$OUT_DIR/racecheck_build.log" | sort | uniq -c | head
 fail=0
 for tool in racecheck memcheck; do
   log=$OUT_DIR/racecheck_build_$tool.log
-  SANITIZE_SCHEDULES=${SANITIZE_SCHEDULES:-serial,serial+splitcombine,chained+splitcombine@4,pipelined,seesaw,seesaw+ahead} \
+  SANITIZE_SCHEDULES=${SANITIZE_SCHEDULES:-serial,serial+splitcombine,chained+splitcombine@4,pipelined,seesaw,seesaw+ahead,seesaw+tmaout+tmaq,seesaw+ahead+tmaout+tmaq} \
     timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 $PY scripts/cuda_sanitizer_cases.py >"$log" 2>&1
   rc=$?
   echo "$tool: exit $rc; $(grep -E 'SUMMARY' "$log" | tail -1)"

@@ -16,7 +16,8 @@ import sys
 
 import torch
 
-from flashmla import cuda_backend, testing
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+from flashmla import cuda_backend, testing  # noqa: E402
 
 EVENTS = {  # event index -> meaning, per warpgroup (csrc/mla_decode_seesaw.cuh, SEESAW_TRACE)
     0: ("step start", "step start"),

@@ -103,9 +103,13 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 
 # Kernel variants under evaluation (docs/kernel-design.md section 6): (schedule, scheduler floor).
 # Each must match the reference on the whole foundation grid before its timings mean anything.
+TMA = 32768 | 65536  # +tmaout +tmaq, which "auto" adds to the seesaw
+
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
-            ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4)]
+            ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
+            ("seesaw+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq", 4), ("seesaw+ahead+tmaout", 1),
+            ("seesaw+tmaq+ql2", 1)]
 
 
 def variant_id(variant):
@@ -133,22 +137,24 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
     assert cuda_backend._schedule_code("seesaw+ahead+noload", 10 ** 6) == 16 | 512 | 1024
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
-    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096
+    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096 | TMA
+    assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
 
 
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
-    """"auto" = seesaw (16) at >= AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head and
-    >= AUTO_SEESAW_MIN_QUERY_ROWS query rows in the batch, with +ahead (512) from
-    AUTO_AHEAD_MIN_ROWS_PER_KV rows per kv head; serial otherwise."""
+    """"auto" = seesaw (16) with the TMA request boundary (+tmaout +tmaq) at >=
+    AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head and >= AUTO_SEESAW_MIN_QUERY_ROWS query rows
+    in the batch, with +ahead (512) from AUTO_AHEAD_MIN_ROWS_PER_KV rows per kv head; serial
+    otherwise."""
     per_kv, total = cuda_backend.AUTO_SEESAW_MIN_ROWS_PER_KV, cuda_backend.AUTO_SEESAW_MIN_QUERY_ROWS
     ahead_per_kv = cuda_backend.AUTO_AHEAD_MIN_ROWS_PER_KV
-    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512  # b128 s_q2 h128
-    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512
-    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv - 1) == 16
-    assert cuda_backend._schedule_code("auto", total, per_kv) == 16
-    assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16          # 128 rows per kv head
-    assert cuda_backend._schedule_code("auto", 32 * 1 * 128, 128) == 16           # b32 s_q1 h128
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512 | TMA  # b128 s_q2 h128
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512 | TMA
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv - 1) == 16 | TMA
+    assert cuda_backend._schedule_code("auto", total, per_kv) == 16 | TMA
+    assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16 | TMA         # 128 rows per kv head
+    assert cuda_backend._schedule_code("auto", 32 * 1 * 128, 128) == 16 | TMA          # b32 s_q1 h128
     assert cuda_backend._schedule_code("auto", 8 * 1 * 128, 128) == 0             # b8: serial
     assert cuda_backend._schedule_code("auto", 128 * 64, 64) == 32                # 64 rows: serial (+l2keep)
     assert cuda_backend._schedule_code("auto", total - 1, per_kv) == 0
