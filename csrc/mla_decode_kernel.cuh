@@ -548,11 +548,6 @@ constexpr int kFlagCluster = 4096;
 // ... in clusters of four (with four m-blocks; all clusters resident needs at most 32 parts on an
 // H100, i.e. metadata for 128 SMs; an experiment).
 constexpr int kFlagCluster4 = 131072;
-// seesaw: each refill also prefetches into L2 the page that will refill the same stage next
-// (two steps ahead), so that the refill itself hits L2: +kvl2 from the part's first m-block
-// thread block only, +kvl2all from every m-block (docs/kernel-design.md 7.13).
-constexpr int kFlagKvPrefetchL2 = 262144;
-constexpr int kFlagKvPrefetchL2All = 524288;
 // seesaw: the next request's Q rows are prefetched into L2 (cp.async.bulk.prefetch) so that the
 // Q load at the request boundary hits L2: +ql2 when the current request has kQPrefetchBlocks
 // blocks left, +ql2top at the top of the current request (docs/kernel-design.md 7.13).

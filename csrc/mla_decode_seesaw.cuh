@@ -213,11 +213,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // so the load's latency hides under the K-tile wait. (Looked up at refill time, it stalled the
   // whole warpgroup about 800 cycles per refill: the other warps wait for the elected thread at
   // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
-  // +kvl2 / +kvl2all: this thread block prefetches the page after next of each stage into L2.
-  const bool kv_prefetch = (p.schedule & kFlagKvPrefetchL2All) || ((p.schedule & kFlagKvPrefetchL2) && m_block == 0);
   struct Refill {
     int page, exists;
-    int ahead_page;  // +kvl2: the page that refills this stage after `page` (-1: none or no prefetch)
   };
   auto plan_refill = [&](int stage, int idx) {
     Refill r;
@@ -230,12 +227,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     r.exists = exists && !probe_no_load;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
-    const bool ahead = kv_prefetch && idx + 4 < num_iters;
-    const PartCursor& c2 = next_load[stage];  // now the block at sequence index idx + 4
-    const int* slot2 = ahead ? p.block_table + static_cast<int64_t>(c2.req) * p.block_table_stride + c2.block
-                             : p.block_table;
-    const int ahead_page = ld_global_early(slot2);
-    r.ahead_page = ahead ? ahead_page : -1;
     return r;
   };
   // A refill is issued one box per lane: lane i of the warpgroup's first warp issues the i-th
@@ -251,13 +242,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   };
   // Boxes [a_begin, a_end) and [b_begin, b_end) of a planned refill; called once this
   // warpgroup's last wgmma that reads them has retired (another may still be in flight).
-  // With +kvl2 the same lanes prefetch the same boxes of the page after next into L2.
   auto refill = [&](int stage, const Refill& r, int a_begin, int a_end, int b_begin, int b_end) {
     const int na = a_end - a_begin;
-    const int box = min(lane < na ? a_begin + lane : b_begin + lane - na, kNumBoxes - 1);
-    const int lane_has_box = warp_in_wg == 0 && lane < na + (b_end - b_begin);
-    load_box_of_lane(lane_has_box && r.exists, r.page, stage, box);
-    tma_prefetch_l2_4d_if(lane_has_box && r.ahead_page >= 0, &kv_map, box * kBoxDim, 0, kv_head, r.ahead_page);
+    const int mine = warp_in_wg == 0 && lane < na + (b_end - b_begin) && r.exists;
+    load_box_of_lane(mine, r.page, stage, min(lane < na ? a_begin + lane : b_begin + lane - na, kNumBoxes - 1));
   };
 
   // S is issued box by box as the boxes land (issue_qk_as_boxes_land; docs/kernel-design.md 7.8:

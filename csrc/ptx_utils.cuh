@@ -132,16 +132,6 @@ __device__ __forceinline__ void tma_load_4d_if(int pred, void* dst, const CUtens
       "l"(cache_policy), "r"(pred)
       : "memory");
 }
-// One box of a 4-d tensor map into L2 only (no shared memory, nothing to wait for), where `pred`.
-__device__ __forceinline__ void tma_prefetch_l2_4d_if(int pred, const CUtensorMap* map, int c0, int c1, int c2,
-                                                      int c3) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n"
-      "@p cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n}" ::"l"(
-          reinterpret_cast<uint64_t>(map)),
-      "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(pred)
-      : "memory");
-}
 __device__ __forceinline__ uint64_t make_evict_first_policy() {
   uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));

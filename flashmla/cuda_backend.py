@@ -35,12 +35,11 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # (seesaw: the next request's Q rows prefetched into L2 near the end of / at the top of the
 # current request; an experiment, 7.13), "tmaout" / "tmaq" (seesaw, one kv head: the output
 # written and the Q tile loaded with TMA at each request boundary; 7.13), "cluster4" (seesaw: clusters
-# of four m-blocks; an experiment, 7.13), "kvl2" / "kvl2all" (seesaw: each refill also prefetches
-# the page after next into L2, from the first m-block's thread block / from every one; 7.13).
+# of four m-blocks; an experiment, 7.13).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "ql2": 8192, "ql2top": 16384, "tmaout": 32768, "tmaq": 65536,
-                  "cluster4": 131072, "kvl2": 262144, "kvl2all": 524288}
+                  "cluster4": 131072}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.
