@@ -545,9 +545,15 @@ constexpr int kFlagProbeL2Hot = 2048;
 // seesaw: launch the m-block thread blocks of one part (which read the same pages) in clusters of
 // two, so that each pair runs at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
 constexpr int kFlagCluster = 4096;
-// seesaw with an even number of m-blocks: the pairs share each K page by TMA multicast
-// (mla_decode_seesaw.cuh, kMulticast; launched as clusters of two).
-constexpr int kFlagMulticast = 8192;
+// ... in clusters of four (with four m-blocks; all clusters resident needs at most 32 parts on an
+// H100, i.e. metadata for 128 SMs; an experiment).
+constexpr int kFlagCluster4 = 131072;
+// seesaw: the next request's Q rows are prefetched into L2 (cp.async.bulk.prefetch) so that the
+// Q load at the request boundary hits L2: +ql2 when the current request has kQPrefetchBlocks
+// blocks left, +ql2top at the top of the current request (docs/kernel-design.md 7.13).
+constexpr int kFlagQPrefetchL2 = 8192;
+constexpr int kFlagQPrefetchL2Top = 16384;
+constexpr int kQPrefetchBlocks = 8;
 // seesaw, one kv head only (the host clears them otherwise, mla_launch.cu): +tmaout stages a
 // request's bf16/fp16 output in the Q tile's shared memory and writes it with TMA stores;
 // +tmaq loads the Q tile with TMA (9 boxes on one mbarrier) instead of 16-byte loads by every
@@ -911,26 +917,22 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
   dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   if (params.schedule & kFlagSeesaw) {
     const int ahead = (params.schedule & kFlagAhead) ? 1 : 0;  // +ahead (mla_decode_seesaw.cuh)
-    // +mcast needs pairs of m-blocks and real loads (not with the timing probes).
-    const int mcast = (params.schedule & kFlagMulticast) && params.num_m_blocks % 2 == 0 &&
-                      !(params.schedule & (kFlagProbeNoLoad | kFlagProbeL2Hot));
-    const int variant = ahead + 2 * mcast;
-    auto kernel = variant == 0   ? mla_decode_seesaw_kernel<T, false, false>
-                  : variant == 1 ? mla_decode_seesaw_kernel<T, true, false>
-                  : variant == 2 ? mla_decode_seesaw_kernel<T, false, true>
-                                 : mla_decode_seesaw_kernel<T, true, true>;
-    static bool seesaw_configured[4] = {false, false, false, false};
-    if (!seesaw_configured[variant]) {
+    auto kernel = ahead ? mla_decode_seesaw_kernel<T, true> : mla_decode_seesaw_kernel<T, false>;
+    static bool seesaw_configured[2] = {false, false};
+    if (!seesaw_configured[ahead]) {
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
       if (err != cudaSuccess) return err;
-      seesaw_configured[variant] = true;
+      seesaw_configured[ahead] = true;
     }
     // Pairs of m-blocks (clusters of 4 do not all fit on the GPCs of an H100 at one block per
     // SM: 32 of 33 resident, a second wave, 1.8x slower; docs/kernel-design.md 7.12).
-    if (mcast || ((params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0)) {
+    const int cluster = (params.schedule & kFlagCluster4) && params.num_m_blocks % 4 == 0 ? 4
+                        : (params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0 ? 2
+                                                                                           : 1;
+    if (cluster > 1) {
       cudaLaunchAttribute attr[1];
       attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = 2;
+      attr[0].val.clusterDim.x = cluster;
       attr[0].val.clusterDim.y = 1;
       attr[0].val.clusterDim.z = 1;
       cudaLaunchConfig_t config = {grid, dim3(kNumThreads), static_cast<size_t>(seesaw::kSmemBytes), stream, attr, 1};

@@ -43,8 +43,7 @@ constexpr int kSmemQ = 0;
 constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
 constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
 constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
-// full[stage * 9 + box], zeroed[wg], q, empty[stage * 2 + wg] (+mcast)
-constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 3 + 4) * 8;
+constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 3) * 8;  // full[stage * 9 + box], zeroed[wg], q
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -95,13 +94,7 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
 
 // kAhead (schedule flag +ahead, kFlagAhead): each warpgroup queues the next pair's S on the tensor
 // pipe right behind its last PV of the step, and the softmax opens the step (pair_step_ahead).
-// kMulticast (+mcast, kFlagMulticast): the grid runs in clusters of two m-block thread blocks of
-// one part, which read the same pages: each loads half the boxes of every page and the TMA
-// multicasts them into both, so each page crosses from L2 once per pair instead of once per
-// thread block. A pair's thread block refills a stage's boxes only once the other has released
-// them too: the last reader arrives on the peer's "empty" mbarrier of that stage and warpgroup,
-// then waits on its own (docs/kernel-design.md 7.13).
-template <typename T, bool kAhead, bool kMulticast>
+template <typename T, bool kAhead>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const __grid_constant__ CUtensorMap q_map,
                              const __grid_constant__ CUtensorMap out_map, const DecodeParams p) {
@@ -120,7 +113,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + seesaw::kSmemBars);
   uint64_t* zeroed_bar = full_bar + 2 * kNumBoxes;  // WarpgroupBarrier mbarriers (racecheck build)
   uint64_t* q_bar = zeroed_bar + 2;                  // +tmaq: the Q tile's 9 boxes
-  uint64_t* empty_bar = q_bar + 1;                   // +mcast: the peer released [stage * 2 + wg]
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -141,13 +133,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       mbar_init(&zeroed_bar[1], 128);
     }
     mbar_init(q_bar, 1);
-    for (int i = 0; i < 4; ++i) mbar_init(&empty_bar[i], 1);
     mbar_fence_init();
   }
   __syncthreads();
-  // +mcast: the peer's barriers exist before any multicast or remote arrival reaches them.
-  const uint32_t cta_rank = kMulticast ? cluster_cta_rank() : 0;
-  if constexpr (kMulticast) cluster_sync();
 
 #ifdef FLASHMLA_SEESAW_TRACE
   const int trace_block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
@@ -180,20 +168,28 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool probe_l2_hot = (p.schedule & kFlagProbeL2Hot) != 0;
   const int probe_page = probe_l2_hot ? p.block_table[static_cast<int64_t>(begin_req) * p.block_table_stride + begin_block] : 0;
   auto parity_of = [&](int idx) -> uint32_t { return probe_no_load ? 0u : (idx >> 1) & 1; };
+  // +ql2 / +ql2top (kFlagQPrefetchL2): the next request's Q rows into L2 ahead of the boundary,
+  // one 1152-byte row per thread of threads 0-63. Predicated (no branch), so it may sit anywhere.
+  const bool q_prefetch_late = (p.schedule & kFlagQPrefetchL2) != 0;
+  const bool q_prefetch_top = (p.schedule & kFlagQPrefetchL2Top) != 0;
+  auto prefetch_next_q_if = [&](bool want, int req) {
+    const int rho = m_block * kRowsPerTile + tid % kRowsPerTile;
+    const int next = min(req + 1, end_req);
+    const int t = min(rho / p.heads_per_kv, p.s_q - 1);
+    const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+    const T* row = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(next) * p.q_stride_b + t * p.q_stride_s +
+                   q_head * p.q_stride_h;
+    prefetch_l2_bulk_if(want && req < end_req && tid < kRowsPerTile && rho < p.rows, row, kHeadDimQK * sizeof(T));
+  };
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
-  // mbarrier (+mcast: this thread block issues every other box, for both of the pair).
+  // mbarrier.
   auto load_boxes = [&](int page, int stage, int box_begin, int box_end) {
     uint8_t* dst = sK + stage * kTileBytes;
     for (int box = box_begin; box < box_end; ++box) {
       uint64_t* bar = &full_bar[stage * kNumBoxes + box];
       mbar_arrive_expect_tx(bar, kBoxBytes);
-      if constexpr (kMulticast) {
-        tma_load_4d_multicast_if((box & 1) == static_cast<int>(cta_rank), dst + box * kBoxBytes, &kv_map, bar,
-                                 box * kBoxDim, 0, kv_head, page, 0x3, policy);
-      } else {
-        tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
-      }
+      tma_load_4d(dst + box * kBoxBytes, &kv_map, bar, box * kBoxDim, 0, kv_head, page, policy);
     }
   };
   // next_load[s]: the block that refills stage s (sequence index of its current block + 2).
@@ -219,7 +215,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // the next .sync.aligned wgmma. Measured with the trace build, docs/kernel-design.md 7.)
   struct Refill {
     int page, exists;
-    uint32_t parity;  // +mcast: phase of the stage's empty mbarriers this refill waits for
   };
   auto plan_refill = [&](int stage, int idx) {
     Refill r;
@@ -230,7 +225,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
                              : p.block_table;
     r.page = probe_l2_hot ? probe_page : ld_global_early(slot);
     r.exists = exists && !probe_no_load;
-    r.parity = (idx >> 1) & 1;
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
     return r;
@@ -248,24 +242,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   };
   // Boxes [a_begin, a_end) and [b_begin, b_end) of a planned refill; called once this
   // warpgroup's last wgmma that reads them has retired (another may still be in flight).
-  // +mcast: this warpgroup's release goes to the peer's empty mbarrier of (stage, wg), then warp 0
-  // waits until the peer has released the same boxes (a pair runs nearly in step, so the wait is
-  // short), counts every box on its own full mbarrier and issues every other one for both.
   auto refill = [&](int stage, const Refill& r, int a_begin, int a_end, int b_begin, int b_end) {
     const int na = a_end - a_begin;
     const int mine = warp_in_wg == 0 && lane < na + (b_end - b_begin) && r.exists;
-    const int box = min(lane < na ? a_begin + lane : b_begin + lane - na, kNumBoxes - 1);
-    if constexpr (kMulticast) {
-      uint64_t* empty = &empty_bar[stage * 2 + wg];
-      uint64_t* bar = &full_bar[stage * kNumBoxes + box];
-      mbar_arrive_remote_if(warp_in_wg == 0 && lane == 0 && r.exists, empty, cta_rank ^ 1);
-      mbar_wait_cluster_if(warp_in_wg == 0 && r.exists, empty, r.parity);
-      mbar_arrive_expect_tx_if(mine, bar, kBoxBytes);
-      tma_load_4d_multicast_if(mine && (lane & 1) == static_cast<int>(cta_rank), sK + stage * kTileBytes + box * kBoxBytes,
-                               &kv_map, bar, box * kBoxDim, 0, kv_head, r.page, 0x3, policy);
-    } else {
-      load_box_of_lane(mine, r.page, stage, box);
-    }
+    load_box_of_lane(mine, r.page, stage, min(lane < na ? a_begin + lane : b_begin + lane - na, kNumBoxes - 1));
   };
 
   // S is issued box by box as the boxes land (issue_qk_as_boxes_land; docs/kernel-design.md 7.8:
@@ -402,6 +382,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     uint32_t p_frag[16];
     float s0[2], s1[2], p_sum[2];
     int block = block_lo;
+    // +ql2: once, at the first step with at most kQPrefetchBlocks blocks left (at the top for a
+    // short request); +ql2top: at the top.
+    bool q_prefetched = false;
+    auto prefetch_next_q_near_end = [&]() {
+      const bool want = q_prefetch_late && !q_prefetched && block_hi - block <= kQPrefetchBlocks;
+      prefetch_next_q_if(want, req);
+      q_prefetched = q_prefetched || want;
+    };
+    prefetch_next_q_if(q_prefetch_top, req);
+    prefetch_next_q_near_end();
 
     // A pair step's softmax in warpgroup `stage` of its block on that stage: the online softmax of
     // S, P packed for the warpgroup's own PV and stored into the stage's rope box for the other's,
@@ -494,6 +484,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
+      prefetch_next_q_near_end();
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
         softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
@@ -580,6 +571,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       SEESAW_TRACE(0);  // step starts
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
+      prefetch_next_q_near_end();
       if (wg == 0) {
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
@@ -694,7 +686,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
   }  // requests
   if (tma_out && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
-  if constexpr (kMulticast) cluster_sync();  // no remote arrival or multicast may reach an exited peer
 #endif
 }
 

@@ -132,49 +132,6 @@ __device__ __forceinline__ void tma_load_4d_if(int pred, void* dst, const CUtens
       "l"(cache_policy), "r"(pred)
       : "memory");
 }
-// ---- clusters (the seesaw's +mcast: two thread blocks share each K page) -----------------------
-__device__ __forceinline__ uint32_t cluster_cta_rank() {
-  uint32_t rank;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
-  return rank;
-}
-// Every thread of every thread block of the cluster (memory ordered: release, then acquire).
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-// Arrives (release, cluster scope) on the mbarrier at `bar`'s offset in thread block `rank` of
-// the cluster, where `pred`.
-__device__ __forceinline__ void mbar_arrive_remote_if(int pred, uint64_t* bar, uint32_t rank) {
-  asm volatile(
-      "{\n.reg .pred p;\n.reg .b32 remote;\nsetp.ne.b32 p, %2, 0;\n"
-      "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}" ::"r"(smem_addr(bar)),
-      "r"(rank), "r"(pred)
-      : "memory");
-}
-// Waits (acquire, cluster scope) for the phase of `parity` to complete, where `pred`.
-__device__ __forceinline__ void mbar_wait_cluster_if(int pred, uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p, done;\nsetp.ne.b32 p, %2, 0;\n@!p bra DONE_%=;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\nDONE_%=:\n}" ::"r"(smem_addr(bar)),
-      "r"(parity), "r"(pred)
-      : "memory");
-}
-// tma_load_4d_if to the same shared-memory offset in every thread block of `cta_mask`, each
-// counting the bytes on its own mbarrier at `bar`'s offset.
-__device__ __forceinline__ void tma_load_4d_multicast_if(int pred, void* dst, const CUtensorMap* map, uint64_t* bar,
-                                                         int c0, int c1, int c2, int c3, uint16_t cta_mask,
-                                                         uint64_t cache_policy) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-      "@p cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
-      ".L2::cache_hint [%0], [%1, {%2, %3, %4, %5}], [%6], %7, %8;\n}" ::"r"(smem_addr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar)), "h"(cta_mask),
-      "l"(cache_policy), "r"(pred)
-      : "memory");
-}
-
 __device__ __forceinline__ uint64_t make_evict_first_policy() {
   uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
@@ -189,6 +146,15 @@ __device__ __forceinline__ uint64_t make_evict_last_policy() {
   uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
   return policy;
+}
+// `bytes` (a multiple of 16, 16-byte aligned) of global memory into L2, no shared memory, no
+// completion to wait for; issued only where `pred` is non-zero (no branch).
+__device__ __forceinline__ void prefetch_l2_bulk_if(int pred, const void* src, uint32_t bytes) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n"
+      "@p cp.async.bulk.prefetch.L2.global [%0], %1;\n}" ::"l"(reinterpret_cast<uint64_t>(src)),
+      "r"(bytes), "r"(pred)
+      : "memory");
 }
 __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");

@@ -109,7 +109,7 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
             ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
             ("seesaw+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq", 4), ("seesaw+ahead+tmaout", 1),
-            ("seesaw+tmaq", 1), ("seesaw+mcast", 1), ("seesaw+ahead+mcast+tmaout+tmaq", 1), ("seesaw+ahead+mcast", 4)]
+            ("seesaw+tmaq+ql2", 1)]
 
 
 def variant_id(variant):
@@ -139,7 +139,6 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
     assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096 | TMA
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536
-    assert cuda_backend._schedule_code("seesaw+mcast", 10 ** 6) == 16 | 8192
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
 
 
