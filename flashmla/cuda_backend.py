@@ -131,9 +131,10 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
     ``schedule``: "auto" (default: serial, plus the column-split combine for at most
     AUTO_SPLITCOMBINE_MAX_ROWS query rows, or the seesaw kernel for large batches with at least
-    AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+ahead" from
-    AUTO_AHEAD_MIN_ROWS_PER_KV), "serial", "pipelined", "chained" or "seesaw", with optional
-    flags; see SCHEDULES and SCHEDULE_FLAGS.
+    AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
+    TMA at each request boundary; for one kv head) and "+ahead" from AUTO_AHEAD_MIN_ROWS_PER_KV),
+    "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
+    SCHEDULE_FLAGS.
     """
     if _C is None:
         raise RuntimeError(is_available(q.device)[1])
