@@ -294,7 +294,10 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   `+ahead` form (the next pair's S queued behind the PVs; section 7.10), which `auto` runs from
 #   256 query rows per kv head, is built beside it, and both issue each refill one TMA box per lane:
 #   250 and 240 registers, 0 spills
-#   (`benchmarks/results/cuda_h100_session9_ahead_2026-11-24/build_lanes.log`).
+#   (`benchmarks/results/cuda_h100_session9_ahead_2026-11-24/build_lanes.log`). Since 2026-12-06
+#   `auto`'s seesaw writes each request's output with TMA stores staged through shared memory and
+#   loads its Q tile by TMA (section 7.13): 250 and 251 registers, 0 spills
+#   (`benchmarks/results/tma_boundary_h100_2026-12-06/run3_build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs

@@ -38,7 +38,7 @@ grep -E "flashmla setup|registers|spill" "$OUT/cuda_build.log" | sed 's/^ptxas i
 if grep -E "[1-9][0-9]* bytes spill" "$OUT/cuda_build.log"; then echo "SPILLS"; fail=1; fi
 
 step "smoke"
-if ! SANITIZE_SCHEDULES=serial,pipelined timeout 120 $PY scripts/cuda_sanitizer_cases.py; then
+if ! SANITIZE_LONG=1 SANITIZE_SCHEDULES=serial,pipelined timeout 120 $PY scripts/cuda_sanitizer_cases.py; then
   echo "SMOKE FAILED or timed out (a hang means a pipeline deadlock)"; exit 1
 fi
 # Each new variant alone: one that fails or hangs here is left out of the tests and the benchmark
@@ -50,7 +50,7 @@ for feature in chained splitcombine seesaw; do
     splitcombine) cases="serial+splitcombine,serial+splitcombine@4,serial+wholetile" ;;
     seesaw) cases="seesaw,seesaw+splitcombine@4,seesaw+l2keep+earlyrefill,seesaw+wholetile,seesaw+ahead,seesaw+ahead@4,seesaw+tmaout+tmaq,seesaw+ahead+tmaout+tmaq@4" ;;
   esac
-  if ! SANITIZE_SCHEDULES=$cases timeout 60 $PY scripts/cuda_sanitizer_cases.py; then
+  if ! SANITIZE_LONG=1 SANITIZE_SCHEDULES=$cases timeout 60 $PY scripts/cuda_sanitizer_cases.py; then
     echo "SMOKE of variant '$feature' FAILED or timed out: left out below"; broken+=("$feature"); fail=1
   fi
 done
