@@ -358,6 +358,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       }
       mbar_wait(q_bar, q_parity);
       q_parity ^= 1;
+      // As after the other path's load: neither warpgroup writes this request's row sums (sSum0/1)
+      // before both have read the previous request's (nothing else orders a request of one block,
+      // whose owner never waits for the other warpgroup).
+      __syncthreads();
     } else {
       // By both warpgroups, 16 bytes at a time.
       load_q_tile<T, kNumThreads>(p, sQ, req, m_block, kv_head);
