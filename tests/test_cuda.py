@@ -247,12 +247,21 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype):
 
 
 @pytest.mark.gpu
-def test_gpu_softmax_scale_and_strided_q():
+@pytest.mark.parametrize("schedule", ["auto", "seesaw+tmaout+tmaq", "seesaw+ahead+tmaout+tmaq"])
+@pytest.mark.parametrize("layout", ["heads_padded", "batch_padded"])
+def test_gpu_softmax_scale_and_strided_q(schedule, layout):
+    """A q view that is not contiguous: with padded heads its rows are not evenly strided, so the
+    seesaw's +tmaq cannot describe it by a tensor map and loads Q the other way; with a padded
+    batch stride the map takes it."""
     device = _device()
     q, k, bt, sl = make_inputs([700, 0, 129], 2, 32, 1, torch.bfloat16, device, seed=11)
-    q_strided = torch.empty(3, 2, 48, 576, dtype=q.dtype, device=device)[:, :, 8:40]
+    if layout == "heads_padded":
+        q_strided = torch.empty(3, 2, 48, 576, dtype=q.dtype, device=device)[:, :, 8:40]
+    else:
+        q_strided = torch.empty(3, 2 * 32 + 1, 576, dtype=q.dtype, device=device)[:, :64].unflatten(1, (2, 32))
     q_strided.copy_(q)
-    out, lse = run_cuda(q_strided, k, bt, sl, True, scale=0.1352)
+    assert not q_strided.is_contiguous()
+    out, lse = run_cuda(q_strided, k, bt, sl, True, scale=0.1352, schedule=schedule)
     ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 0.1352, True)
     check_against_reference(out, lse, ref_out.float(), ref_lse)
 
