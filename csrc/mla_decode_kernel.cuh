@@ -545,15 +545,6 @@ constexpr int kFlagProbeL2Hot = 2048;
 // seesaw: launch the m-block thread blocks of one part (which read the same pages) in clusters of
 // two, so that each pair runs at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
 constexpr int kFlagCluster = 4096;
-// ... in clusters of four (with four m-blocks; all clusters resident needs at most 32 parts on an
-// H100, i.e. metadata for 128 SMs; an experiment).
-constexpr int kFlagCluster4 = 131072;
-// seesaw: the next request's Q rows are prefetched into L2 (cp.async.bulk.prefetch) so that the
-// Q load at the request boundary hits L2: +ql2 when the current request has kQPrefetchBlocks
-// blocks left, +ql2top at the top of the current request (docs/kernel-design.md 7.13).
-constexpr int kFlagQPrefetchL2 = 8192;
-constexpr int kFlagQPrefetchL2Top = 16384;
-constexpr int kQPrefetchBlocks = 8;
 // seesaw, one kv head only (the host clears them otherwise, mla_launch.cu): +tmaout stages a
 // request's bf16/fp16 output in the Q tile's shared memory and writes it with TMA stores;
 // +tmaq loads the Q tile with TMA (9 boxes on one mbarrier) instead of 16-byte loads by every
@@ -926,13 +917,10 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
     }
     // Pairs of m-blocks (clusters of 4 do not all fit on the GPCs of an H100 at one block per
     // SM: 32 of 33 resident, a second wave, 1.8x slower; docs/kernel-design.md 7.12).
-    const int cluster = (params.schedule & kFlagCluster4) && params.num_m_blocks % 4 == 0 ? 4
-                        : (params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0 ? 2
-                                                                                           : 1;
-    if (cluster > 1) {
+    if ((params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0) {
       cudaLaunchAttribute attr[1];
       attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = cluster;
+      attr[0].val.clusterDim.x = 2;
       attr[0].val.clusterDim.y = 1;
       attr[0].val.clusterDim.z = 1;
       cudaLaunchConfig_t config = {grid, dim3(kNumThreads), static_cast<size_t>(seesaw::kSmemBytes), stream, attr, 1};

@@ -168,19 +168,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool probe_l2_hot = (p.schedule & kFlagProbeL2Hot) != 0;
   const int probe_page = probe_l2_hot ? p.block_table[static_cast<int64_t>(begin_req) * p.block_table_stride + begin_block] : 0;
   auto parity_of = [&](int idx) -> uint32_t { return probe_no_load ? 0u : (idx >> 1) & 1; };
-  // +ql2 / +ql2top (kFlagQPrefetchL2): the next request's Q rows into L2 ahead of the boundary,
-  // one 1152-byte row per thread of threads 0-63. Predicated (no branch), so it may sit anywhere.
-  const bool q_prefetch_late = (p.schedule & kFlagQPrefetchL2) != 0;
-  const bool q_prefetch_top = (p.schedule & kFlagQPrefetchL2Top) != 0;
-  auto prefetch_next_q_if = [&](bool want, int req) {
-    const int rho = m_block * kRowsPerTile + tid % kRowsPerTile;
-    const int next = min(req + 1, end_req);
-    const int t = min(rho / p.heads_per_kv, p.s_q - 1);
-    const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-    const T* row = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(next) * p.q_stride_b + t * p.q_stride_s +
-                   q_head * p.q_stride_h;
-    prefetch_l2_bulk_if(want && req < end_req && tid < kRowsPerTile && rho < p.rows, row, kHeadDimQK * sizeof(T));
-  };
 
   // Loads boxes [box_begin, box_end) of page `page` into `stage`, each counted on its own
   // mbarrier.
@@ -386,16 +373,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     uint32_t p_frag[16];
     float s0[2], s1[2], p_sum[2];
     int block = block_lo;
-    // +ql2: once, at the first step with at most kQPrefetchBlocks blocks left (at the top for a
-    // short request); +ql2top: at the top.
-    bool q_prefetched = false;
-    auto prefetch_next_q_near_end = [&]() {
-      const bool want = q_prefetch_late && !q_prefetched && block_hi - block <= kQPrefetchBlocks;
-      prefetch_next_q_if(want, req);
-      q_prefetched = q_prefetched || want;
-    };
-    prefetch_next_q_if(q_prefetch_top, req);
-    prefetch_next_q_near_end();
 
     // A pair step's softmax in warpgroup `stage` of its block on that stage: the online softmax of
     // S, P packed for the warpgroup's own PV and stored into the stage's rope box for the other's,
@@ -488,7 +465,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
-      prefetch_next_q_near_end();
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
         softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
@@ -575,7 +551,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       SEESAW_TRACE(0);  // step starts
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
-      prefetch_next_q_near_end();
       if (wg == 0) {
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);

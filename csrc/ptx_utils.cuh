@@ -147,15 +147,6 @@ __device__ __forceinline__ uint64_t make_evict_last_policy() {
   asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
   return policy;
 }
-// `bytes` (a multiple of 16, 16-byte aligned) of global memory into L2, no shared memory, no
-// completion to wait for; issued only where `pred` is non-zero (no branch).
-__device__ __forceinline__ void prefetch_l2_bulk_if(int pred, const void* src, uint32_t bytes) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n"
-      "@p cp.async.bulk.prefetch.L2.global [%0], %1;\n}" ::"l"(reinterpret_cast<uint64_t>(src)),
-      "r"(bytes), "r"(pred)
-      : "memory");
-}
 __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }

@@ -31,15 +31,12 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # boxes of a page before it starts, instead of taking each box as it lands; an A/B switch), "ahead"
 # (seesaw: each warpgroup queues the next pair's S right behind its last PV, FlashMLA's order of
 # operations within our v1 math; docs/kernel-design.md 7.10), "cluster" (seesaw: the m-block thread
-# blocks that read the same pages launched in clusters of two; an experiment, 7.12), "ql2" / "ql2top"
-# (seesaw: the next request's Q rows prefetched into L2 near the end of / at the top of the
-# current request; an experiment, 7.13), "tmaout" / "tmaq" (seesaw, one kv head: the output
-# written and the Q tile loaded with TMA at each request boundary; 7.13), "cluster4" (seesaw: clusters
-# of four m-blocks; an experiment, 7.13).
+# blocks that read the same pages launched in clusters of two; an experiment, 7.12), "tmaout" /
+# "tmaq" (seesaw, one kv head: the output written and the Q tile loaded with TMA at each request
+# boundary; 7.13).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
-                  "ql2": 8192, "ql2top": 16384, "tmaout": 32768, "tmaq": 65536,
-                  "cluster4": 131072}
+                  "tmaout": 32768, "tmaq": 65536}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.
