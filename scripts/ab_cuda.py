@@ -11,6 +11,7 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
     AB_VARIANTS=seesaw,seesaw+l2keep AB_ROUNDS=5 python scripts/ab_cuda.py out.csv
     AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | small | all
     AB_GRAPH=1 adds one CUDA-graph replay time per variant on the rows with b <= 8
+    AB_SHAPES="b,s_q,mean,h_q,F|T;..." times these shapes instead of AB_ROWS (no target column)
 A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
 scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264.
 A variant "triton" times the Triton backend (its table entry, the same metadata),
@@ -43,6 +44,15 @@ from flashmla import cuda_backend, triton_configs, triton_decode  # noqa: E402
 from flashmla.triton_configs import KernelConfig  # noqa: E402
 
 
+def parse_shape(text):
+    """'128,1,16384,128,F' -> (b, s_q, mean_seqlen, h_q, varied); a malformed entry names itself."""
+    fields = text.strip().split(",")
+    if len(fields) != 5 or fields[4] not in ("F", "T") or not all(f.isdigit() for f in fields[:4]):
+        raise SystemExit(f"AB_SHAPES entry {text!r} is not b,s_q,mean_seqlen,h_q,F|T")
+    b, s_q, mean, h_q = (int(f) for f in fields[:4])
+    return b, s_q, mean, h_q, fields[4] == "T"
+
+
 def main():
     out_csv = sys.argv[1] if len(sys.argv) > 1 else "ab_cuda.csv"
     variants = os.environ.get("AB_VARIANTS", "auto,seesaw").split(",")
@@ -51,6 +61,9 @@ def main():
     shapes = load_shapes("targets" if which == "compute" else which)
     if which == "compute":
         shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
+    if os.environ.get("AB_SHAPES"):
+        shapes = [(parse_shape(text), float("nan"), float("nan"), float("nan"))
+                  for text in os.environ["AB_SHAPES"].split(";")]
     device = torch.device("cuda")
     props = torch.cuda.get_device_properties(device)
     no_cuda_build = all(v.startswith(("triton", "gluon", "ext/")) for v in variants)  # metadata from flashmla then
