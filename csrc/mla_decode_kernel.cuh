@@ -355,6 +355,12 @@ struct PartCursor {
   }
 };
 
+// How many chunks (parts) request `req` is split into; 1 = its output goes straight to `out` in
+// q's dtype, more = fp32 partials that the combine kernel merges.
+__device__ __forceinline__ int num_chunks_of(const DecodeParams& p, int req) {
+  return p.num_splits[req + 1] - p.num_splits[req];
+}
+
 // Writes one warpgroup's half of the normalised output rows (and, for WG0, the lse).
 template <typename T>
 __device__ __forceinline__ void store_output_half(const DecodeParams& p, const float* o, int req,
@@ -363,7 +369,7 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
   const int ltid = opaque_tid();
   const int lane = ltid % 32;
   const int warp_in_wg = (ltid % 128) / 32;
-  const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
+  const int num_chunks = num_chunks_of(p, req);
   const int col0 = half * 256 + 2 * (lane & 3);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -506,7 +512,7 @@ __device__ __forceinline__ void zero_tail_rows(uint8_t* tile, int valid_rows, in
 // row of a request with one chunk (its output is 0), -inf for an empty partial.
 __device__ __forceinline__ void store_lse(const DecodeParams& p, int req, int chunk_idx, int m_block, int kv_head,
                                           const int* row_in_tile, const float* row_max, const float* total_l) {
-  const int num_chunks = p.num_splits[req + 1] - p.num_splits[req];
+  const int num_chunks = num_chunks_of(p, req);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int rho = m_block * kRowsPerTile + row_in_tile[h];

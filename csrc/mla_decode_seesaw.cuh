@@ -638,7 +638,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       inv_l[h] = total_l[h] > 0.f ? 1.f / total_l[h] : 0.f;
     }
     const int chunk_idx = req == begin_req ? begin_chunk : 0;
-    const bool whole_request = p.num_splits[req + 1] - p.num_splits[req] == 1;  // output in q's dtype
+    const bool whole_request = num_chunks_of(p, req) == 1;  // output in q's dtype
     if (tma_out && whole_request) {
       // +tmaout: both halves staged in the Q tile's shared memory (free: every S has retired),
       // then thread 0 writes the 8 boxes with TMA stores. Whoever next writes the tile waits for

@@ -58,12 +58,13 @@ def main():
     variants = os.environ.get("AB_VARIANTS", "auto,seesaw").split(",")
     rounds = int(os.environ.get("AB_ROUNDS", "5"))
     which = os.environ.get("AB_ROWS", "compute")
-    shapes = load_shapes("targets" if which == "compute" else which)
-    if which == "compute":
-        shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
     if os.environ.get("AB_SHAPES"):
         shapes = [(parse_shape(text), float("nan"), float("nan"), float("nan"))
                   for text in os.environ["AB_SHAPES"].split(";")]
+    else:
+        shapes = load_shapes("targets" if which == "compute" else which)
+        if which == "compute":
+            shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
     device = torch.device("cuda")
     props = torch.cuda.get_device_properties(device)
     no_cuda_build = all(v.startswith(("triton", "gluon", "ext/")) for v in variants)  # metadata from flashmla then
