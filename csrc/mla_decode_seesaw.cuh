@@ -61,10 +61,11 @@ constexpr int kBarZero1 = 9;   // WG1 alone
 // slot (no branch, so the wgmma pipeline is not serialised by the instrumentation itself).
 // Events 0-12 are per step (slot = step index); events 13-18 mark a request's boundary (slot =
 // request index within the part): top of its iteration, Q tile loaded, first S retired (+ahead
-// only), main loop done, row sums exchanged, output stores issued.
+// only), main loop done, row sums exchanged, output stores issued. Events 19-23 (slot 0): entry
+// (clock64, global timer ns), barriers initialised, exit (clock64, global timer ns).
 #ifdef FLASHMLA_SEESAW_TRACE
 constexpr int kTraceSteps = 24;
-constexpr int kTraceEvents = 19;
+constexpr int kTraceEvents = 24;
 constexpr int kTraceBlocks = 512;
 #endif
 
@@ -79,6 +80,7 @@ __device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps
 #define SEESAW_TRACE(event) SEESAW_TRACE_AT(trace_step, event)
 #define SEESAW_TRACE_REQ(event) SEESAW_TRACE_AT(trace_req, event)
 #else
+#define SEESAW_TRACE_AT(slot, event) ((void)0)
 #define SEESAW_TRACE(event) ((void)0)
 #define SEESAW_TRACE_REQ(event) ((void)0)
 #endif
@@ -120,6 +122,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int wg = tid / 128;
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
+#ifdef FLASHMLA_SEESAW_TRACE
+  const int trace_block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  int trace_step = 0;
+  int trace_req = 0;
+  SEESAW_TRACE_AT(0, 19);  // thread block entry (clock64), and the same moment on the global timer
+  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][0][20] = global_timer_ns();
+#endif
   PartRange range;
   if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
   const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
@@ -136,12 +145,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mbar_fence_init();
   }
   __syncthreads();
-
-#ifdef FLASHMLA_SEESAW_TRACE
-  const int trace_block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  int trace_step = 0;
-  int trace_req = 0;
-#endif
+  SEESAW_TRACE_AT(0, 21);  // metadata read, barriers initialised
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
@@ -665,6 +669,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
   }  // requests
   if (tma_out && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
+#ifdef FLASHMLA_SEESAW_TRACE
+  SEESAW_TRACE_AT(0, 22);  // exit (clock64), and on the global timer
+  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][0][23] = global_timer_ns();
+#endif
 #endif
 }
 

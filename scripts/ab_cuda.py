@@ -13,7 +13,9 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
     AB_GRAPH=1 adds one CUDA-graph replay time per variant on the rows with b <= 8
     AB_SHAPES="b,s_q,mean,h_q,F|T;..." times these shapes instead of AB_ROWS (no target column)
 A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
-scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264.
+scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264, and
+"schedule@K" with the scheduler floor min_blocks_per_part=K (fewer, longer chunks on small
+batches), e.g. auto@4 or auto@4:132.
 A variant "triton" times the Triton backend (its table entry, the same metadata),
 "triton/MODULE" the ``decode`` of another module with triton_decode's interface, e.g. an older
 copy of flashmla/triton_decode.py saved untracked as flashmla/_ab_baseline.py:
@@ -80,10 +82,14 @@ def main():
         for v in variants:
             schedule, _, sms = v.partition(":")
             num_sms = int(sms or props.multi_processor_count)
+            floor = 1
+            if "@" in schedule and not schedule.startswith("triton@"):
+                schedule, _, floor_text = schedule.partition("@")
+                floor = int(floor_text)
             if no_cuda_build:
                 md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
             else:
-                md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms)
+                md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms, floor)
             if schedule == "gluon":  # the Triton backend's warp-specialised Hopper kernel
                 fns[v] = (lambda md=md, ns=ns: triton_decode.decode_with_config(
                     q, k, bt, sl, 576 ** -0.5, s_q > 1, config=triton_configs.GLUON_CONFIG,

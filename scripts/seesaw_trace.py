@@ -5,6 +5,7 @@ Build and run on a Hopper host (docs/kernel-design.md section 7):
     FLASHMLA_BUILD_CUDA=1 FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE \
         python setup.py build_ext --inplace --build-temp build/trace
     TRACE_SCHEDULE=seesaw python scripts/seesaw_trace.py [b s_q mean_seqlen h_q]
+    TRACE_LIFE=1 ...: instead, one thread block's life from entry to exit (small batches)
     rm flashmla/_C*.so   # so that the next normal build relinks the uninstrumented kernel
 
 Prints, per warpgroup, the median clock (SM cycles) of each event relative to the start of the
@@ -51,6 +52,9 @@ def main():
     if trace.numel() == 0:
         sys.exit("seesaw_trace: flashmla._C is not an instrumented build (-DFLASHMLA_SEESAW_TRACE)")
     num_blocks = md.shape[0] * ((s_q * h_q + 63) // 64)
+    if os.environ.get("TRACE_LIFE") == "1":  # small batches: one thread block's life, entry to exit
+        lifetime(trace[:num_blocks].double(), b, s_q, mean, h_q, schedule)
+        return
     steps = trace.shape[2]
     t = trace[:num_blocks, :, 2:steps - 1].double()  # skip the pipeline fill and the clamped last slot
     start = t[:, 0:1, :, 0:1]  # WG0's step start
@@ -103,6 +107,41 @@ def request_boundaries(t, period):
                 print(f"  {'-':>8}  {label} (not recorded)")
                 continue
             print(f"  {(b - a)[ok].median().item():8.0f}  {label}  ({int(ok.sum())} samples)")
+
+
+LIFE = [  # (slot, event) in the order a thread block with one request passes them
+    ((0, 19), "entry"), ((0, 21), "metadata read, barriers initialised"), ((0, 13), "request's iteration starts"),
+    ((0, 14), "Q tile loaded"), ((0, 16), "main loop done"), ((0, 17), "row sums exchanged"),
+    ((0, 18), "output stores issued"), ((0, 22), "exit (its TMA stores done)"),
+]
+
+
+def lifetime(t, b, s_q, mean, h_q, schedule):
+    """TRACE_LIFE=1: where a thread block's life goes (clock64 cycles, median over the thread
+    blocks that had work), and how far apart the thread blocks start and end on the global timer.
+    Meant for small batches, where each thread block has one short request."""
+    entry_ns, exit_ns = t[:, 0, 0, 20], t[:, 0, 0, 23]
+    worked = exit_ns > entry_ns  # empty parts return before their exit event
+    if worked.sum() == 0:
+        sys.exit("no thread block recorded an exit: not a trace build with events 19-23?")
+    w = t[worked]
+    first = entry_ns.min()
+    print(f"shape b={b} s_q={s_q} seqlen={mean} h_q={h_q}, schedule {schedule}: {int(worked.sum())} of "
+          f"{t.shape[0]} thread blocks had work")
+    print(f"global timer: entries span {(entry_ns.max() - first).item() / 1e3:.2f} us, working blocks "
+          f"exit {(exit_ns[worked].min() - first).item() / 1e3:.2f} .. {(exit_ns[worked].max() - first).item() / 1e3:.2f} us "
+          f"after the first entry")
+    for wg in range(2):
+        print(f"warpgroup {wg}: median cycles from entry, and segment by segment")
+        entry = w[:, wg, 0, 19]
+        prev = entry
+        for (slot, event), label in LIFE[1:]:
+            at = w[:, wg, slot, event]
+            print(f"  {(at - entry).median().item():8.0f}  {(at - prev).median().item():8.0f}  {label}")
+            prev = at
+        steps = [(w[:, wg, 0, e] - entry).median().item() for e in (0, 1, 12, 2, 4, 6, 7, 8)]
+        print("  first pair step (from entry): start, first box, last box/S issued, S retired, PV1 issued, "
+              "PV1 retired, PV2 issued, PV2 retired: " + " ".join(f"{x:.0f}" for x in steps))
 
 
 if __name__ == "__main__":
