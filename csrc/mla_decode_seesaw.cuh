@@ -73,10 +73,11 @@ constexpr int kTraceBlocks = 512;
 
 #ifdef FLASHMLA_SEESAW_TRACE
 __device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps][seesaw::kTraceEvents];
-#define SEESAW_TRACE_AT(slot, event)                                                                 \
+#define SEESAW_TRACE_VALUE(slot, event, value)                                                       \
   asm volatile("" ::: "memory");                                                                     \
   g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][min(slot, seesaw::kTraceSteps - 1)][event] = \
-      clock64()
+      (value)
+#define SEESAW_TRACE_AT(slot, event) SEESAW_TRACE_VALUE(slot, event, clock64())
 #define SEESAW_TRACE(event) SEESAW_TRACE_AT(trace_step, event)
 #define SEESAW_TRACE_REQ(event) SEESAW_TRACE_AT(trace_req, event)
 #else
@@ -127,7 +128,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   int trace_step = 0;
   int trace_req = 0;
   SEESAW_TRACE_AT(0, 19);  // thread block entry (clock64), and the same moment on the global timer
-  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][0][20] = global_timer_ns();
+  SEESAW_TRACE_VALUE(0, 20, global_timer_ns());
 #endif
   PartRange range;
   if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
@@ -671,7 +672,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   if (tma_out && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
 #ifdef FLASHMLA_SEESAW_TRACE
   SEESAW_TRACE_AT(0, 22);  // exit (clock64), and on the global timer
-  g_seesaw_trace[min(trace_block, seesaw::kTraceBlocks - 1)][wg][0][23] = global_timer_ns();
+  SEESAW_TRACE_VALUE(0, 23, global_timer_ns());
 #endif
 #endif
 }

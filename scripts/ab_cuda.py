@@ -86,6 +86,8 @@ def main():
             if "@" in schedule and not schedule.startswith("triton@"):
                 schedule, _, floor_text = schedule.partition("@")
                 floor = int(floor_text)
+                if no_cuda_build:
+                    raise SystemExit(f"variant {v!r}: a scheduler floor needs the CUDA build's metadata")
             if no_cuda_build:
                 md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
             else:
