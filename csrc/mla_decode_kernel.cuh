@@ -82,6 +82,9 @@ struct ElemOps<__nv_bfloat16> {
   static __device__ __forceinline__ void pv_smem(float* d, uint64_t a, uint64_t b) {
     wgmmaM64N256K16SSTransBBf16(d, a, b, 1);
   }
+  static __device__ __forceinline__ void pv_regs_n128(float* d, const uint32_t* a, uint64_t b) {
+    wgmmaM64N128K16RSBf16(d, a, b, 1);
+  }
   static __device__ __forceinline__ void pv_smem_n128(float* d, uint64_t a, uint64_t b) {
     wgmmaM64N128K16SSTransBBf16(d, a, b, 1);
   }
@@ -104,6 +107,9 @@ struct ElemOps<__half> {
   }
   static __device__ __forceinline__ void pv_smem(float* d, uint64_t a, uint64_t b) {
     wgmmaM64N256K16SSTransBF16(d, a, b, 1);
+  }
+  static __device__ __forceinline__ void pv_regs_n128(float* d, const uint32_t* a, uint64_t b) {
+    wgmmaM64N128K16RSF16(d, a, b, 1);
   }
   static __device__ __forceinline__ void pv_smem_n128(float* d, uint64_t a, uint64_t b) {
     wgmmaM64N128K16SSTransBF16(d, a, b, 1);
@@ -160,33 +166,41 @@ __device__ __forceinline__ void issue_qk_wgmmas(float* s_acc, uint32_t q_addr, u
   wgmma_commit();
 }
 
-// O[:, half] += P V[:, half] over one 64-token block (4 k-steps of 16), V read N-major straight
-// from the K tile's boxes starting at v_addr; one commit group. P from registers (A fragments) or
-// from a K-major shared tile at p_addr.
-template <typename T>
+// O[:, cols] += P V[:, cols] over one 64-token block (4 k-steps of 16) for kN = 256 (or, with
+// +colsplit, 128) output columns, V read N-major straight from the K tile's boxes starting at
+// v_addr; one commit group. P from registers (A fragments) or from a K-major shared tile at p_addr.
+template <typename T, int kN = 256>
 __device__ __forceinline__ void issue_pv_wgmmas_regs(float* o, const uint32_t* p_frag, uint32_t v_addr) {
+  static_assert(kN == 256 || kN == 128, "PV is 64 x 256 or 64 x 128 per warpgroup");
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    ElemOps<T>::pv_regs(o, &p_frag[4 * k], make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+    const uint64_t v_desc = make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024);
+    if constexpr (kN == 256) ElemOps<T>::pv_regs(o, &p_frag[4 * k], v_desc);
+    else ElemOps<T>::pv_regs_n128(o, &p_frag[4 * k], v_desc);
   }
   wgmma_commit();
 }
-template <typename T>
+template <typename T, int kN = 256>
 __device__ __forceinline__ void issue_pv_wgmmas_smem(float* o, uint32_t p_addr, uint32_t v_addr) {
+  static_assert(kN == 256 || kN == 128, "PV is 64 x 256 or 64 x 128 per warpgroup");
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    ElemOps<T>::pv_smem(o, make_smem_desc_sw128(p_addr + k * 32, 16, 1024),
-                        make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024));
+    const uint64_t p_desc = make_smem_desc_sw128(p_addr + k * 32, 16, 1024);
+    const uint64_t v_desc = make_smem_desc_sw128(v_addr + k * 2048, kBoxBytes, 1024);
+    if constexpr (kN == 256) ElemOps<T>::pv_smem(o, p_desc, v_desc);
+    else ElemOps<T>::pv_smem_n128(o, p_desc, v_desc);
   }
   wgmma_commit();
 }
 
-// O *= factor of each of this thread's two rows (a warpgroup's 64 x 256 accumulator half).
+// O *= factor of each of this thread's two rows (a warpgroup's 64 x 2 kFloats accumulator tile:
+// 64 x 256 columns, or 64 x 128 with +colsplit).
+template <int kFloats = 128>
 __device__ __forceinline__ void rescale_rows(float* o, const float* factor) {
 #pragma unroll
-  for (int i = 0; i < 32; ++i) {
+  for (int i = 0; i < kFloats / 4; ++i) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       o[4 * i + 2 * h] *= factor[h];
@@ -361,16 +375,17 @@ __device__ __forceinline__ int num_chunks_of(const DecodeParams& p, int req) {
   return p.num_splits[req + 1] - p.num_splits[req];
 }
 
-// Writes one warpgroup's half of the normalised output rows (and, for WG0, the lse).
-template <typename T>
+// Writes one warpgroup's share of the normalised output rows: its kFloats / 2 columns from
+// column col_begin on (256 columns; 128 with +colsplit).
+template <typename T, int kFloats = 128>
 __device__ __forceinline__ void store_output_half(const DecodeParams& p, const float* o, int req,
                                                   int chunk_idx, int m_block, int kv_head,
-                                                  int half, const float (&inv_l)[2]) {
+                                                  int col_begin, const float (&inv_l)[2]) {
   const int ltid = opaque_tid();
   const int lane = ltid % 32;
   const int warp_in_wg = (ltid % 128) / 32;
   const int num_chunks = num_chunks_of(p, req);
-  const int col0 = half * 256 + 2 * (lane & 3);
+  const int col0 = col_begin + 2 * (lane & 3);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int rho = m_block * kRowsPerTile + warp_in_wg * 16 + (lane >> 2) + 8 * h;
@@ -381,7 +396,7 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
       T* dst = reinterpret_cast<T*>(p.out) +
                ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV + col0;
 #pragma unroll
-      for (int i = 0; i < 32; ++i) {
+      for (int i = 0; i < kFloats / 4; ++i) {
         *reinterpret_cast<uint32_t*>(dst + 8 * i) =
             ElemOps<T>::pack(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
       }
@@ -389,7 +404,7 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
       const int64_t slot = p.num_splits[req] + chunk_idx;
       float* dst = p.out_accum + ((slot * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV + col0;
 #pragma unroll
-      for (int i = 0; i < 32; ++i) {
+      for (int i = 0; i < kFloats / 4; ++i) {
         *reinterpret_cast<float2*>(dst + 8 * i) =
             make_float2(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
       }
@@ -557,6 +572,11 @@ constexpr int kFlagCluster = 4096;
 // thread (docs/kernel-design.md 7.13).
 constexpr int kFlagTmaOut = 32768;
 constexpr int kFlagTmaQ = 65536;
+// serial only: two thread blocks per m-block and part, each computing S for the whole tile but PV
+// and the output for only 256 of the 512 columns (128 per warpgroup). At small batches, where half
+// the SMs would idle, this halves each thread block's PV and its fp32 partial store, the two
+// longest phases of its life after S (docs/kernel-design.md 7.16).
+constexpr int kFlagColSplit = 131072;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -565,9 +585,12 @@ __device__ __forceinline__ uint64_t kv_load_policy(const DecodeParams& p) {
   return (p.schedule & kFlagL2Keep) ? make_evict_normal_policy() : make_evict_first_policy();
 }
 
-template <typename T, int kSchedule>
+template <typename T, int kSchedule, bool kColSplit = false>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+  static_assert(!kColSplit || kSchedule == kScheduleSerial, "+colsplit is a variant of the serial schedule");
+  constexpr int kPvCols = kColSplit ? 128 : 256;  // output columns per warpgroup
+  constexpr int kOFloats = kPvCols / 2;           // O accumulators per thread
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
@@ -581,10 +604,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint64_t* empty_bar = full_bar + kNumStages * kNumBoxes;
   uint64_t* wg0_bar = empty_bar + kNumStages;  // WarpgroupBarrier mbarriers (racecheck build)
 
-  const int m_block = blockIdx.x;
+  const int m_block = kColSplit ? blockIdx.x / 2 : blockIdx.x;
   const int kv_head = blockIdx.y;
   const int tid = threadIdx.x;
   const int wg = tid / 128;
+  // This warpgroup's first output column, and where its V columns start in a K tile (64 per box).
+  const int col_begin = (kColSplit ? static_cast<int>(blockIdx.x % 2) * 256 : 0) + wg * kPvCols;
+  const uint32_t v_offset = col_begin / kBoxDim * kBoxBytes;
+  const bool writes_lse = !kColSplit || blockIdx.x % 2 == 0;  // both halves hold the same lse
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
   PartRange range;
@@ -702,7 +729,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (rendezvous) named_barrier_sync(kBarPReady, kNumThreads);
       else named_barrier_arrive(kBarPReady, kNumThreads);
     };
-    auto rescale_o = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
+    auto rescale_o = [&](float* o, const float* rescale) { rescale_rows<kOFloats>(o, rescale); };
     // Exact shortcut of rescale_o: once a row's maximum has settled its factor is exactly 1.0f,
     // and x * 1.0f == x, so a warp whose 16 rows all have factor 1 skips the 128 multiplies.
     // The branch is warp-uniform and no wgmma is in flight here.
@@ -710,12 +737,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (!__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) rescale_o(o, rescale);
     };
     auto issue_pv = [&](float* o, const uint32_t* p_frag, int stage) {
-      issue_pv_wgmmas_regs<T>(o, p_frag, smem_addr(sK + stage * kTileBytes));
+      issue_pv_wgmmas_regs<T, kPvCols>(o, p_frag, smem_addr(sK + stage * kTileBytes) + v_offset);
     };
     // Same, with P read back from shared memory (where hand_off put it for WG1): frees the 16
     // P registers while the PV is in flight, which the pipelined schedule needs to avoid spills.
     auto issue_pv_from_smem = [&](float* o, int stage) {
-      issue_pv_wgmmas_smem<T>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes));
+      issue_pv_wgmmas_smem<T, kPvCols>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes) + v_offset);
     };
 
     int it = 0;  // position in the part's block sequence = pipeline slot counter
@@ -730,9 +757,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         fence_proxy_async_smem();
         q_loaded.sync();
       }
-      float o[128];
+      float o[kOFloats];
 #pragma unroll
-      for (int i = 0; i < 128; ++i) o[i] = 0.f;
+      for (int i = 0; i < kOFloats; ++i) o[i] = 0.f;
       float row_max[2], row_sum[2];
       int key_limit[2];
 #pragma unroll
@@ -825,8 +852,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       }
 
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
-      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 0, inv_l);
-      if ((lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
+      store_output_half<T, kOFloats>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
+      if ((lane & 3) == 0 && writes_lse) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
     }  // requests
     named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE arrival
   } else {
@@ -864,9 +891,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const int block_lo = req == begin_req ? begin_block : 0;
       const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
       if (block_lo >= block_hi) continue;
-      float o[128];
+      float o[kOFloats];
 #pragma unroll
-      for (int i = 0; i < 128; ++i) o[i] = 0.f;
+      for (int i = 0; i < kOFloats; ++i) o[i] = 0.f;
       float inv_l[2] = {0.f, 0.f};
 #pragma unroll 1
       for (int block = block_lo; block < block_hi; ++block, ++it) {
@@ -882,8 +909,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         // Chained: skip the exact no-op of a unit rescale (as WG0 does; warp-uniform branch).
         const bool unit = kSchedule == kScheduleChained &&
                           __all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f);
-        if (!unit) rescale_rows(o, rescale);
-        issue_pv_wgmmas_smem<T>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes + 4 * kBoxBytes));
+        if (!unit) rescale_rows<kOFloats>(o, rescale);
+        issue_pv_wgmmas_smem<T, kPvCols>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes) + v_offset);
         wgmma_wait<0>();
         // WG0 may overwrite sP/sScale/sInvL only after this point of WG1.
         if (!rendezvous) named_barrier_arrive(kBarPFree, kNumThreads);
@@ -896,7 +923,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
-      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, 1, inv_l);
+      store_output_half<T, kOFloats>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
     }
   }
 #endif
@@ -913,6 +940,7 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
   const CUtensorMap& kv_map = maps.kv;
   dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   if (params.schedule & kFlagSeesaw) {
+    if (params.schedule & kFlagColSplit) return cudaErrorInvalidValue;  // serial only (refused in the binding)
     const int ahead = (params.schedule & kFlagAhead) ? 1 : 0;  // +ahead (mla_decode_seesaw.cuh)
     auto kernel = ahead ? mla_decode_seesaw_kernel<T, true> : mla_decode_seesaw_kernel<T, false>;
     static bool seesaw_configured[2] = {false, false};
@@ -938,15 +966,20 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).
   int kind = params.schedule & 3;
   if (kind == 0) kind = kScheduleSerial;
-  auto kernel = kind == kSchedulePipelined ? mla_decode_kernel<T, kSchedulePipelined>
-                : kind == kScheduleChained ? mla_decode_kernel<T, kScheduleChained>
-                                           : mla_decode_kernel<T, kScheduleSerial>;
+  const bool col_split = (params.schedule & kFlagColSplit) != 0;
+  if (col_split && kind != kScheduleSerial) return cudaErrorInvalidValue;  // refused in the binding
+  if (col_split) grid.x *= 2;
+  auto kernel = col_split                    ? mla_decode_kernel<T, kScheduleSerial, true>
+                : kind == kSchedulePipelined ? mla_decode_kernel<T, kSchedulePipelined>
+                : kind == kScheduleChained   ? mla_decode_kernel<T, kScheduleChained>
+                                             : mla_decode_kernel<T, kScheduleSerial>;
   // The opt-in shared-memory size is a per-function attribute; set it once per process.
+  const int slot = col_split ? 0 : kind;  // kind 0 never launches: its slot serves +colsplit
   static bool configured[4] = {false, false, false, false};
-  if (!configured[kind]) {
+  if (!configured[slot]) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (err != cudaSuccess) return err;
-    configured[kind] = true;
+    configured[slot] = true;
   }
   kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, params);
   return cudaGetLastError();

@@ -661,7 +661,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         __syncthreads();
       }
     } else {
-      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg, inv_l);
+      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg * 256, inv_l);
     }
     if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
     SEESAW_TRACE_REQ(18);  // output stores issued

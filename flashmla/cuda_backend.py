@@ -33,10 +33,11 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # operations within our v1 math; docs/kernel-design.md 7.10), "cluster" (seesaw: the m-block thread
 # blocks that read the same pages launched in clusters of two; an experiment, 7.12), "tmaout" /
 # "tmaq" (seesaw, one kv head: the output written and the Q tile loaded with TMA at each request
-# boundary; 7.13).
+# boundary; 7.13), "colsplit" (serial only: two thread blocks per row tile and part, each doing PV and
+# the output for 256 of the 512 columns; for small batches, where half the SMs idle; 7.16).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
-                  "tmaout": 32768, "tmaq": 65536}
+                  "tmaout": 32768, "tmaq": 65536, "colsplit": 131072}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.
@@ -118,6 +119,9 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
         code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"]
     if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
         code |= SCHEDULE_FLAGS["l2keep"]
+    if code & SCHEDULE_FLAGS["colsplit"] and (code & SCHEDULES["seesaw"] or code & 3 > 1):
+        raise ValueError(f"schedule {name!r}: +colsplit is a variant of the serial kernel, and this batch "
+                         f"runs the {'seesaw' if code & SCHEDULES['seesaw'] else 'pipelined/chained'} kernel")
     return code
 
 

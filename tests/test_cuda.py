@@ -109,7 +109,7 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
             ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
             ("seesaw+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq", 4), ("seesaw+ahead+tmaout", 1),
-            ("seesaw+tmaq", 1)]
+            ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3)]
 
 
 def variant_id(variant):
@@ -140,6 +140,13 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096 | TMA
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
+    assert cuda_backend._schedule_code("serial+colsplit", 10 ** 6) == 1 | 131072
+    assert cuda_backend._schedule_code("auto+colsplit", 128, 128) == 8 | 131072
+    for not_serial in ("seesaw+colsplit", "chained+colsplit", "pipelined+colsplit"):
+        with pytest.raises(ValueError, match="colsplit"):
+            cuda_backend._schedule_code(not_serial, 16)
+    with pytest.raises(ValueError, match="seesaw"):  # auto picks the seesaw kernel for this batch
+        cuda_backend._schedule_code("auto+colsplit", 128 * 2 * 128, 2 * 128)
 
 
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
@@ -468,6 +475,12 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
             diff = (out.float() - base_out.float()).abs().max().item()
             assert torch.equal(out, base_out) and torch.equal(lse, base_lse), (
                 f"{schedule} differs from serial (num_sms={num_sms}): max |out diff| {diff:.3e}")
+        # +colsplit runs the same S and softmax in both thread blocks of a pair, and each output
+        # column's PV sums the same products in the same k order (an N = 128 wgmma instead of N = 256).
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial+colsplit")
+        diff = (out.float() - base_out.float()).abs().max().item()
+        assert torch.equal(out, base_out) and torch.equal(lse, base_lse), (
+            f"serial+colsplit differs from serial (num_sms={num_sms}): max |out diff| {diff:.3e}")
         # seesaw+ahead reorders when wgmmas are issued, not what they compute: same operands,
         # same accumulation order, so the same bits as seesaw.
         see_out, see_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")

@@ -350,7 +350,7 @@ __global__ void __launch_bounds__(qreg::kThreads, 1)
         __syncwarp();
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
-      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, half, inv_l);
+      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, half * 256, inv_l);
     }
   }
 #endif
