@@ -66,6 +66,7 @@ struct MetadataParams {
   int* num_splits;                  // [b + 1] (output)
   long long* workspace;             // [2 * b] scratch
   int min_blocks_per_part;          // floor on line units per part (1 = no floor); scheduler.py
+  int parts_in_use;                 // the line is cut into this many parts (1..num_sm_parts); the rest are empty
 };
 
 // Main split-KV kernel followed by the combine kernel, on `stream`.

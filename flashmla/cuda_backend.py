@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from . import scheduler
+
 # Inner-loop schedule of the main kernel (docs/kernel-design.md): "serial" issues each block's
 # PV before the next QK^T (frees a K stage soonest: memory-bound shapes), "pipelined" overlaps
 # the softmax of block j+1 with PV(j) (kept as an experiment: it measured slower on every
@@ -97,12 +99,15 @@ def is_available(device: torch.device) -> tuple[bool, str]:
     return _device_status(index)
 
 
-def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per_kv: int | None = None) -> int:
+def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per_kv: int | None = None,
+                   batch: int | None = None) -> int:
     """"auto", "serial", "pipelined", "chained" or "seesaw", optionally followed by "+rendezvous" and/or
     "+splitcombine" (see SCHEDULES / SCHEDULE_FLAGS), e.g. "chained+splitcombine". With
     ``query_rows`` (b * s_q * h_q), "auto" adds "+splitcombine" for small batches, and with
     ``rows_per_kv`` (s_q * h_q / h_kv) too it picks the seesaw kernel for large compute-bound ones
-    and "+l2keep" where one row tile serves a kv head."""
+    and "+l2keep" where one row tile serves a kv head, and with ``batch`` too it adds "+colsplit"
+    to the serial kernel for the small batches whose metadata fills half the parts
+    (scheduler.column_split)."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
     base, *flags = str(name).split("+")
     if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
@@ -119,6 +124,9 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
         code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"]
     if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
         code |= SCHEDULE_FLAGS["l2keep"]
+    if (base == "auto" and query_rows is not None and batch is not None and not code & SCHEDULES["seesaw"]
+            and scheduler.column_split(batch, query_rows)):
+        code |= SCHEDULE_FLAGS["colsplit"]
     if code & SCHEDULE_FLAGS["colsplit"] and (code & SCHEDULES["seesaw"] or code & 3 > 1):
         raise ValueError(f"schedule {name!r}: +colsplit is a variant of the serial kernel, and this batch "
                          f"runs the {'seesaw' if code & SCHEDULES['seesaw'] else 'pipelined/chained'} kernel")
@@ -150,18 +158,24 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     out, lse = _C.decode(q, k_cache, block_table, cache_seqlens, float(softmax_scale), bool(causal),
                          tile_scheduler_metadata, num_splits,
                          _schedule_code(schedule, q.shape[0] * q.shape[1] * q.shape[2],
-                                        q.shape[1] * q.shape[2] // max(k_cache.shape[2], 1)))
+                                        q.shape[1] * q.shape[2] // max(k_cache.shape[2], 1), q.shape[0]))
     return out, lse
 
 
 def get_mla_metadata_gpu(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int,
-                         num_sms: int, min_blocks_per_part: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                         num_sms: int, min_blocks_per_part: int = 1,
+                         num_parts_in_use: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The tile scheduler as one GPU kernel: same tensors as ``flashmla.scheduler`` (with the same
-    ``min_blocks_per_part`` floor; 1 = none), no host sync."""
+    ``min_blocks_per_part`` floor, 1 = none, and ``num_parts_in_use``, None = half the parts for a
+    column-split batch), no host sync."""
     if _C is None:
         raise RuntimeError(is_available(cache_seqlens.device)[1])
     if not isinstance(min_blocks_per_part, int) or not 1 <= min_blocks_per_part <= 1 << 20:
         raise ValueError(f"min_blocks_per_part must be an int in [1, 2**20], got {min_blocks_per_part!r}")
+    parts = scheduler.num_sm_parts(int(num_sms), int(num_q_tokens_per_head_k), int(num_heads_k))
+    batch = cache_seqlens.shape[0] if cache_seqlens.dim() == 1 else 1  # (the binding checks the shape)
+    used = scheduler._check_parts_in_use(num_parts_in_use, parts, batch,
+                                         batch * int(num_q_tokens_per_head_k) * int(num_heads_k))
     metadata, num_splits = _C.get_mla_metadata(cache_seqlens, int(num_q_tokens_per_head_k), int(num_heads_k),
-                                               int(num_sms), min_blocks_per_part)
+                                               int(num_sms), min_blocks_per_part, used)
     return metadata, num_splits

@@ -142,6 +142,13 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
     assert cuda_backend._schedule_code("serial+colsplit", 10 ** 6) == 1 | 131072
     assert cuda_backend._schedule_code("auto+colsplit", 128, 128) == 8 | 131072
+    # auto adds it for the batches whose metadata fills half the parts (scheduler.column_split)
+    assert cuda_backend._schedule_code("auto", 128, 128, 1) == 8 | 131072          # b1 h128
+    assert cuda_backend._schedule_code("auto", 16, 16, 1) == 8 | 32 | 131072       # b1 h16 (+l2keep)
+    assert cuda_backend._schedule_code("auto", 256, 128, 2) == 8 | 131072          # b2 h128
+    assert cuda_backend._schedule_code("auto", 512, 128, 4) == 0                   # b4: all parts
+    assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8 | 32              # b16 h16
+    assert cuda_backend._schedule_code("serial", 128, 128, 1) == 1
     for not_serial in ("seesaw+colsplit", "chained+colsplit", "pipelined+colsplit"):
         with pytest.raises(ValueError, match="colsplit"):
             cuda_backend._schedule_code(not_serial, 16)
@@ -197,6 +204,8 @@ SCHED_CASES = [
     ([32768] * 32, 128, 1), ([5000, 3] * 40, 1024, 3),
     # equal lengths (whole requests per part), with padding zeros, and one block longer
     ([0, 4096, 0] + [4096] * 125, 128, 1), ([8192] * 128, 64, 1), ([4096] * 127 + [4160], 64, 1),
+    # column-split batches (half the parts in use): b = 1 and 2, one and two kv heads
+    ([4096], 128, 1), ([16384, 300], 64, 1), ([70000], 16, 2),
 ]
 
 
@@ -213,6 +222,21 @@ def test_gpu_scheduler_bit_identical(case, num_sms, floor):
     assert md.dtype == ref_md.dtype == torch.int32 and ns.dtype == torch.int32
     assert torch.equal(md, ref_md), f"metadata differs:\n{md}\n{ref_md}"
     assert torch.equal(ns, ref_ns), f"num_splits differs:\n{ns}\n{ref_ns}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [2, 6, 11, 12])
+def test_gpu_scheduler_parts_in_use_bit_identical(case):
+    """An explicit num_parts_in_use (1, a third, all) gives the Python scheduler's tensors too."""
+    device = _device()
+    seqlens, rows, h_kv = SCHED_CASES[case]
+    sl = torch.tensor(seqlens, dtype=torch.int32, device=device)
+    parts = scheduler.num_sm_parts(132, rows, h_kv)
+    for used in sorted({1, max(1, parts // 3), parts}):
+        md, ns = cuda_backend.get_mla_metadata_gpu(sl, rows, h_kv, 132, num_parts_in_use=used)
+        ref_md, ref_ns = scheduler.compute_tile_scheduler_metadata(sl, rows, h_kv, 132, num_parts_in_use=used)
+        assert torch.equal(md, ref_md) and torch.equal(ns, ref_ns), f"parts_in_use={used}: metadata differs"
+        assert (md[used:, 0] == -1).all()
 
 
 # --------------------------------------------------------------------------- GPU: kernel

@@ -52,8 +52,12 @@ def check_schedule(seqlens, rows_per_kv_head=16, h_kv=1, num_sms=132):
         assert chunks == (0 if n == 0 else len({c for (rr, c) in chunk_of if rr == r}))
         assert {c for (rr, c) in chunk_of if rr == r} == set(range(chunks)), "chunk ids must be 0..n-1"
     total = sum(n + FIXED_OVERHEAD_BLOCKS for n in blocks if n)
+    # A column-split batch (b <= 2, few query rows) cuts the line into half the parts; the rest
+    # stay empty, and the metadata keeps its num_sm_parts rows.
+    used = scheduler.parts_in_use(parts, len(seqlens), len(seqlens) * rows_per_kv_head * h_kv)
+    assert (metadata[used:, COL_BEGIN_REQ] == -1).all(), "parts past parts_in_use must be empty"
     # (whole requests per part on equal lengths may take up to the slack beyond the share)
-    bound = math.ceil(total / parts) + max(FIXED_OVERHEAD_BLOCKS, scheduler.WHOLE_REQUEST_SLACK_BLOCKS) + 1
+    bound = math.ceil(total / used) + max(FIXED_OVERHEAD_BLOCKS, scheduler.WHOLE_REQUEST_SLACK_BLOCKS) + 1
     assert max(costs) <= bound, f"unbalanced: max part cost {max(costs)} > {bound}"
     assert splits[-1] <= len(seqlens) + parts, "partial slots must fit in b + num_sm_parts"
     return metadata, num_splits
@@ -72,6 +76,38 @@ def test_random_batches(seed):
     rows = rng.choice([1, 16, 64, 65, 128, 256])
     h_kv = rng.choice([1, 2, 8])
     check_schedule(seqlens, rows, h_kv, num_sms=rng.choice([8, 78, 132]))
+
+
+@pytest.mark.parametrize("b, rows, split", [(1, 128, True), (2, 128, True), (1, 256, True), (2, 256, False),
+                                            (3, 16, False), (1, 257, False)])
+def test_small_batches_fill_half_the_parts(b, rows, split):
+    """At most COLUMN_SPLIT_MAX_BATCH requests with at most COLUMN_SPLIT_MAX_QUERY_ROWS query rows:
+    the line is cut into half the parts (the CUDA kernel runs two thread blocks per part), the
+    metadata keeps all num_sm_parts rows; other batches use every part."""
+    assert scheduler.column_split(b, b * rows) is split
+    seqlens = [4096] * b
+    metadata, _ = check_schedule(seqlens, rows, 1, num_sms=132)
+    parts = num_sm_parts(132, rows, 1)
+    busy = int((metadata[:, COL_BEGIN_REQ] >= 0).sum())
+    assert metadata.shape[0] == parts
+    if split:
+        assert 0 < busy <= parts // 2
+    else:
+        assert busy > parts // 2
+
+
+def test_explicit_parts_in_use():
+    """num_parts_in_use overrides the rule: all parts reproduce the plan of a batch the rule leaves
+    alone; 1 puts everything in part 0; out-of-range values raise naming the argument."""
+    seq = torch.tensor([16384], dtype=torch.int32)
+    parts = num_sm_parts(132, 128, 1)
+    full, _ = compute_tile_scheduler_metadata(seq, 128, 1, 132, num_parts_in_use=parts)
+    assert int((full[:, COL_BEGIN_REQ] >= 0).sum()) > parts // 2
+    one, splits = compute_tile_scheduler_metadata(seq, 128, 1, 132, num_parts_in_use=1)
+    assert one[0, COL_BEGIN_REQ] == 0 and (one[1:, COL_BEGIN_REQ] == -1).all() and splits.tolist() == [0, 1]
+    for bad in (0, parts + 1, 2.0):
+        with pytest.raises(ValueError, match="num_parts_in_use"):
+            compute_tile_scheduler_metadata(seq, 128, 1, 132, num_parts_in_use=bad)
 
 
 def test_all_zero_lengths_mark_every_part_empty():
