@@ -168,7 +168,7 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
 
 std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_t num_q_tokens_per_head_k,
                                          int64_t num_heads_k, int64_t num_sms, int64_t min_blocks_per_part,
-                                         int64_t parts_in_use) {
+                                         int64_t column_split) {
   MLA_CHECK(cache_seqlens.is_cuda(), "cache_seqlens must be a CUDA tensor, got device ", cache_seqlens.device());
   check_int32_contiguous(cache_seqlens, "cache_seqlens");
   MLA_CHECK(cache_seqlens.dim() == 1 && cache_seqlens.size(0) > 0,
@@ -182,9 +182,8 @@ std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_
   const int64_t num_m_blocks = (num_q_tokens_per_head_k + flashmla::kRowsPerTile - 1) / flashmla::kRowsPerTile;
   const int64_t parts = std::max<int64_t>(1, num_sms / num_heads_k / num_m_blocks);
   const int64_t batch = cache_seqlens.size(0);
-  if (parts_in_use == 0) parts_in_use = parts;
-  MLA_CHECK(parts_in_use >= 1 && parts_in_use <= parts, "parts_in_use must be in [1, num_sm_parts = ", parts,
-            "] (or 0 for all), got ", parts_in_use);
+  MLA_CHECK(column_split >= 0 && column_split <= 2,
+            "column_split must be 0 (never), 1 (always) or 2 (when the parts are short), got ", column_split);
   auto opts = cache_seqlens.options();
   auto metadata = at::empty({parts, flashmla::kMetadataWidth}, opts);
   auto num_splits = at::empty({batch + 1}, opts);
@@ -197,7 +196,7 @@ std::vector<at::Tensor> get_mla_metadata(const at::Tensor& cache_seqlens, int64_
   p.num_splits = num_splits.data_ptr<int>();
   p.workspace = reinterpret_cast<long long*>(workspace.data_ptr<int64_t>());
   p.min_blocks_per_part = static_cast<int>(min_blocks_per_part);
-  p.parts_in_use = static_cast<int>(parts_in_use);
+  p.column_split = static_cast<int>(column_split);
   check_cuda(flashmla::launch_mla_metadata(p, c10::cuda::getCurrentCUDAStream().stream()), "flashmla metadata launch");
   return {metadata, num_splits};
 }
@@ -223,7 +222,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("num_splits"), pybind11::arg("schedule") = 0);
   m.def("get_mla_metadata", &get_mla_metadata, "Tile-scheduler metadata computed on the GPU",
         pybind11::arg("cache_seqlens"), pybind11::arg("num_q_tokens_per_head_k"), pybind11::arg("num_heads_k"),
-        pybind11::arg("num_sms"), pybind11::arg("min_blocks_per_part") = 1, pybind11::arg("parts_in_use") = 0);
+        pybind11::arg("num_sms"), pybind11::arg("min_blocks_per_part") = 1, pybind11::arg("column_split") = 0);
   m.def("smem_bytes", &flashmla::mla_decode_smem_bytes, "Shared memory per block of the main kernel");
   m.def("seesaw_trace", &seesaw_trace, "Seesaw timeline of an instrumented build (-DFLASHMLA_SEESAW_TRACE)");
 }

@@ -66,8 +66,13 @@ struct MetadataParams {
   int* num_splits;                  // [b + 1] (output)
   long long* workspace;             // [2 * b] scratch
   int min_blocks_per_part;          // floor on line units per part (1 = no floor); scheduler.py
-  int parts_in_use;                 // the line is cut into this many parts (1..num_sm_parts); the rest are empty
+  // Column split (scheduler.py): 0 never, 1 always, 2 when half the parts would hold at most
+  // kColumnSplitMaxUnits units each. A split schedule uses the first max(1, num_sm_parts / 2) parts
+  // and sets column 7 (kColColumnSplit) of every row to 1.
+  int column_split;
 };
+constexpr int kColColumnSplit = 7;
+constexpr int kColumnSplitMaxUnits = 12;  // = scheduler.COLUMN_SPLIT_MAX_UNITS
 
 // Main split-KV kernel followed by the combine kernel, on `stream`.
 cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStream_t stream);

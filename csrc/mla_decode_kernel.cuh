@@ -330,17 +330,17 @@ __device__ __forceinline__ void store_tile_64x64(uint32_t box_addr, const uint32
 struct PartRange {
   int begin_req, begin_block, end_req, end_block, begin_chunk, num_iters;
   // False for an empty part (no request, or no blocks); the caller's whole thread block then
-  // returns, before any barrier.
+  // returns, before any barrier. Every field is loaded unconditionally (an empty row holds valid
+  // integers too), so the loads are one memory round trip.
   __device__ __forceinline__ bool read(const DecodeParams& p, int part) {
     const int* md = p.tile_metadata + part * kMetadataWidth;
     begin_req = md[0];
-    if (begin_req < 0) return false;
     begin_block = md[1];
     end_req = md[2];
     end_block = md[3];
     begin_chunk = md[4];
     num_iters = md[6] - md[5];  // global blocks g1 - g0
-    return num_iters > 0;
+    return begin_req >= 0 && num_iters > 0;
   }
 };
 
@@ -572,10 +572,11 @@ constexpr int kFlagCluster = 4096;
 // thread (docs/kernel-design.md 7.13).
 constexpr int kFlagTmaOut = 32768;
 constexpr int kFlagTmaQ = 65536;
-// serial only: two thread blocks per m-block and part, each computing S for the whole tile but PV
-// and the output for only 256 of the 512 columns (128 per warpgroup). At small batches, where half
-// the SMs would idle, this halves each thread block's PV and its fp32 partial store, the two
-// longest phases of its life after S (docs/kernel-design.md 7.16).
+// serial only: launch mla_decode_colsplit_kernel, which follows the scheduler's column-split mark:
+// where the metadata is marked, two thread blocks share each part and row tile, each computing S
+// for the whole tile but PV and the output for only 256 of the 512 columns (128 per warpgroup). At
+// small batches, where half the SMs would idle, this halves each thread block's PV and its fp32
+// partial store, the two longest phases of its life after S (docs/kernel-design.md 7.16).
 constexpr int kFlagColSplit = 131072;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
@@ -585,9 +586,12 @@ __device__ __forceinline__ uint64_t kv_load_policy(const DecodeParams& p) {
   return (p.schedule & kFlagL2Keep) ? make_evict_normal_policy() : make_evict_first_policy();
 }
 
-template <typename T, int kSchedule, bool kColSplit = false>
-__global__ void __launch_bounds__(kNumThreads, 1)
-    mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+// One thread block's work: the part `range` (not empty) for row tile m_block of kv head blockIdx.y;
+// with kColSplit, PV and the output for columns 256 col_half .. 256 col_half + 255 only (the other
+// half is another thread block's, which computes the same S).
+template <typename T, int kSchedule, bool kColSplit>
+__device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const DecodeParams& p, const PartRange& range,
+                                            int m_block, int col_half) {
   static_assert(!kColSplit || kSchedule == kScheduleSerial, "+colsplit is a variant of the serial schedule");
   constexpr int kPvCols = kColSplit ? 128 : 256;  // output columns per warpgroup
   constexpr int kOFloats = kPvCols / 2;           // O accumulators per thread
@@ -604,18 +608,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint64_t* empty_bar = full_bar + kNumStages * kNumBoxes;
   uint64_t* wg0_bar = empty_bar + kNumStages;  // WarpgroupBarrier mbarriers (racecheck build)
 
-  const int m_block = kColSplit ? blockIdx.x / 2 : blockIdx.x;
   const int kv_head = blockIdx.y;
   const int tid = threadIdx.x;
   const int wg = tid / 128;
   // This warpgroup's first output column, and where its V columns start in a K tile (64 per box).
-  const int col_begin = (kColSplit ? static_cast<int>(blockIdx.x % 2) * 256 : 0) + wg * kPvCols;
+  const int col_begin = (kColSplit ? col_half * 256 : 0) + wg * kPvCols;
   const uint32_t v_offset = col_begin / kBoxDim * kBoxBytes;
-  const bool writes_lse = !kColSplit || blockIdx.x % 2 == 0;  // both halves hold the same lse
+  const bool writes_lse = !kColSplit || col_half == 0;  // both halves hold the same lse
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
-  PartRange range;
-  if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
   const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
   const int end_block = range.end_block, begin_chunk = range.begin_chunk, num_iters = range.num_iters;
 
@@ -929,6 +930,35 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
 }
 
+// The main kernel: one part per thread block.
+template <typename T, int kSchedule>
+__global__ void __launch_bounds__(kNumThreads, 1)
+    mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+  PartRange range;
+  if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
+  decode_part<T, kSchedule, false>(kv_map, p, range, blockIdx.x, 0);
+}
+
+// +colsplit: the serial kernel that follows the scheduler's column-split mark (column 7 of every
+// metadata row, scheduler.py). Marked: thread blocks 2k and 2k + 1 share part k (the scheduler
+// filled only the first half of the parts), each computing S for the whole tile and PV and the
+// output for one half of the columns. Not marked: one part per thread block, as mla_decode_kernel.
+// Both candidate rows and the mark are loaded at once (one memory round trip).
+template <typename T>
+__global__ void __launch_bounds__(kNumThreads, 1)
+    mla_decode_colsplit_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+  const int part = blockIdx.z;
+  PartRange own, shared;
+  const bool own_busy = own.read(p, part);
+  const bool shared_busy = shared.read(p, part / 2);
+  const bool split = p.tile_metadata[part * kMetadataWidth + kColColumnSplit] != 0;
+  if (split) {
+    if (shared_busy) decode_part<T, kScheduleSerial, true>(kv_map, p, shared, blockIdx.x, part % 2);
+  } else if (own_busy) {
+    decode_part<T, kScheduleSerial, false>(kv_map, p, own, blockIdx.x, 0);
+  }
+}
+
 }  // namespace flashmla
 
 #include "mla_decode_seesaw.cuh"
@@ -968,8 +998,7 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
   if (kind == 0) kind = kScheduleSerial;
   const bool col_split = (params.schedule & kFlagColSplit) != 0;
   if (col_split && kind != kScheduleSerial) return cudaErrorInvalidValue;  // refused in the binding
-  if (col_split) grid.x *= 2;
-  auto kernel = col_split                    ? mla_decode_kernel<T, kScheduleSerial, true>
+  auto kernel = col_split                    ? mla_decode_colsplit_kernel<T>
                 : kind == kSchedulePipelined ? mla_decode_kernel<T, kSchedulePipelined>
                 : kind == kScheduleChained   ? mla_decode_kernel<T, kScheduleChained>
                                              : mla_decode_kernel<T, kScheduleSerial>;

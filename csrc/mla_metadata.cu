@@ -89,9 +89,14 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
   __syncthreads();
   const long long total_blocks = carry_blocks;
   const long long total_units = carry_units;
-  // Small batches fill only the first parts_in_use parts (scheduler.parts_in_use: the column-split
-  // kernel runs two thread blocks per part); the other parts' cuts all land on total_units (empty).
-  long long units_per_part = (total_units + p.parts_in_use - 1) / p.parts_in_use;
+  // Column split: the first half of the parts only (the kernel runs two thread blocks per part);
+  // the other parts' cuts all land on total_units, i.e. they are empty.
+  const int half = max(1, parts / 2);
+  long long units_half = (total_units + half - 1) / half;
+  if (units_half < p.min_blocks_per_part) units_half = p.min_blocks_per_part;
+  const bool split = p.column_split == 1 || (p.column_split == 2 && units_half <= kColumnSplitMaxUnits);
+  const int used = split ? half : parts;
+  long long units_per_part = (total_units + used - 1) / used;
   if (units_per_part < p.min_blocks_per_part) units_per_part = p.min_blocks_per_part;  // clamp_min(floor >= 1)
   // Equal-length batch: whole requests per part when that costs at most P + slack.
   if (max_blocks > 0 && min_nonzero_blocks == max_blocks) {
@@ -177,7 +182,7 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
       row[5] = static_cast<int>(g0);
       row[6] = static_cast<int>(g0);
     }
-    row[7] = 0;
+    row[kColColumnSplit] = split ? 1 : 0;
   }
 }
 
@@ -185,7 +190,7 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
 
 cudaError_t launch_mla_metadata(const MetadataParams& params, cudaStream_t stream) {
   if (params.num_sm_parts < 1 || params.num_sm_parts > kMaxParts || params.batch < 1 ||
-      params.min_blocks_per_part < 1 || params.parts_in_use < 1 || params.parts_in_use > params.num_sm_parts) {
+      params.min_blocks_per_part < 1 || params.column_split < 0 || params.column_split > 2) {
     return cudaErrorInvalidValue;
   }
   mla_metadata_kernel<<<1, kMetaThreads, 0, stream>>>(params);

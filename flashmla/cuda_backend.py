@@ -35,8 +35,9 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # operations within our v1 math; docs/kernel-design.md 7.10), "cluster" (seesaw: the m-block thread
 # blocks that read the same pages launched in clusters of two; an experiment, 7.12), "tmaout" /
 # "tmaq" (seesaw, one kv head: the output written and the Q tile loaded with TMA at each request
-# boundary; 7.13), "colsplit" (serial only: two thread blocks per row tile and part, each doing PV and
-# the output for 256 of the 512 columns; for small batches, where half the SMs idle; 7.16).
+# boundary; 7.13), "colsplit" (serial only: where the metadata is marked column-split, scheduler.py,
+# two thread blocks share each part and row tile, each doing PV and the output for 256 of the 512
+# columns; for small batches, where half the SMs would idle; 7.16).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "tmaout": 32768, "tmaq": 65536, "colsplit": 131072}
@@ -106,8 +107,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     ``query_rows`` (b * s_q * h_q), "auto" adds "+splitcombine" for small batches, and with
     ``rows_per_kv`` (s_q * h_q / h_kv) too it picks the seesaw kernel for large compute-bound ones
     and "+l2keep" where one row tile serves a kv head, and with ``batch`` too it adds "+colsplit"
-    to the serial kernel for the small batches whose metadata fills half the parts
-    (scheduler.column_split)."""
+    (the serial kernel that follows the metadata's column-split mark) for the small batches whose
+    schedule may be column-split (scheduler.may_split_columns)."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
     base, *flags = str(name).split("+")
     if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
@@ -125,7 +126,7 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
         code |= SCHEDULE_FLAGS["l2keep"]
     if (base == "auto" and query_rows is not None and batch is not None and not code & SCHEDULES["seesaw"]
-            and scheduler.column_split(batch, query_rows)):
+            and scheduler.may_split_columns(batch, query_rows)):
         code |= SCHEDULE_FLAGS["colsplit"]
     if code & SCHEDULE_FLAGS["colsplit"] and (code & SCHEDULES["seesaw"] or code & 3 > 1):
         raise ValueError(f"schedule {name!r}: +colsplit is a variant of the serial kernel, and this batch "
@@ -164,18 +165,20 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
 
 def get_mla_metadata_gpu(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int,
                          num_sms: int, min_blocks_per_part: int = 1,
-                         num_parts_in_use: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         column_split: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The tile scheduler as one GPU kernel: same tensors as ``flashmla.scheduler`` (with the same
-    ``min_blocks_per_part`` floor, 1 = none, and ``num_parts_in_use``, None = half the parts for a
-    column-split batch), no host sync."""
+    ``min_blocks_per_part`` floor, 1 = none, and ``column_split``, None = by the rule), no host sync."""
     if _C is None:
         raise RuntimeError(is_available(cache_seqlens.device)[1])
     if not isinstance(min_blocks_per_part, int) or not 1 <= min_blocks_per_part <= 1 << 20:
         raise ValueError(f"min_blocks_per_part must be an int in [1, 2**20], got {min_blocks_per_part!r}")
-    parts = scheduler.num_sm_parts(int(num_sms), int(num_q_tokens_per_head_k), int(num_heads_k))
-    batch = cache_seqlens.shape[0] if cache_seqlens.dim() == 1 else 1  # (the binding checks the shape)
-    used = scheduler._check_parts_in_use(num_parts_in_use, parts, batch,
-                                         batch * int(num_q_tokens_per_head_k) * int(num_heads_k))
+    if column_split not in (None, True, False):
+        raise ValueError(f"column_split must be None, True or False, got {column_split!r}")
+    if column_split is None:  # 2: split when the parts are short (the GPU knows the lengths)
+        batch = cache_seqlens.shape[0] if cache_seqlens.dim() == 1 else 1  # (the binding checks the shape)
+        mode = 2 if scheduler.may_split_columns(batch, batch * int(num_q_tokens_per_head_k) * int(num_heads_k)) else 0
+    else:
+        mode = int(column_split)
     metadata, num_splits = _C.get_mla_metadata(cache_seqlens, int(num_q_tokens_per_head_k), int(num_heads_k),
-                                               int(num_sms), min_blocks_per_part, used)
+                                               int(num_sms), min_blocks_per_part, mode)
     return metadata, num_splits

@@ -34,13 +34,16 @@ raised to at least that many units. It only bites when the batch is small (``T /
 below the floor, e.g. b = 1), where it trades fewer, longer chunks (fewer partials to write and
 merge) for fewer busy SMs; docs/kernel-design.md section 6 has the arithmetic.
 
-Small batches fill half the parts (``parts_in_use``): at most COLUMN_SPLIT_MAX_BATCH requests
-with at most COLUMN_SPLIT_MAX_QUERY_ROWS query rows in all (b = 1 or 2 at up to 128 heads) leave
-most SMs idle anyway, and flashmla's CUDA kernel then runs two thread blocks per part and row
-tile, each computing half of the 512 output columns (``+colsplit``): the grid is still one wave,
-and each thread block's PV and fp32 partial store, the longest phases of its life at b = 1, are
-halved (docs/kernel-design.md 7.16). The metadata keeps ``num_sm_parts`` rows; the parts past
-``parts_in_use`` are marked empty, so its shape never depends on the batch (CUDA-graph buffers).
+Column split (small batches): with at most COLUMN_SPLIT_MAX_BATCH requests and at most
+COLUMN_SPLIT_MAX_QUERY_ROWS query rows in all (b = 1 or 2 at up to 128 heads), and short enough
+parts, the line is cut into half the parts, and column 7 of every metadata row says so (1).
+flashmla's CUDA kernel then runs two thread blocks per part and row tile, each computing S for the
+whole tile but PV and the output for half of the 512 columns: the grid is still one wave, and
+each thread block's PV and fp32 partial store, the longest phases of its life at b = 1, are
+halved. S is computed twice, which pays only while a part is short: the split is made when
+half the parts would hold at most COLUMN_SPLIT_MAX_UNITS units each (docs/kernel-design.md 7.16).
+The metadata keeps ``num_sm_parts`` rows (the unused ones are empty), so its shape never depends
+on the batch (CUDA-graph buffers); kernels that do not split columns ignore column 7.
 
 Everything below is cumulative sums and ``searchsorted`` on tensors: it runs on the tensors' own
 device with no host synchronisation, so it is cheap to call once per decode step and safe inside
@@ -64,13 +67,13 @@ WHOLE_REQUEST_SLACK_BLOCKS = 12
 METADATA_WIDTH = 8
 DEFAULT_NUM_SMS = 132  # H100/H200 SXM; used for tensors that do not live on a GPU
 
-# Batches this small fill only half the parts (module docstring); both bounds measured on an H100
-# (docs/kernel-design.md 7.16).
+# Column split (module docstring); the bounds were measured on an H100 (docs/kernel-design.md 7.16).
 COLUMN_SPLIT_MAX_BATCH = 2
 COLUMN_SPLIT_MAX_QUERY_ROWS = 256  # b * s_q * h_q
+COLUMN_SPLIT_MAX_UNITS = 12  # units per part when cut into half the parts
 
 # Column indices of one tile_scheduler_metadata row (see docs/internals.md).
-COL_BEGIN_REQ, COL_BEGIN_BLOCK, COL_END_REQ, COL_END_BLOCK, COL_BEGIN_CHUNK, COL_G0, COL_G1 = range(7)
+COL_BEGIN_REQ, COL_BEGIN_BLOCK, COL_END_REQ, COL_END_BLOCK, COL_BEGIN_CHUNK, COL_G0, COL_G1, COL_COLUMN_SPLIT = range(8)
 
 
 def num_sm_parts(num_sms: int, num_q_tokens_per_head_k: int, num_heads_k: int) -> int:
@@ -84,16 +87,11 @@ def num_sm_parts(num_sms: int, num_q_tokens_per_head_k: int, num_heads_k: int) -
     return max(1, num_sms // num_heads_k // num_m_blocks)
 
 
-def column_split(batch_size: int, query_rows: int) -> bool:
-    """True for the small batches (``query_rows`` = b * s_q * h_q) that fill half the parts and run
-    the CUDA kernel's column split."""
+def may_split_columns(batch_size: int, query_rows: int) -> bool:
+    """True for the small batches (``query_rows`` = b * s_q * h_q) whose schedule is cut into half
+    the parts with the column split when the parts are short enough (module docstring): what the
+    host knows; the lengths are only on the GPU."""
     return batch_size <= COLUMN_SPLIT_MAX_BATCH and query_rows <= COLUMN_SPLIT_MAX_QUERY_ROWS
-
-
-def parts_in_use(num_parts: int, batch_size: int, query_rows: int) -> int:
-    """How many of ``num_parts`` parts the line is cut into: half of them (at least one) for a
-    column-split batch, else all."""
-    return max(1, num_parts // 2) if column_split(batch_size, query_rows) else num_parts
 
 
 def device_num_sms(device: torch.device) -> int:
@@ -116,7 +114,7 @@ def compute_tile_scheduler_metadata(
     num_sms: int | None = None,
     min_blocks_per_part: int = 1,
     whole_request_slack: int = WHOLE_REQUEST_SLACK_BLOCKS,
-    num_parts_in_use: int | None = None,
+    column_split: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a batch's KV blocks over ``num_sm_parts`` parts.
 
@@ -131,8 +129,8 @@ def compute_tile_scheduler_metadata(
             most ``P + whole_request_slack`` units; the default (WHOLE_REQUEST_SLACK_BLOCKS) is
             what the GPU scheduler does; -1 turns the rule off. Other values are for experiments
             (scripts/bench_whole_requests.py).
-        num_parts_in_use: cut the line into this many parts (1..num_sm_parts; the rest are empty);
-            None (the default) = ``parts_in_use(...)``: half the parts for a column-split batch.
+        column_split: True cuts the line into half the parts (at least one) and marks column 7,
+            False never does; None (the default) decides as the module docstring says.
 
     Returns:
         ``tile_scheduler_metadata`` int32 ``[num_sm_parts, 8]`` and ``num_splits`` int32
@@ -146,8 +144,15 @@ def compute_tile_scheduler_metadata(
     if num_sms is None:
         num_sms = device_num_sms(device)
     parts = num_sm_parts(num_sms, num_q_tokens_per_head_k, num_heads_k)
+    if column_split not in (None, True, False):
+        raise ValueError(f"column_split must be None, True or False, got {column_split!r}")
     batch = cache_seqlens.shape[0]
-    used = _check_parts_in_use(num_parts_in_use, parts, batch, batch * num_q_tokens_per_head_k * num_heads_k)
+    if column_split is None:
+        column_split = may_split_columns(batch, batch * num_q_tokens_per_head_k * num_heads_k)
+        by_length = True
+    else:
+        by_length = False
+    half = max(1, parts // 2)
     overhead = FIXED_OVERHEAD_BLOCKS
     i64 = dict(dtype=torch.int64, device=device)
 
@@ -162,6 +167,11 @@ def compute_tile_scheduler_metadata(
     total_blocks = torch.cat([zero, block_end])[-1]
 
     # Part boundaries on the line, then mapped to global block indices.
+    # Column split: half the parts, if (by the rule) they stay short; a 0-d bool tensor, no sync.
+    split = torch.full((), bool(column_split), dtype=torch.bool, device=device)
+    if by_length:
+        split = split & (((total_units + half - 1) // half).clamp_min(min_blocks_per_part) <= COLUMN_SPLIT_MAX_UNITS)
+    used = torch.where(split, half, parts)
     units_per_part = ((total_units + used - 1) // used).clamp_min(min_blocks_per_part)
     # Equal-length batches: if a whole number of requests per part costs no more than the
     # balanced share plus one overhead (the split schedule's own worst case), cut at request
@@ -211,18 +221,9 @@ def compute_tile_scheduler_metadata(
         torch.where(nonempty, begin_chunk, nil),
         g0,
         torch.where(nonempty, g1, g0),
-        nil,
+        nil + split.to(torch.int64),
     ], dim=1).to(torch.int32).contiguous()
     return metadata, num_splits
-
-
-def _check_parts_in_use(num_parts_in_use, parts: int, batch_size: int, query_rows: int) -> int:
-    """``num_parts_in_use`` validated against ``parts``; None gives the default rule."""
-    if num_parts_in_use is None:
-        return parts_in_use(parts, batch_size, query_rows)
-    if not isinstance(num_parts_in_use, int) or not 1 <= num_parts_in_use <= parts:
-        raise ValueError(f"num_parts_in_use must be an int in [1, num_sm_parts = {parts}], got {num_parts_in_use!r}")
-    return num_parts_in_use
 
 
 def describe(tile_scheduler_metadata: torch.Tensor, num_splits: torch.Tensor) -> str:

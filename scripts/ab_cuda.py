@@ -15,9 +15,9 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
 A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
 scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264, and
 "schedule@K" with the scheduler floor min_blocks_per_part=K (fewer, longer chunks on small
-batches), e.g. auto@4 or auto@4:132, and "schedule=P" with the line cut into P parts (the scheduler's
-num_parts_in_use; "all" = every part; default: half of them for the small batches of
-scheduler.column_split), e.g. serial+splitcombine=all for `auto` before the column split.
+batches), e.g. auto@4 or auto@4:132, and "schedule=split" / "schedule=nosplit" with a column-split
+schedule forced on or off (the scheduler's column_split; default: its rule), e.g.
+serial+splitcombine=nosplit for `auto` at b = 1 before the column split (docs/kernel-design.md 7.16).
 A variant "triton" times the Triton backend (its table entry, the same metadata),
 "triton/MODULE" the ``decode`` of another module with triton_decode's interface, e.g. an older
 copy of flashmla/triton_decode.py saved untracked as flashmla/_ab_baseline.py:
@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cuda import bench, graph_time, load_shapes, make  # noqa: E402
 
 import flashmla  # noqa: E402
-from flashmla import cuda_backend, scheduler, triton_configs, triton_decode  # noqa: E402
+from flashmla import cuda_backend, triton_configs, triton_decode  # noqa: E402
 from flashmla.triton_configs import KernelConfig  # noqa: E402
 
 
@@ -84,13 +84,10 @@ def main():
         for v in variants:
             schedule, _, sms = v.partition(":")
             num_sms = int(sms or props.multi_processor_count)
-            schedule, _, parts_text = schedule.partition("=")
-            parts_in_use = None
-            if parts_text:
-                if no_cuda_build:
-                    raise SystemExit(f"variant {v!r}: parts in use need the CUDA build's metadata")
-                parts_in_use = (scheduler.num_sm_parts(num_sms, s_q * h_q, 1) if parts_text == "all"
-                                else int(parts_text))
+            schedule, _, split_text = schedule.partition("=")
+            column_split = {"": None, "split": True, "nosplit": False}.get(split_text, "bad")
+            if column_split == "bad" or (split_text and no_cuda_build):
+                raise SystemExit(f"variant {v!r}: '=split' / '=nosplit' only, with the CUDA build's metadata")
             floor = 1
             if "@" in schedule and not schedule.startswith("triton@"):
                 schedule, _, floor_text = schedule.partition("@")
@@ -100,7 +97,7 @@ def main():
             if no_cuda_build:
                 md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
             else:
-                md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms, floor, parts_in_use)
+                md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms, floor, column_split)
             if schedule == "gluon":  # the Triton backend's warp-specialised Hopper kernel
                 fns[v] = (lambda md=md, ns=ns: triton_decode.decode_with_config(
                     q, k, bt, sl, 576 ** -0.5, s_q > 1, config=triton_configs.GLUON_CONFIG,

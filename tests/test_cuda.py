@@ -92,12 +92,19 @@ def check_against_reference(out, lse, ref_out, ref_lse, what=""):
         assert rel.max().item() <= 1e-4, f"lse rel error {rel.max().item():.3e} > 1e-4 {what}"
 
 
-def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=None, min_blocks_per_part=1):
+def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=None, min_blocks_per_part=1,
+             column_split=None):
+    """The CUDA backend with the GPU scheduler's metadata. An explicit "+colsplit" schedule gets a
+    column-split schedule (column_split=True) unless column_split says otherwise, so that its split
+    path runs on every shape; otherwise the scheduler's rule decides."""
     b, s_q, h_q, _ = q.shape
     h_kv = k.shape[2]
     if num_sms is None:
         num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q // h_kv, h_kv, num_sms, min_blocks_per_part)
+    if column_split is None and schedule is not None and "colsplit" in schedule.split("+"):
+        column_split = True
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q // h_kv, h_kv, num_sms, min_blocks_per_part,
+                                               column_split)
     return cuda_backend.decode(q, k, bt, sl, scale, causal, md, ns, schedule=schedule)
 
 
@@ -225,18 +232,18 @@ def test_gpu_scheduler_bit_identical(case, num_sms, floor):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", [2, 6, 11, 12])
-def test_gpu_scheduler_parts_in_use_bit_identical(case):
-    """An explicit num_parts_in_use (1, a third, all) gives the Python scheduler's tensors too."""
+@pytest.mark.parametrize("case", [0, 2, 6, 11, 12, 13])
+@pytest.mark.parametrize("column_split", [True, False])
+def test_gpu_scheduler_column_split_bit_identical(case, column_split):
+    """A forced column split (or none) gives the Python scheduler's tensors too, on 132 and 1 SMs."""
     device = _device()
     seqlens, rows, h_kv = SCHED_CASES[case]
     sl = torch.tensor(seqlens, dtype=torch.int32, device=device)
-    parts = scheduler.num_sm_parts(132, rows, h_kv)
-    for used in sorted({1, max(1, parts // 3), parts}):
-        md, ns = cuda_backend.get_mla_metadata_gpu(sl, rows, h_kv, 132, num_parts_in_use=used)
-        ref_md, ref_ns = scheduler.compute_tile_scheduler_metadata(sl, rows, h_kv, 132, num_parts_in_use=used)
-        assert torch.equal(md, ref_md) and torch.equal(ns, ref_ns), f"parts_in_use={used}: metadata differs"
-        assert (md[used:, 0] == -1).all()
+    for num_sms in (132, 1):
+        md, ns = cuda_backend.get_mla_metadata_gpu(sl, rows, h_kv, num_sms, column_split=column_split)
+        ref_md, ref_ns = scheduler.compute_tile_scheduler_metadata(sl, rows, h_kv, num_sms, column_split=column_split)
+        assert torch.equal(md, ref_md) and torch.equal(ns, ref_ns), f"column_split={column_split}: metadata differs"
+        assert (md[:, scheduler.COL_COLUMN_SPLIT] == int(column_split)).all()
 
 
 # --------------------------------------------------------------------------- GPU: kernel
@@ -364,6 +371,44 @@ def test_gpu_cuda_graph_padded_batch(dtype, variant):
     assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
     ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
     check_against_reference(g_out, g_lse, ref_out.float(), ref_lse, "after update")
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_column_split_follows_the_lengths():
+    """auto at a small padded batch launches the column-split-capable kernel; the GPU scheduler marks
+    a short step split (half the parts) and a long one not, so one captured graph must follow the
+    mark on every replay: graph equals eager and the reference for both."""
+    device = _device()
+    b_real, b_pad, h_q = 1, 2, 128
+    q, k, bt, sl = make_inputs([40000, 0], 1, h_q, 1, torch.bfloat16, device, seed=8)
+    num_sms = torch.cuda.get_device_properties(device).multi_processor_count
+    md_buf = torch.empty(scheduler.num_sm_parts(num_sms, h_q, 1), 8, dtype=torch.int32, device=device)
+    ns_buf = torch.empty(b_pad + 1, dtype=torch.int32, device=device)
+    assert cuda_backend._schedule_code("auto", b_pad * h_q, h_q, b_pad) & cuda_backend.SCHEDULE_FLAGS["colsplit"]
+
+    def step():
+        md, ns = cuda_backend.get_mla_metadata_gpu(sl[:b_real], h_q, 1, num_sms)
+        md_buf.copy_(md)
+        ns_buf[:b_real + 1].copy_(ns)
+        ns_buf[b_real + 1:].copy_(ns[-1].expand(b_pad - b_real))
+        return cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, False, md_buf, ns_buf, schedule="auto")
+
+    sl[0] = 3000  # short: marked split
+    eager_out, eager_lse = step()
+    torch.cuda.synchronize()
+    assert int(md_buf[0, scheduler.COL_COLUMN_SPLIT]) == 1
+    graph, (g_out, g_lse) = testing.capture_graph(step)
+    assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
+    for seqlen, mark in ((40000, 0), (3000, 1)):  # long: not split; then short again
+        sl[0] = seqlen
+        q.copy_((torch.randn_like(q, dtype=torch.float32) / 10).to(torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert int(md_buf[0, scheduler.COL_COLUMN_SPLIT]) == mark
+        eager_out, eager_lse = step()
+        assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse), f"seqlen {seqlen}"
+        ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, False)
+        check_against_reference(g_out, g_lse, ref_out.float(), ref_lse, f"seqlen {seqlen}")
 
 
 @pytest.mark.gpu
@@ -500,11 +545,14 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
             assert torch.equal(out, base_out) and torch.equal(lse, base_lse), (
                 f"{schedule} differs from serial (num_sms={num_sms}): max |out diff| {diff:.3e}")
         # +colsplit runs the same S and softmax in both thread blocks of a pair, and each output
-        # column's PV sums the same products in the same k order (an N = 128 wgmma instead of N = 256).
-        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial+colsplit")
-        diff = (out.float() - base_out.float()).abs().max().item()
-        assert torch.equal(out, base_out) and torch.equal(lse, base_lse), (
-            f"serial+colsplit differs from serial (num_sms={num_sms}): max |out diff| {diff:.3e}")
+        # column's PV sums the same products in the same k order (an N = 128 wgmma instead of N = 256);
+        # on an unmarked schedule it is the serial kernel. Compared on the same metadata.
+        for split in (True, False):
+            ref_out, ref_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial", column_split=split)
+            out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial+colsplit", column_split=split)
+            diff = (out.float() - ref_out.float()).abs().max().item()
+            assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse), (
+                f"serial+colsplit differs from serial (num_sms={num_sms}, split={split}): max |out diff| {diff:.3e}")
         # seesaw+ahead reorders when wgmmas are issued, not what they compute: same operands,
         # same accumulation order, so the same bits as seesaw.
         see_out, see_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")

@@ -46,16 +46,23 @@ def check_schedule(seqlens, rows_per_kv_head=16, h_kv=1, num_sms=132):
     expected = {(r, k) for r, n in enumerate(blocks) for k in range(n)}
     assert set(owner) == expected, "every block must be covered exactly once"
     splits = num_splits.tolist()
+    total = sum(n + FIXED_OVERHEAD_BLOCKS for n in blocks if n)
     assert splits[0] == 0
     for r, n in enumerate(blocks):
         chunks = splits[r + 1] - splits[r]
         assert chunks == (0 if n == 0 else len({c for (rr, c) in chunk_of if rr == r}))
         assert {c for (rr, c) in chunk_of if rr == r} == set(range(chunks)), "chunk ids must be 0..n-1"
-    total = sum(n + FIXED_OVERHEAD_BLOCKS for n in blocks if n)
-    # A column-split batch (b <= 2, few query rows) cuts the line into half the parts; the rest
-    # stay empty, and the metadata keeps its num_sm_parts rows.
-    used = scheduler.parts_in_use(parts, len(seqlens), len(seqlens) * rows_per_kv_head * h_kv)
-    assert (metadata[used:, COL_BEGIN_REQ] == -1).all(), "parts past parts_in_use must be empty"
+    # A column-split schedule (b <= 2, few query rows, short parts) is marked in column 7 of every
+    # row and cuts the line into half the parts; the rest stay empty, and the metadata keeps its
+    # num_sm_parts rows.
+    half = max(1, parts // 2)
+    split = bool(metadata[0, scheduler.COL_COLUMN_SPLIT])
+    assert (metadata[:, scheduler.COL_COLUMN_SPLIT] == int(split)).all(), "the mark is the same in every row"
+    expect_split = (scheduler.may_split_columns(len(seqlens), len(seqlens) * rows_per_kv_head * h_kv)
+                    and math.ceil(total / half) <= scheduler.COLUMN_SPLIT_MAX_UNITS)
+    assert split == expect_split
+    used = half if split else parts
+    assert (metadata[used:, COL_BEGIN_REQ] == -1).all(), "parts past the half in use must be empty"
     # (whole requests per part on equal lengths may take up to the slack beyond the share)
     bound = math.ceil(total / used) + max(FIXED_OVERHEAD_BLOCKS, scheduler.WHOLE_REQUEST_SLACK_BLOCKS) + 1
     assert max(costs) <= bound, f"unbalanced: max part cost {max(costs)} > {bound}"
@@ -78,36 +85,36 @@ def test_random_batches(seed):
     check_schedule(seqlens, rows, h_kv, num_sms=rng.choice([8, 78, 132]))
 
 
-@pytest.mark.parametrize("b, rows, split", [(1, 128, True), (2, 128, True), (1, 256, True), (2, 256, False),
-                                            (3, 16, False), (1, 257, False)])
-def test_small_batches_fill_half_the_parts(b, rows, split):
-    """At most COLUMN_SPLIT_MAX_BATCH requests with at most COLUMN_SPLIT_MAX_QUERY_ROWS query rows:
-    the line is cut into half the parts (the CUDA kernel runs two thread blocks per part), the
-    metadata keeps all num_sm_parts rows; other batches use every part."""
-    assert scheduler.column_split(b, b * rows) is split
-    seqlens = [4096] * b
+@pytest.mark.parametrize("seqlens, rows, split", [
+    ([4096], 128, True), ([4096, 4096], 128, True), ([4096], 256, True), ([16384], 128, True),  # 8 units
+    ([32768], 128, False), ([16384, 16384], 128, False),  # 16 units per half-part: too long
+    ([4096, 4096], 256, False), ([4096] * 3, 16, False), ([4096], 257, False)])
+def test_column_split_only_for_short_small_batches(seqlens, rows, split):
+    """At most COLUMN_SPLIT_MAX_BATCH requests with at most COLUMN_SPLIT_MAX_QUERY_ROWS query rows,
+    and at most COLUMN_SPLIT_MAX_UNITS units per part when cut into half the parts: marked and cut
+    into half the parts (the metadata keeps all num_sm_parts rows); otherwise every part is used."""
     metadata, _ = check_schedule(seqlens, rows, 1, num_sms=132)
     parts = num_sm_parts(132, rows, 1)
     busy = int((metadata[:, COL_BEGIN_REQ] >= 0).sum())
-    assert metadata.shape[0] == parts
+    assert metadata.shape[0] == parts and bool(metadata[0, scheduler.COL_COLUMN_SPLIT]) is split
     if split:
         assert 0 < busy <= parts // 2
     else:
         assert busy > parts // 2
 
 
-def test_explicit_parts_in_use():
-    """num_parts_in_use overrides the rule: all parts reproduce the plan of a batch the rule leaves
-    alone; 1 puts everything in part 0; out-of-range values raise naming the argument."""
-    seq = torch.tensor([16384], dtype=torch.int32)
-    parts = num_sm_parts(132, 128, 1)
-    full, _ = compute_tile_scheduler_metadata(seq, 128, 1, 132, num_parts_in_use=parts)
-    assert int((full[:, COL_BEGIN_REQ] >= 0).sum()) > parts // 2
-    one, splits = compute_tile_scheduler_metadata(seq, 128, 1, 132, num_parts_in_use=1)
-    assert one[0, COL_BEGIN_REQ] == 0 and (one[1:, COL_BEGIN_REQ] == -1).all() and splits.tolist() == [0, 1]
-    for bad in (0, parts + 1, 2.0):
-        with pytest.raises(ValueError, match="num_parts_in_use"):
-            compute_tile_scheduler_metadata(seq, 128, 1, 132, num_parts_in_use=bad)
+def test_explicit_column_split():
+    """column_split=True splits any batch (half the parts, marked), False none; other values raise."""
+    seq = torch.tensor([65536, 100, 0], dtype=torch.int32)
+    parts = num_sm_parts(132, 64, 1)
+    forced, _ = compute_tile_scheduler_metadata(seq, 64, 1, 132, column_split=True)
+    assert (forced[:, scheduler.COL_COLUMN_SPLIT] == 1).all() and (forced[parts // 2:, COL_BEGIN_REQ] == -1).all()
+    small = torch.tensor([4096], dtype=torch.int32)
+    never, _ = compute_tile_scheduler_metadata(small, 128, 1, 132, column_split=False)
+    rule, _ = compute_tile_scheduler_metadata(small, 128, 1, 132)
+    assert (never[:, scheduler.COL_COLUMN_SPLIT] == 0).all() and (rule[:, scheduler.COL_COLUMN_SPLIT] == 1).all()
+    with pytest.raises(ValueError, match="column_split"):
+        compute_tile_scheduler_metadata(small, 128, 1, 132, column_split=2)
 
 
 def test_all_zero_lengths_mark_every_part_empty():
