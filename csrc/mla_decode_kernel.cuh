@@ -375,12 +375,13 @@ __device__ __forceinline__ int num_chunks_of(const DecodeParams& p, int req) {
   return p.num_splits[req + 1] - p.num_splits[req];
 }
 
-// Writes one warpgroup's share of the normalised output rows: its kFloats / 2 columns from
-// column col_begin on (256 columns; 128 with +colsplit).
-template <typename T, int kFloats = 128>
+// Writes one warpgroup's share of the normalised output rows: num_groups groups of 8 columns
+// (256 columns, or 128 in a column-split thread block: the first 64 accumulators) from column
+// col_begin on.
+template <typename T>
 __device__ __forceinline__ void store_output_half(const DecodeParams& p, const float* o, int req,
                                                   int chunk_idx, int m_block, int kv_head,
-                                                  int col_begin, const float (&inv_l)[2]) {
+                                                  int col_begin, const float (&inv_l)[2], int num_groups = 32) {
   const int ltid = opaque_tid();
   const int lane = ltid % 32;
   const int warp_in_wg = (ltid % 128) / 32;
@@ -396,7 +397,8 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
       T* dst = reinterpret_cast<T*>(p.out) +
                ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV + col0;
 #pragma unroll
-      for (int i = 0; i < kFloats / 4; ++i) {
+      for (int i = 0; i < 32; ++i) {
+        if (i >= num_groups) break;
         *reinterpret_cast<uint32_t*>(dst + 8 * i) =
             ElemOps<T>::pack(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
       }
@@ -404,7 +406,8 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
       const int64_t slot = p.num_splits[req] + chunk_idx;
       float* dst = p.out_accum + ((slot * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV + col0;
 #pragma unroll
-      for (int i = 0; i < kFloats / 4; ++i) {
+      for (int i = 0; i < 32; ++i) {
+        if (i >= num_groups) break;
         *reinterpret_cast<float2*>(dst + 8 * i) =
             make_float2(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
       }
@@ -586,15 +589,16 @@ __device__ __forceinline__ uint64_t kv_load_policy(const DecodeParams& p) {
   return (p.schedule & kFlagL2Keep) ? make_evict_normal_policy() : make_evict_first_policy();
 }
 
-// One thread block's work: the part `range` (not empty) for row tile m_block of kv head blockIdx.y;
-// with kColSplit, PV and the output for columns 256 col_half .. 256 col_half + 255 only (the other
-// half is another thread block's, which computes the same S).
-template <typename T, int kSchedule, bool kColSplit>
+// One thread block's work: the part `range` (not empty) for row tile m_block of kv head blockIdx.y.
+// kSplitCapable (serial only) adds the column split, chosen at run time: with `split`, PV and the
+// output for columns 256 col_half .. 256 col_half + 255 only (128 per warpgroup, N = 128 wgmmas
+// on the first 64 accumulators); the other half is another thread block's, which computes the
+// same S. One body for both, so the kernel's code is not duplicated.
+template <typename T, int kSchedule, bool kSplitCapable>
 __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const DecodeParams& p, const PartRange& range,
-                                            int m_block, int col_half) {
-  static_assert(!kColSplit || kSchedule == kScheduleSerial, "+colsplit is a variant of the serial schedule");
-  constexpr int kPvCols = kColSplit ? 128 : 256;  // output columns per warpgroup
-  constexpr int kOFloats = kPvCols / 2;           // O accumulators per thread
+                                            int m_block, int col_half, bool split) {
+  static_assert(!kSplitCapable || kSchedule == kScheduleSerial, "+colsplit is a variant of the serial schedule");
+  split = kSplitCapable && split;
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
@@ -612,9 +616,10 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
   const int tid = threadIdx.x;
   const int wg = tid / 128;
   // This warpgroup's first output column, and where its V columns start in a K tile (64 per box).
-  const int col_begin = (kColSplit ? col_half * 256 : 0) + wg * kPvCols;
+  const int col_begin = split ? col_half * 256 + wg * 128 : wg * 256;
   const uint32_t v_offset = col_begin / kBoxDim * kBoxBytes;
-  const bool writes_lse = !kColSplit || col_half == 0;  // both halves hold the same lse
+  const bool writes_lse = !split || col_half == 0;  // both halves hold the same lse
+  const int out_groups = split ? 16 : 32;            // groups of 8 output columns per warpgroup
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
   const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
@@ -730,7 +735,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       if (rendezvous) named_barrier_sync(kBarPReady, kNumThreads);
       else named_barrier_arrive(kBarPReady, kNumThreads);
     };
-    auto rescale_o = [&](float* o, const float* rescale) { rescale_rows<kOFloats>(o, rescale); };
+    auto rescale_o = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
     // Exact shortcut of rescale_o: once a row's maximum has settled its factor is exactly 1.0f,
     // and x * 1.0f == x, so a warp whose 16 rows all have factor 1 skips the 128 multiplies.
     // The branch is warp-uniform and no wgmma is in flight here.
@@ -738,12 +743,24 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       if (!__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) rescale_o(o, rescale);
     };
     auto issue_pv = [&](float* o, const uint32_t* p_frag, int stage) {
-      issue_pv_wgmmas_regs<T, kPvCols>(o, p_frag, smem_addr(sK + stage * kTileBytes) + v_offset);
+      issue_pv_wgmmas_regs<T>(o, p_frag, smem_addr(sK + stage * kTileBytes) + v_offset);
+    };
+    // The serial schedule's PV, waited for; N = 128 in a column-split thread block. Each branch
+    // waits for its own wgmmas, so none is in flight across the branch (ptxas would serialise).
+    auto issue_pv_and_wait = [&](float* o, const uint32_t* p_frag, int stage) {
+      const uint32_t v_addr = smem_addr(sK + stage * kTileBytes) + v_offset;
+      if (split) {
+        issue_pv_wgmmas_regs<T, 128>(o, p_frag, v_addr);
+        wgmma_wait<0>();
+      } else {
+        issue_pv_wgmmas_regs<T>(o, p_frag, v_addr);
+        wgmma_wait<0>();
+      }
     };
     // Same, with P read back from shared memory (where hand_off put it for WG1): frees the 16
     // P registers while the PV is in flight, which the pipelined schedule needs to avoid spills.
     auto issue_pv_from_smem = [&](float* o, int stage) {
-      issue_pv_wgmmas_smem<T, kPvCols>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes) + v_offset);
+      issue_pv_wgmmas_smem<T>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes) + v_offset);
     };
 
     int it = 0;  // position in the part's block sequence = pipeline slot counter
@@ -758,9 +775,9 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
         fence_proxy_async_smem();
         q_loaded.sync();
       }
-      float o[kOFloats];
+      float o[128];
 #pragma unroll
-      for (int i = 0; i < kOFloats; ++i) o[i] = 0.f;
+      for (int i = 0; i < 128; ++i) o[i] = 0.f;
       float row_max[2], row_sum[2];
       int key_limit[2];
 #pragma unroll
@@ -789,8 +806,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
           softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block);
           hand_off(p_frag, rescale, last, row_sum, total_l, inv_l);
           rescale_o(o, rescale);
-          issue_pv(o, p_frag, stage);
-          wgmma_wait<0>();
+          issue_pv_and_wait(o, p_frag, stage);
           mbar_arrive(&empty_bar[stage]);
         }
       } else if constexpr (kSchedule == kScheduleChained) {
@@ -853,7 +869,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       }
 
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
-      store_output_half<T, kOFloats>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
+      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l, out_groups);
       if ((lane & 3) == 0 && writes_lse) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
     }  // requests
     named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE arrival
@@ -892,9 +908,9 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       const int block_lo = req == begin_req ? begin_block : 0;
       const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
       if (block_lo >= block_hi) continue;
-      float o[kOFloats];
+      float o[128];
 #pragma unroll
-      for (int i = 0; i < kOFloats; ++i) o[i] = 0.f;
+      for (int i = 0; i < 128; ++i) o[i] = 0.f;
       float inv_l[2] = {0.f, 0.f};
 #pragma unroll 1
       for (int block = block_lo; block < block_hi; ++block, ++it) {
@@ -910,9 +926,15 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
         // Chained: skip the exact no-op of a unit rescale (as WG0 does; warp-uniform branch).
         const bool unit = kSchedule == kScheduleChained &&
                           __all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f);
-        if (!unit) rescale_rows<kOFloats>(o, rescale);
-        issue_pv_wgmmas_smem<T, kPvCols>(o, smem_addr(sP), smem_addr(sK + stage * kTileBytes) + v_offset);
-        wgmma_wait<0>();
+        if (!unit) rescale_rows(o, rescale);
+        const uint32_t v_addr = smem_addr(sK + stage * kTileBytes) + v_offset;
+        if (split) {  // N = 128 in a column-split thread block; each branch waits for its wgmmas
+          issue_pv_wgmmas_smem<T, 128>(o, smem_addr(sP), v_addr);
+          wgmma_wait<0>();
+        } else {
+          issue_pv_wgmmas_smem<T>(o, smem_addr(sP), v_addr);
+          wgmma_wait<0>();
+        }
         // WG0 may overwrite sP/sScale/sInvL only after this point of WG1.
         if (!rendezvous) named_barrier_arrive(kBarPFree, kNumThreads);
         mbar_arrive(&empty_bar[stage]);
@@ -924,7 +946,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
         if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
-      store_output_half<T, kOFloats>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
+      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l, out_groups);
     }
   }
 #endif
@@ -936,7 +958,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
   PartRange range;
   if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
-  decode_part<T, kSchedule, false>(kv_map, p, range, blockIdx.x, 0);
+  decode_part<T, kSchedule, false>(kv_map, p, range, blockIdx.x, 0, false);
 }
 
 // +colsplit: the serial kernel that follows the scheduler's column-split mark (column 7 of every
@@ -952,11 +974,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool own_busy = own.read(p, part);
   const bool shared_busy = shared.read(p, part / 2);
   const bool split = p.tile_metadata[part * kMetadataWidth + kColColumnSplit] != 0;
-  if (split) {
-    if (shared_busy) decode_part<T, kScheduleSerial, true>(kv_map, p, shared, blockIdx.x, part % 2);
-  } else if (own_busy) {
-    decode_part<T, kScheduleSerial, false>(kv_map, p, own, blockIdx.x, 0);
-  }
+  if (!(split ? shared_busy : own_busy)) return;  // empty part (uniform across the block)
+  decode_part<T, kScheduleSerial, true>(kv_map, p, split ? shared : own, blockIdx.x, part % 2, split);
 }
 
 }  // namespace flashmla

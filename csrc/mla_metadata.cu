@@ -91,10 +91,10 @@ __global__ void __launch_bounds__(kMetaThreads) mla_metadata_kernel(const Metada
   const long long total_units = carry_units;
   // Column split: the first half of the parts only (the kernel runs two thread blocks per part);
   // the other parts' cuts all land on total_units, i.e. they are empty.
-  const int half = max(1, parts / 2);
-  long long units_half = (total_units + half - 1) / half;
+  const int half = parts / 2;  // a split needs two thread blocks per part: at least two parts
+  long long units_half = half > 0 ? (total_units + half - 1) / half : 0;
   if (units_half < p.min_blocks_per_part) units_half = p.min_blocks_per_part;
-  const bool split = p.column_split == 1 || (p.column_split == 2 && units_half <= kColumnSplitMaxUnits);
+  const bool split = half > 0 && (p.column_split == 1 || (p.column_split == 2 && units_half <= kColumnSplitMaxUnits));
   const int used = split ? half : parts;
   long long units_per_part = (total_units + used - 1) / used;
   if (units_per_part < p.min_blocks_per_part) units_per_part = p.min_blocks_per_part;  // clamp_min(floor >= 1)

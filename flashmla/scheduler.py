@@ -129,8 +129,9 @@ def compute_tile_scheduler_metadata(
             most ``P + whole_request_slack`` units; the default (WHOLE_REQUEST_SLACK_BLOCKS) is
             what the GPU scheduler does; -1 turns the rule off. Other values are for experiments
             (scripts/bench_whole_requests.py).
-        column_split: True cuts the line into half the parts (at least one) and marks column 7,
-            False never does; None (the default) decides as the module docstring says.
+        column_split: True cuts the line into half the parts and marks column 7 (when there are
+            at least two parts), False never does; None (the default) decides as the module
+            docstring says.
 
     Returns:
         ``tile_scheduler_metadata`` int32 ``[num_sm_parts, 8]`` and ``num_splits`` int32
@@ -152,7 +153,7 @@ def compute_tile_scheduler_metadata(
         by_length = True
     else:
         by_length = False
-    half = max(1, parts // 2)
+    half = parts // 2  # a split needs two thread blocks per part: at least two parts
     overhead = FIXED_OVERHEAD_BLOCKS
     i64 = dict(dtype=torch.int64, device=device)
 
@@ -168,10 +169,10 @@ def compute_tile_scheduler_metadata(
 
     # Part boundaries on the line, then mapped to global block indices.
     # Column split: half the parts, if (by the rule) they stay short; a 0-d bool tensor, no sync.
-    split = torch.full((), bool(column_split), dtype=torch.bool, device=device)
-    if by_length:
+    split = torch.full((), bool(column_split) and half >= 1, dtype=torch.bool, device=device)
+    if by_length and half >= 1:
         split = split & (((total_units + half - 1) // half).clamp_min(min_blocks_per_part) <= COLUMN_SPLIT_MAX_UNITS)
-    used = torch.where(split, half, parts)
+    used = torch.where(split, max(half, 1), parts)
     units_per_part = ((total_units + used - 1) // used).clamp_min(min_blocks_per_part)
     # Equal-length batches: if a whole number of requests per part costs no more than the
     # balanced share plus one overhead (the split schedule's own worst case), cut at request

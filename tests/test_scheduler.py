@@ -55,13 +55,14 @@ def check_schedule(seqlens, rows_per_kv_head=16, h_kv=1, num_sms=132):
     # A column-split schedule (b <= 2, few query rows, short parts) is marked in column 7 of every
     # row and cuts the line into half the parts; the rest stay empty, and the metadata keeps its
     # num_sm_parts rows.
-    half = max(1, parts // 2)
+    half = parts // 2
     split = bool(metadata[0, scheduler.COL_COLUMN_SPLIT])
     assert (metadata[:, scheduler.COL_COLUMN_SPLIT] == int(split)).all(), "the mark is the same in every row"
     expect_split = (scheduler.may_split_columns(len(seqlens), len(seqlens) * rows_per_kv_head * h_kv)
-                    and math.ceil(total / half) <= scheduler.COLUMN_SPLIT_MAX_UNITS)
+                    and half >= 1 and math.ceil(total / max(half, 1)) <= scheduler.COLUMN_SPLIT_MAX_UNITS)
     assert split == expect_split
     used = half if split else parts
+    assert half >= 1 or not split, "one part cannot be split"
     assert (metadata[used:, COL_BEGIN_REQ] == -1).all(), "parts past the half in use must be empty"
     # (whole requests per part on equal lengths may take up to the slack beyond the share)
     bound = math.ceil(total / used) + max(FIXED_OVERHEAD_BLOCKS, scheduler.WHOLE_REQUEST_SLACK_BLOCKS) + 1
