@@ -375,13 +375,14 @@ __device__ __forceinline__ int num_chunks_of(const DecodeParams& p, int req) {
   return p.num_splits[req + 1] - p.num_splits[req];
 }
 
-// Writes one warpgroup's share of the normalised output rows: num_groups groups of 8 columns
-// (256 columns, or 128 in a column-split thread block: the first 64 accumulators) from column
-// col_begin on.
-template <typename T>
+// Writes one warpgroup's share of the normalised output rows: kGroups groups of 8 columns (256
+// columns, or 128 in a column-split thread block: the first 64 accumulators) from column
+// col_begin on. (A run-time count would put a test in front of every store of this phase, the
+// longest of a thread block's life at b = 1; docs/kernel-design.md 7.15.)
+template <typename T, int kGroups = 32>
 __device__ __forceinline__ void store_output_half(const DecodeParams& p, const float* o, int req,
                                                   int chunk_idx, int m_block, int kv_head,
-                                                  int col_begin, const float (&inv_l)[2], int num_groups = 32) {
+                                                  int col_begin, const float (&inv_l)[2]) {
   const int ltid = opaque_tid();
   const int lane = ltid % 32;
   const int warp_in_wg = (ltid % 128) / 32;
@@ -397,8 +398,7 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
       T* dst = reinterpret_cast<T*>(p.out) +
                ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + q_head) * kHeadDimV + col0;
 #pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        if (i >= num_groups) break;
+      for (int i = 0; i < kGroups; ++i) {
         *reinterpret_cast<uint32_t*>(dst + 8 * i) =
             ElemOps<T>::pack(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
       }
@@ -406,8 +406,7 @@ __device__ __forceinline__ void store_output_half(const DecodeParams& p, const f
       const int64_t slot = p.num_splits[req] + chunk_idx;
       float* dst = p.out_accum + ((slot * p.h_kv + kv_head) * p.rows + rho) * kHeadDimV + col0;
 #pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        if (i >= num_groups) break;
+      for (int i = 0; i < kGroups; ++i) {
         *reinterpret_cast<float2*>(dst + 8 * i) =
             make_float2(o[4 * i + 2 * h] * inv_l[h], o[4 * i + 2 * h + 1] * inv_l[h]);
       }
@@ -619,7 +618,16 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
   const int col_begin = split ? col_half * 256 + wg * 128 : wg * 256;
   const uint32_t v_offset = col_begin / kBoxDim * kBoxBytes;
   const bool writes_lse = !split || col_half == 0;  // both halves hold the same lse
-  const int out_groups = split ? 16 : 32;            // groups of 8 output columns per warpgroup
+  // A warpgroup's output rows: 256 columns, or the first 128 (64 accumulators) when split.
+  auto store_output = [&](const float* o, int req, int chunk_idx, const float (&inv_l)[2]) {
+    if (split) store_output_half<T, 16>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
+    else store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
+  };
+  // O *= the row factors; only the 64 accumulators in use when split (no wgmma is in flight here).
+  auto rescale_accumulators = [&](float* o, const float* rescale) {
+    if (split) rescale_rows<64>(o, rescale);
+    else rescale_rows(o, rescale);
+  };
   const int lane = tid % 32;
   const int warp_in_wg = (tid % 128) / 32;
   const int begin_req = range.begin_req, begin_block = range.begin_block, end_req = range.end_req;
@@ -735,7 +743,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       if (rendezvous) named_barrier_sync(kBarPReady, kNumThreads);
       else named_barrier_arrive(kBarPReady, kNumThreads);
     };
-    auto rescale_o = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
+    auto rescale_o = [&](float* o, const float* rescale) { rescale_accumulators(o, rescale); };
     // Exact shortcut of rescale_o: once a row's maximum has settled its factor is exactly 1.0f,
     // and x * 1.0f == x, so a warp whose 16 rows all have factor 1 skips the 128 multiplies.
     // The branch is warp-uniform and no wgmma is in flight here.
@@ -869,7 +877,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       }
 
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
-      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l, out_groups);
+      store_output(o, req, chunk_idx, inv_l);
       if ((lane & 3) == 0 && writes_lse) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
     }  // requests
     named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE arrival
@@ -926,7 +934,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
         // Chained: skip the exact no-op of a unit rescale (as WG0 does; warp-uniform branch).
         const bool unit = kSchedule == kScheduleChained &&
                           __all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f);
-        if (!unit) rescale_rows(o, rescale);
+        if (!unit) rescale_accumulators(o, rescale);
         const uint32_t v_addr = smem_addr(sK + stage * kTileBytes) + v_offset;
         if (split) {  // N = 128 in a column-split thread block; each branch waits for its wgmmas
           issue_pv_wgmmas_smem<T, 128>(o, smem_addr(sP), v_addr);
@@ -946,7 +954,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
         if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
-      store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l, out_groups);
+      store_output(o, req, chunk_idx, inv_l);
     }
   }
 #endif
