@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Session 15, fifth call: the column split as a run-time mode of one serial body: tests, smoke,
+# memcheck, SASS size, A/B against the old auto beside FlashMLA HEAD.
+set -o pipefail
+MAX_JOBS=16 bash scripts/gpu_build_if_needed.sh $OUT/build.log | tail -1
+export PYTHONPATH=$PWD:$PWD/.ref/run
+SANITIZE_LONG=1 SANITIZE_SCHEDULES=serial+colsplit,serial+colsplit+splitcombine@3,auto timeout 60 python3 scripts/cuda_sanitizer_cases.py 2>&1 | tail -2 || { echo SMOKE FAILED; exit 1; }
+timeout 200 python3 -m pytest -q tests/test_cuda.py tests/test_interface.py tests/test_scheduler.py 2>&1 | tee $OUT/pytest_cuda.log | tail -3
+AB_SHAPES="1,1,4096,128,F;1,1,4096,16,F;1,1,4096,64,F;1,2,4096,128,F;1,1,1024,128,F;1,1,16384,128,F;1,1,32768,128,F;1,1,65536,128,F;2,1,4096,128,F;2,1,16384,128,F;2,1,4096,16,F;2,1,32768,64,F" \
+AB_VARIANTS=auto,serial+splitcombine=nosplit,ext/fmla_ref_py AB_ROUNDS=7 AB_GRAPH=1 \
+  timeout 150 python3 scripts/ab_cuda.py $OUT/ab_colsplit_final.csv 2>&1 | tee $OUT/ab_colsplit_final.log | tail -28
+SANITIZE_SCHEDULES=serial+colsplit,serial+colsplit+splitcombine@4,auto timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 python3 scripts/cuda_sanitizer_cases.py > $OUT/memcheck_colsplit.log 2>&1
+echo "memcheck rc $?"; tail -1 $OUT/memcheck_colsplit.log
