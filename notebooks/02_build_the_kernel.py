@@ -297,7 +297,10 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   (`benchmarks/results/cuda_h100_session9_ahead_2026-11-24/build_lanes.log`). Since 2026-12-06
 #   `auto`'s seesaw writes each request's output with TMA stores staged through shared memory and
 #   loads its Q tile by TMA (section 7.13): 250 and 251 registers, 0 spills
-#   (`benchmarks/results/tma_boundary_h100_2026-12-06/run3_build.log`).
+#   (`benchmarks/results/tma_boundary_h100_2026-12-06/run3_build.log`). Since session 15 `auto`
+#   runs batches of at most 2 requests on a serial kernel that can split each part's output
+#   columns over two thread blocks when the GPU scheduler marks the metadata so (section 7.16):
+#   254 registers, 0 spills (`benchmarks/results/bench_h100_2026-12-06_session15/build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
