@@ -67,8 +67,8 @@ struct MetadataParams {
   long long* workspace;             // [2 * b] scratch
   int min_blocks_per_part;          // floor on line units per part (1 = no floor); scheduler.py
   // Column split (scheduler.py): 0 never, 1 always, 2 when half the parts would hold at most
-  // kColumnSplitMaxUnits units each. A split schedule uses the first max(1, num_sm_parts / 2) parts
-  // and sets column 7 (kColColumnSplit) of every row to 1.
+  // kColumnSplitMaxUnits units each; never with fewer than two parts. A split schedule uses the
+  // first num_sm_parts / 2 parts and sets column 7 (kColColumnSplit) of every row to 1.
   int column_split;
 };
 constexpr int kColColumnSplit = 7;

@@ -21,7 +21,8 @@ from . import scheduler
 # compute-bound rows, section 6; measured 6% slower on the H100, kept as an experiment),
 # "seesaw" is the second main kernel (csrc/mla_decode_seesaw.cuh, docs/kernel-design.md section
 # 7): both warpgroups compute S for their own block, so one's softmax overlaps the other's
-# GEMMs. "auto" = serial, with the column-split combine for small batches (below).
+# GEMMs. "auto" = serial, with the column-split combine for small batches and, for at most two
+# requests, the output-column split the GPU scheduler marks (below; docs/kernel-design.md 7.16).
 # $FLASHMLA_CUDA_SCHEDULE sets the default.
 SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # Optional "+flag" suffixes: "rendezvous" (both warpgroups bar.sync at the P handoff instead of
@@ -140,7 +141,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
 
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
     ``schedule``: "auto" (default: serial, plus the column-split combine for at most
-    AUTO_SPLITCOMBINE_MAX_ROWS query rows, or the seesaw kernel for large batches with at least
+    AUTO_SPLITCOMBINE_MAX_ROWS query rows and "+colsplit" for the batches of
+    scheduler.may_split_columns, or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
     TMA at each request boundary; for one kv head) and "+ahead" from AUTO_AHEAD_MIN_ROWS_PER_KV),
     "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
