@@ -102,10 +102,16 @@ print(env.cuda_extension_status())
 # costs at most 12 blocks more than the equal share (no request split, nothing to merge: 8% faster
 # at 128 x 4096 tokens on an H100, `docs/kernel-design.md` 5.2).
 #
+# At one or two requests most SMs would get no part at all. There, when the parts stay short, the
+# scheduler cuts the line into half the parts and marks the schedule (column 7 = 1); the CUDA
+# kernel then gives each part two thread blocks, each computing the output for half of the 512
+# columns, so each stores half the float32 partials (`docs/kernel-design.md` 7.16).
+#
 # The schedule is computed once per decode step and shared by all layers. It is made of
 # cumulative sums and `searchsorted`, so it runs on the GPU without a host sync (CUDA-graph safe).
 # `docs/internals.md` fixes its exact format: int32 `[num_sm_parts, 8]` rows
-# `(begin_req, begin_block, end_req, end_block, begin_chunk, g0, g1, 0)` and `num_splits[b+1]`.
+# `(begin_req, begin_block, end_req, end_block, begin_chunk, g0, g1, column_split)` and
+# `num_splits[b+1]`.
 
 # %%
 with steps.step("schedule_walkthrough") as step:
