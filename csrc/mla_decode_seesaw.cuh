@@ -81,6 +81,7 @@ __device__ long long g_seesaw_trace[seesaw::kTraceBlocks][2][seesaw::kTraceSteps
 #define SEESAW_TRACE(event) SEESAW_TRACE_AT(trace_step, event)
 #define SEESAW_TRACE_REQ(event) SEESAW_TRACE_AT(trace_req, event)
 #else
+#define SEESAW_TRACE_VALUE(slot, event, value) ((void)0)
 #define SEESAW_TRACE_AT(slot, event) ((void)0)
 #define SEESAW_TRACE(event) ((void)0)
 #define SEESAW_TRACE_REQ(event) ((void)0)
@@ -670,10 +671,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
   }  // requests
   if (tma_out && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
-#ifdef FLASHMLA_SEESAW_TRACE
   SEESAW_TRACE_AT(0, 22);  // exit (clock64), and on the global timer
   SEESAW_TRACE_VALUE(0, 23, global_timer_ns());
-#endif
 #endif
 }
 

@@ -174,13 +174,8 @@ def get_mla_metadata_gpu(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: i
         raise RuntimeError(is_available(cache_seqlens.device)[1])
     if not isinstance(min_blocks_per_part, int) or not 1 <= min_blocks_per_part <= 1 << 20:
         raise ValueError(f"min_blocks_per_part must be an int in [1, 2**20], got {min_blocks_per_part!r}")
-    if column_split not in (None, True, False):
-        raise ValueError(f"column_split must be None, True or False, got {column_split!r}")
-    if column_split is None:  # 2: split when the parts are short (the GPU knows the lengths)
-        batch = cache_seqlens.shape[0] if cache_seqlens.dim() == 1 else 1  # (the binding checks the shape)
-        mode = 2 if scheduler.may_split_columns(batch, batch * int(num_q_tokens_per_head_k) * int(num_heads_k)) else 0
-    else:
-        mode = int(column_split)
+    batch = cache_seqlens.shape[0] if cache_seqlens.dim() == 1 else 1  # (the binding checks the shape)
+    mode = scheduler.column_split_mode(column_split, batch, batch * int(num_q_tokens_per_head_k) * int(num_heads_k))
     metadata, num_splits = _C.get_mla_metadata(cache_seqlens, int(num_q_tokens_per_head_k), int(num_heads_k),
                                                int(num_sms), min_blocks_per_part, mode)
     return metadata, num_splits

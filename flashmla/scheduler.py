@@ -94,6 +94,17 @@ def may_split_columns(batch_size: int, query_rows: int) -> bool:
     return batch_size <= COLUMN_SPLIT_MAX_BATCH and query_rows <= COLUMN_SPLIT_MAX_QUERY_ROWS
 
 
+def column_split_mode(column_split: bool | None, batch_size: int, query_rows: int) -> int:
+    """The scheduler's column-split mode from the ``column_split`` argument (``None`` = the rule):
+    0 never, 1 always, 2 when half the parts would stay short (a length test only the device-side
+    tensors can answer). The CUDA scheduler kernel takes the same code (MetadataParams)."""
+    if column_split not in (None, True, False):
+        raise ValueError(f"column_split must be None, True or False, got {column_split!r}")
+    if column_split is None:
+        return 2 if may_split_columns(batch_size, query_rows) else 0
+    return int(column_split)
+
+
 def device_num_sms(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device; DEFAULT_NUM_SMS for any other device."""
     if device.type == "cuda":
@@ -145,14 +156,8 @@ def compute_tile_scheduler_metadata(
     if num_sms is None:
         num_sms = device_num_sms(device)
     parts = num_sm_parts(num_sms, num_q_tokens_per_head_k, num_heads_k)
-    if column_split not in (None, True, False):
-        raise ValueError(f"column_split must be None, True or False, got {column_split!r}")
     batch = cache_seqlens.shape[0]
-    if column_split is None:
-        column_split = may_split_columns(batch, batch * num_q_tokens_per_head_k * num_heads_k)
-        by_length = True
-    else:
-        by_length = False
+    mode = column_split_mode(column_split, batch, batch * num_q_tokens_per_head_k * num_heads_k)
     half = parts // 2  # a split needs two thread blocks per part: at least two parts
     overhead = FIXED_OVERHEAD_BLOCKS
     i64 = dict(dtype=torch.int64, device=device)
@@ -169,8 +174,8 @@ def compute_tile_scheduler_metadata(
 
     # Part boundaries on the line, then mapped to global block indices.
     # Column split: half the parts, if (by the rule) they stay short; a 0-d bool tensor, no sync.
-    split = torch.full((), bool(column_split) and half >= 1, dtype=torch.bool, device=device)
-    if by_length and half >= 1:
+    split = torch.full((), mode != 0 and half >= 1, dtype=torch.bool, device=device)
+    if mode == 2 and half >= 1:
         split = split & (((total_units + half - 1) // half).clamp_min(min_blocks_per_part) <= COLUMN_SPLIT_MAX_UNITS)
     used = torch.where(split, max(half, 1), parts)
     units_per_part = ((total_units + used - 1) // used).clamp_min(min_blocks_per_part)
