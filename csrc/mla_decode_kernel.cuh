@@ -442,35 +442,43 @@ __device__ __forceinline__ void stage_output_half(uint8_t* staging, const float*
 // threads share the 64 x (8 kBoxes) 16-byte chunks, all loads in flight at once (one memory round
 // trip). The caller fences and synchronises. The main kernels load all 9 boxes (load_q_tile);
 // the experimental qreg kernel stages one box at a time.
+// Each thread keeps one row (kThreadsPerRow threads per row, neighbours on neighbouring chunks), so
+// the row's query token and head, which need a division by the run-time heads_per_kv, are worked
+// out once and every load and store after that is a constant offset. With a row per chunk instead
+// (chunk idx / 72), those divisions were unrolled 36 times: ~30 KB of the serial kernel's code,
+// which a thread block at small batch runs once and fetches cold (docs/kernel-design.md 7.17).
 template <typename T, int kThreads, int kBoxes>
 __device__ __forceinline__ void load_q_boxes(const DecodeParams& p, uint8_t* sQ, int req, int m_block, int kv_head,
                                              int first_box) {
-  const T* q_req = reinterpret_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_b;
+  constexpr int kChunksPerRow = kBoxes * kBoxDim / 8;   // 16-byte chunks; 8 per 128-byte box row
+  constexpr int kThreadsPerRow = kThreads / kRowsPerTile;
+  constexpr int kPerThread = kChunksPerRow / kThreadsPerRow;  // 36 (all boxes, 128 threads)
+  static_assert(kThreads % kRowsPerTile == 0 && 8 % kThreadsPerRow == 0 && kChunksPerRow % kThreadsPerRow == 0,
+                "the threads of a row share its chunks evenly, none crossing a box");
   const int ltid = opaque_tid();  // < kThreads: the loading threads are the first kThreads
-  constexpr int kChunksPerRow = kBoxes * kBoxDim / 8;                  // 16-byte chunks
-  constexpr int kPerThread = kRowsPerTile * kChunksPerRow / kThreads;  // 36 (all boxes, 128 threads)
-  static_assert(kRowsPerTile * kChunksPerRow % kThreads == 0, "chunks split evenly over the threads");
+  const int row = ltid / kThreadsPerRow;
+  const int first_chunk = ltid % kThreadsPerRow;  // this thread's chunks: first_chunk + u * kThreadsPerRow
+  const int rho = m_block * kRowsPerTile + row;
+  const bool valid = rho < p.rows;
+  const T* q_row = reinterpret_cast<const T*>(p.q);
+  if (valid) {
+    const int t = rho / p.heads_per_kv;
+    const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
+    q_row += static_cast<int64_t>(req) * p.q_stride_b + static_cast<int64_t>(t) * p.q_stride_s +
+             static_cast<int64_t>(q_head) * p.q_stride_h + first_box * kBoxDim + first_chunk * 8;
+  }
   uint4 v[kPerThread];
 #pragma unroll
   for (int u = 0; u < kPerThread; ++u) {
-    const int idx = u * kThreads + ltid;
-    const int row = idx / kChunksPerRow;
-    const int ch = idx % kChunksPerRow;
-    const int rho = m_block * kRowsPerTile + row;
-    v[u] = make_uint4(0, 0, 0, 0);
-    if (rho < p.rows) {
-      const int t = rho / p.heads_per_kv;
-      const int q_head = kv_head * p.heads_per_kv + rho % p.heads_per_kv;
-      v[u] = __ldg(reinterpret_cast<const uint4*>(q_req + t * p.q_stride_s + q_head * p.q_stride_h +
-                                                  first_box * kBoxDim + ch * 8));
-    }
+    v[u] = valid ? __ldg(reinterpret_cast<const uint4*>(q_row + u * kThreadsPerRow * 8)) : make_uint4(0, 0, 0, 0);
   }
+  // Chunk c of a box row sits at 16-byte slot c ^ (row % 8) (the 128-byte swizzle).
+  uint8_t* s_row = sQ + row * 128;
+  const int swizzle = (row & 7) ^ first_chunk;  // chunk u * kThreadsPerRow has no bit in common with first_chunk
 #pragma unroll
   for (int u = 0; u < kPerThread; ++u) {
-    const int idx = u * kThreads + ltid;
-    const int row = idx / kChunksPerRow;
-    const int ch = idx % kChunksPerRow;
-    *reinterpret_cast<uint4*>(sQ + (ch / 8) * kBoxBytes + row * 128 + (((ch % 8) ^ (row & 7)) << 4)) = v[u];
+    const int chunk = u * kThreadsPerRow;  // of this thread's row, less first_chunk
+    *reinterpret_cast<uint4*>(s_row + (chunk / 8) * kBoxBytes + (((chunk % 8) ^ swizzle) << 4)) = v[u];
   }
 }
 template <typename T, int kThreads>
