@@ -306,7 +306,11 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   (`benchmarks/results/tma_boundary_h100_2026-12-06/run3_build.log`). Since session 15 `auto`
 #   runs batches of at most 2 requests on a serial kernel that can split each part's output
 #   columns over two thread blocks when the GPU scheduler marks the metadata so (section 7.16):
-#   254 registers, 0 spills (`benchmarks/results/bench_h100_2026-12-06_session15/build.log`).
+#   254 registers, 0 spills (`benchmarks/results/bench_h100_2026-12-06_session15/build.log`). Since
+#   session 16 each thread loads one row of the Q tile (one division by the heads per kv head instead
+#   of 36), which shrinks the serial kernels' code from 108-122 KB to 64-79 KB, faster at small
+#   batch where a thread block runs its code once (section 7.17): 234 and 240 registers, 0 spills
+#   (`benchmarks/results/bench_h100_2026-12-06_session16/build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
