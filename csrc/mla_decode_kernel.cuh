@@ -751,12 +751,11 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       if (rendezvous) named_barrier_sync(kBarPReady, kNumThreads);
       else named_barrier_arrive(kBarPReady, kNumThreads);
     };
-    auto rescale_o = [&](float* o, const float* rescale) { rescale_accumulators(o, rescale); };
-    // Exact shortcut of rescale_o: once a row's maximum has settled its factor is exactly 1.0f,
+    // Exact shortcut of rescale_accumulators: once a row's maximum has settled its factor is exactly 1.0f,
     // and x * 1.0f == x, so a warp whose 16 rows all have factor 1 skips the 128 multiplies.
     // The branch is warp-uniform and no wgmma is in flight here.
     auto rescale_o_unless_unit = [&](float* o, const float* rescale) {
-      if (!__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) rescale_o(o, rescale);
+      if (!__all_sync(0xffffffff, rescale[0] == 1.f && rescale[1] == 1.f)) rescale_accumulators(o, rescale);
     };
     auto issue_pv = [&](float* o, const uint32_t* p_frag, int stage) {
       issue_pv_wgmmas_regs<T>(o, p_frag, smem_addr(sK + stage * kTileBytes) + v_offset);
@@ -821,7 +820,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
           wgmma_wait<0>();
           softmax(s_acc, p_frag, rescale, row_max, row_sum, key_limit, block);
           hand_off(p_frag, rescale, last, row_sum, total_l, inv_l);
-          rescale_o(o, rescale);
+          rescale_accumulators(o, rescale);
           issue_pv_and_wait(o, p_frag, stage);
           mbar_arrive(&empty_bar[stage]);
         }
@@ -868,7 +867,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
 #pragma unroll 1
         for (int block = block_lo; block + 1 < block_hi; ++block, ++it) {
           const int stage = it & 1;
-          rescale_o(o, rescale);
+          rescale_accumulators(o, rescale);
           issue_qk(s_acc, (it + 1) & 1, it + 1, seqlen, block + 1, block + 2 == block_hi);
           issue_pv_from_smem(o, stage);
           wgmma_wait<1>();  // QK^T(j+1) done; PV(j) may still run
@@ -877,7 +876,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
           mbar_arrive(&empty_bar[stage]);
           hand_off(p_frag, rescale, block + 2 == block_hi, row_sum, total_l, inv_l);
         }
-        rescale_o(o, rescale);
+        rescale_accumulators(o, rescale);
         issue_pv_from_smem(o, it & 1);
         wgmma_wait<0>();
         mbar_arrive(&empty_bar[it & 1]);
