@@ -140,10 +140,10 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
 // the seesaw's +ahead issues S in two commit groups (the range from box 0 begins S).
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, int kFirstBox = 0>
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
                                                        uint32_t parity) {
-  if constexpr (kBoxBegin == kFirstBox) {  // this range begins S (kFirstBox: the box S starts with)
+  if constexpr (kBoxBegin == 0) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   }
@@ -151,7 +151,7 @@ __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_
   for (int box = kBoxBegin; box < kBoxEnd; ++box) {
     mbar_wait(&bars[box], parity);
     wgmma_fence();
-    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == kFirstBox);
+    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
   }
   wgmma_commit();
 }
@@ -238,14 +238,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // serialise every wgmma of the kernel.
 // kLowRegisters: chains instead of depth-4 trees for the max and the sum (fewer live temporaries;
 // for the qreg kernel's QK^T warpgroup, which holds Q in registers beside S).
-// The step in two halves, so that a caller may take the max before it has a wgmma in flight and
-// the rest (branch-free) after. The first: the scores' row max over the 4 lanes of a quad, after
-// masking and (for a non-positive scale) scaling them first; `scale` becomes the factor still to
-// apply.
 template <bool kBranchFree = false, bool kLowRegisters = false>
-__device__ __forceinline__ void softmax_masked_row_max(float* s_acc, const int* key_limit, int block, float& scale,
-                                                       int lane, float* mx) {
+__device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max, float* rescale, float* p_sum,
+                                                    const int* key_limit, int block, float scale_log2, int lane) {
     const int col_base = 2 * (lane & 3);
+    float scale = scale_log2;
     if constexpr (kBranchFree) {
       const float pre = scale > 0.f ? 1.f : scale;
 #pragma unroll
@@ -256,6 +253,7 @@ __device__ __forceinline__ void softmax_masked_row_max(float* s_acc, const int* 
       for (int i = 0; i < 32; ++i) s_acc[i] *= scale;
       scale = 1.f;
     }
+    float mx[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int limit = key_limit[h] - block * kPageSize;
@@ -288,13 +286,6 @@ __device__ __forceinline__ void softmax_masked_row_max(float* s_acc, const int* 
     for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
 #pragma unroll
     for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-}
-
-// The second half, branch-free: the running max raised by the block's (mx scaled), P in place,
-// the rescale factor and P's partial row sums.
-template <bool kLowRegisters = false>
-__device__ __forceinline__ void softmax_exp_and_sum(float* s_acc, float* row_max, float* rescale, float* p_sum,
-                                                    const float* mx, float scale) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float new_max = fmaxf(row_max[h], mx[h] * scale);
@@ -314,15 +305,6 @@ __device__ __forceinline__ void softmax_exp_and_sum(float* s_acc, float* row_max
       if constexpr (kLowRegisters) p_sum[h] = part[0];
       else p_sum[h] = (part[0] + part[1]) + (part[2] + part[3]);
     }
-}
-
-template <bool kBranchFree = false, bool kLowRegisters = false>
-__device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max, float* rescale, float* p_sum,
-                                                    const int* key_limit, int block, float scale_log2, int lane) {
-  float scale = scale_log2;
-  float mx[2];
-  softmax_masked_row_max<kBranchFree, kLowRegisters>(s_acc, key_limit, block, scale, lane, mx);
-  softmax_exp_and_sum<kLowRegisters>(s_acc, row_max, rescale, p_sum, mx, scale);
 }
 
 // A warpgroup's 64 x 64 tile of packed 16-bit accumulators into a K-major, 128-byte-swizzled box
@@ -585,15 +567,6 @@ constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left b
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
 constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
 constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind each warpgroup's last PV
-// seesaw+ahead experiments (session 17, docs/kernel-design.md 7.18): +sbright: WG1 issues the next
-// S_B over stage 1's right boxes (4-7) first, then the left ones and the rope box; +salate: WG0
-// lets PV_B,left retire and refills stage 1 before it issues the next S_A (one commit group), so
-// that WG1's PV_B,right is not queued behind half of S_A; +earlymax: WG1 takes S_B's masked row
-// max before it waits for WG0's statistics, so that its softmax with a PV in flight is only the
-// exponentials and sums.
-constexpr int kFlagSbRight = 8192;
-constexpr int kFlagSaLate = 16384;
-constexpr int kFlagEarlyMax = 262144;
 // Timing probes of the seesaw kernel (wrong output by design; docs/kernel-design.md 7.12): what
 // the kernel's time would be if the K refills cost nothing (+noload: no refill is issued, S and
 // PV read whatever the stage holds) or never missed L2 (+l2hot: every refill reloads the part's

@@ -167,10 +167,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
   uint32_t q_parity = 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
-  // +ahead experiments (kernel-design 7.18); each is chosen where its warpgroup has no wgmma in flight.
-  const bool sb_right = (p.schedule & kFlagSbRight) != 0;
-  const bool sa_late = (p.schedule & kFlagSaLate) != 0;
-  const bool early_max = (p.schedule & kFlagEarlyMax) != 0;
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
   // every stage keeps its first page, whose mbarrier phase 0 has completed, so all waits use
   // parity 0.
@@ -249,10 +245,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // 2.8% faster than waiting for the whole page on the compute-bound rows, 1.6% faster than box
   // groups; +wholetile waits for all boxes first, as an A/B switch). A request's last, partial
   // block first waits for the whole tile, to zero its V boxes' tail rows before any wgmma reads it.
-  // right_first (+sbright): boxes 4-7 first, then 0-3 and the rope box (three commit groups).
-  auto issue_qk_ordered = [&](auto right_first_constant, float* s_acc, int stage, int idx, int seqlen, int block,
-                              bool last, int zero_bar) {
-    constexpr bool kRightFirst = decltype(right_first_constant)::value;
+  auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
     uint8_t* tile = sK + stage * kTileBytes;
     const uint32_t parity = parity_of(idx);
     uint64_t* bars = &full_bar[stage * kNumBoxes];
@@ -271,17 +264,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mbar_wait(&bars[0], parity);
     SEESAW_TRACE(1);  // first K box landed
 #endif
-    if constexpr (kRightFirst) {
-      issue_qk_as_boxes_land<T, 4, 8, 4>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-      issue_qk_as_boxes_land<T, 0, 4, 4>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-      issue_qk_as_boxes_land<T, 8, kNumBoxes, 4>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-    } else {
-      issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-    }
+    issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
     SEESAW_TRACE(12);  // last K box landed, S fully issued
-  };
-  auto issue_qk = [&](float* s_acc, int stage, int idx, int seqlen, int block, bool last, int zero_bar) {
-    issue_qk_ordered(std::false_type{}, s_acc, stage, idx, seqlen, block, last, zero_bar);
   };
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
                           int block) {
@@ -394,20 +378,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     float s_acc[32];
     uint32_t p_frag[16];
     float s0[2], s1[2], p_sum[2];
-    Refill next_refill1;  // +ahead: the planned refill of stage 1 (block B')
     int block = block_lo;
 
     // A pair step's softmax in warpgroup `stage` of its block on that stage: the online softmax of
     // S, P packed for the warpgroup's own PV and stored into the stage's rope box for the other's,
     // and m with the rescale factor published to the other warpgroup; then the row sums. WG1 runs
     // it with its first PV in flight, so it uses the branch-free forms.
-    // With an early max (+earlymax, WG1 only), the masked row max `early_mx` and the scale still to
-    // apply were taken before the PV went in flight, and only the exponentials and sums remain.
-    auto softmax_and_publish = [&](auto stage_constant, float* rescale, int blk, auto early_constant,
-                                   const float* early_mx, float early_scale) {
+    auto softmax_and_publish = [&](auto stage_constant, float* rescale, int blk) {
       constexpr int stage = decltype(stage_constant)::value;
-      if constexpr (decltype(early_constant)::value) softmax_exp_and_sum(s_acc, row_max, rescale, p_sum, early_mx, early_scale);
-      else if constexpr (stage == 1) softmax_step_in_flight(s_acc, row_max, rescale, p_sum, key_limit, blk);
+      if constexpr (stage == 1) softmax_step_in_flight(s_acc, row_max, rescale, p_sum, key_limit, blk);
       else softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk);
       fence_regs(p_sum[0]);  // (no-op: pins the softmax before the clock read)
       fence_regs(p_sum[1]);
@@ -488,69 +467,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // A' is never a request's last block here (B' follows it), so S_A' needs no tail zeroing and
     // can be issued with PV_B,left in flight; WG1 issues S_B' (which may need it) with nothing
     // in flight. kNextPair is a compile-time constant: no branch sits between wgmmas.
-    // WG0's second PV and, with kNextPair, S_A'. kLate (+salate): PV_B,left retires and stage 1 is
-    // refilled before S_A' is issued in one commit group.
-    auto wg0_second_half = [&](auto next_pair_constant, auto late_constant) {
-      constexpr bool kNextPair = decltype(next_pair_constant)::value;
-      constexpr bool kLate = decltype(late_constant)::value;
-      const Refill& r1 = next_refill1;
-      rescale_o(o, s1);
-      issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
-      if constexpr (kNextPair && !kLate) {
-        // S_A' in two commit groups, as FlashMLA's kernel does: first the left boxes, which
-        // WG0 refilled itself mid-step, then, once PV_B,left has retired, stage 1's refill
-        // (which must not wait for the late right boxes), then the right and rope boxes.
-        SEESAW_TRACE(7);  // second PV issued
-        issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
-        SEESAW_TRACE(1);  // S_A' left boxes issued
-        wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
-#pragma unroll
-        for (int i = 0; i < 128; ++i) fence_regs(o[i]);
-        SEESAW_TRACE(8);  // second PV retired
-        refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // B' left and rope (P_B's box)
-        issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
-                                                parity_of(it + 2));
-        SEESAW_TRACE(12);  // S_A' fully issued
-        wgmma_retire<32>(s_acc);
-        SEESAW_TRACE(2);  // S_A' retired
-      } else {
-        SEESAW_TRACE(7);
-        wgmma_retire<128>(o);
-        SEESAW_TRACE(8);
-        refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);
-        if constexpr (kNextPair) {
-          issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
-          SEESAW_TRACE(12);
-          wgmma_retire<32>(s_acc);
-          SEESAW_TRACE(2);
-        }
-      }
-    };
-    // WG1 up to its first PV retired. kEarly (+earlymax): S_B's masked row max is taken before the
-    // wait for WG0's statistics (no wgmma is in flight there, so masking may branch), leaving only
-    // the exponentials and sums for the softmax that runs with PV_A,right in flight.
-    auto wg1_first_half = [&](auto early_constant) {
-      constexpr bool kEarly = decltype(early_constant)::value;
-      float early_mx[2];
-      float early_scale = scale_log2;
-      if constexpr (kEarly) softmax_masked_row_max(s_acc, key_limit, block + 1, early_scale, lane, early_mx);
-      named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
-      SEESAW_TRACE(5);
-      read_stats(sMax0, sScale0, row_max, s0);
-      rescale_o(o, s0);
-      issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
-      SEESAW_TRACE(4);
-      softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1, early_constant, early_mx, early_scale);
-      wgmma_retire<128>(o);
-      SEESAW_TRACE(6);
-    };
     auto pair_step_ahead = [&](auto next_pair_constant) {
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
       const Refill r0 = plan_refill(0, it);
-      next_refill1 = plan_refill(1, it + 1);
+      const Refill r1 = plan_refill(1, it + 1);
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
-        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block, std::false_type{}, nullptr, 0.f);
+        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
         SEESAW_TRACE(4);  // first PV issued
@@ -561,21 +484,48 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(5);  // other warpgroup's stats received
         read_stats(sMax1, sScale1, row_max, s1);
         scale_pair(row_sum, s1);
-        if (sa_late) wg0_second_half(next_pair_constant, std::true_type{});
-        else wg0_second_half(next_pair_constant, std::false_type{});
+        rescale_o(o, s1);
+        issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
+        if constexpr (kNextPair) {
+          // S_A' in two commit groups, as FlashMLA's kernel does: first the left boxes, which
+          // WG0 refilled itself mid-step, then, once PV_B,left has retired, stage 1's refill
+          // (which must not wait for the late right boxes), then the right and rope boxes.
+          SEESAW_TRACE(7);  // second PV issued
+          issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
+          SEESAW_TRACE(1);  // S_A' left boxes issued
+          wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
+#pragma unroll
+          for (int i = 0; i < 128; ++i) fence_regs(o[i]);
+          SEESAW_TRACE(8);  // second PV retired
+          refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // B' left and rope (P_B's box)
+          issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
+                                                  parity_of(it + 2));
+          SEESAW_TRACE(12);  // S_A' fully issued
+          wgmma_retire<32>(s_acc);
+          SEESAW_TRACE(2);  // S_A' retired
+        } else {
+          wgmma_retire<128>(o);
+          refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);
+        }
       } else {
-        if (early_max) wg1_first_half(std::true_type{});
-        else wg1_first_half(std::false_type{});
+        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
+        SEESAW_TRACE(5);
+        read_stats(sMax0, sScale0, row_max, s0);
+        rescale_o(o, s0);
+        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
+        SEESAW_TRACE(4);
+        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1);
+        wgmma_retire<128>(o);
+        SEESAW_TRACE(6);
         refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
         SEESAW_TRACE(7);
         wgmma_retire<128>(o);
-        refill(1, next_refill1, 4, 8, 0, 0);            // B' right
+        refill(1, r1, 4, 8, 0, 0);                      // B' right
         SEESAW_TRACE(8);  // second PV retired
         if constexpr (kNextPair) {
-          if (sb_right) issue_qk_ordered(std::true_type{}, s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
-          else issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
+          issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
           wgmma_retire<32>(s_acc);
           SEESAW_TRACE(2);  // S_B' retired
         }
@@ -611,7 +561,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
         SEESAW_TRACE(2);  // S retired
-        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block, std::false_type{}, nullptr, 0.f);
+        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
         SEESAW_TRACE(4);  // first PV issued
@@ -649,7 +599,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
         for (int i = 0; i < 32; ++i) fence_regs(s_acc[i]);
         SEESAW_TRACE(2);
-        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1, std::false_type{}, nullptr, 0.f);
+        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
         refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);
