@@ -567,9 +567,6 @@ constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left b
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
 constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
 constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind each warpgroup's last PV
-// seesaw+ahead A/B switch: plan every step's refills at its top, as before session 17, instead of
-// during the step before (docs/kernel-design.md 7.18).
-constexpr int kFlagPlanAtTop = 8192;
 // Timing probes of the seesaw kernel (wrong output by design; docs/kernel-design.md 7.12): what
 // the kernel's time would be if the K refills cost nothing (+noload: no refill is issued, S and
 // PV read whatever the stage holds) or never missed L2 (+l2hot: every refill reloads the part's

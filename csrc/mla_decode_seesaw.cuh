@@ -167,7 +167,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
   uint32_t q_parity = 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
-  const bool plan_ahead = (p.schedule & kFlagPlanAtTop) == 0;  // A/B switch: +ahead refills planned a step early
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
   // every stage keeps its first page, whose mbarrier phase 0 has completed, so all waits use
   // parity 0.
@@ -468,24 +467,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // A' is never a request's last block here (B' follows it), so S_A' needs no tail zeroing and
     // can be issued with PV_B,left in flight; WG1 issues S_B' (which may need it) with nothing
     // in flight. kNextPair is a compile-time constant: no branch sits between wgmmas.
-    //
-    // The refills of a step that follows another in this loop were planned during that step, at
-    // points where the warpgroup waits anyway (WG0 before it waits for WG1's statistics, WG1
-    // before it waits for the next page's first box): planned at the top of the step, the
-    // block-table walk (~75 branchy instructions, ~500 cycles) sat on both warpgroups' critical
-    // path, between S retiring and the softmax (docs/kernel-design.md 7.18).
-    Refill ahead_r0, ahead_r1;
-    bool planned_ahead = false;
     auto pair_step_ahead = [&](auto next_pair_constant) {
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
-      Refill r0, r1;
-      if (planned_ahead) {
-        r0 = ahead_r0;
-        r1 = ahead_r1;
-      } else {
-        r0 = plan_refill(0, it);
-        r1 = plan_refill(1, it + 1);
-      }
+      const Refill r0 = plan_refill(0, it);
+      const Refill r1 = plan_refill(1, it + 1);
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
         softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
@@ -495,10 +480,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);  // first PV retired
         refill(0, r0, 0, 4, 0, 0);                      // A' left
-        if (kNextPair && plan_ahead) {                  // the next step's refills
-          ahead_r0 = plan_refill(0, it + 2);
-          ahead_r1 = plan_refill(1, it + 3);
-        }
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
         SEESAW_TRACE(5);  // other warpgroup's stats received
         read_stats(sMax1, sScale1, row_max, s1);
@@ -544,16 +525,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         refill(1, r1, 4, 8, 0, 0);                      // B' right
         SEESAW_TRACE(8);  // second PV retired
         if constexpr (kNextPair) {
-          if (plan_ahead) {                             // the next step's refills
-            ahead_r0 = plan_refill(0, it + 2);
-            ahead_r1 = plan_refill(1, it + 3);
-          }
           issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
           wgmma_retire<32>(s_acc);
           SEESAW_TRACE(2);  // S_B' retired
         }
       }
-      planned_ahead = kNextPair && plan_ahead;
 #ifdef FLASHMLA_SEESAW_TRACE
       ++trace_step;
 #endif
