@@ -70,11 +70,6 @@ struct ElemOps<__nv_bfloat16> {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t*>(&v);
   }
-  // A packed pair times a factor (x * 1.0f is exact: a factor of 1 leaves it bit-identical).
-  static __device__ __forceinline__ uint32_t scale(uint32_t packed, float factor) {
-    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&packed));
-    return pack(f.x * factor, f.y * factor);
-  }
   static __device__ __forceinline__ void qk(float* d, uint64_t a, uint64_t b, int acc) {
     wgmmaM64N64K16SSBf16(d, a, b, acc);
   }
@@ -100,10 +95,6 @@ struct ElemOps<__half> {
   static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
     __half2 v = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<uint32_t*>(&v);
-  }
-  static __device__ __forceinline__ uint32_t scale(uint32_t packed, float factor) {
-    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&packed));
-    return pack(f.x * factor, f.y * factor);
   }
   static __device__ __forceinline__ void qk(float* d, uint64_t a, uint64_t b, int acc) {
     wgmmaM64N64K16SSF16(d, a, b, acc);
@@ -149,11 +140,10 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
 // the seesaw's +ahead issues S in two commit groups (the range from box 0 begins S).
-// With +fmorder the seesaw's S_B starts on box 4: the range that holds box kFirstBox begins S.
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, int kFirstBox = 0>
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
                                                        uint32_t parity) {
-  if constexpr (kBoxBegin == kFirstBox) {
+  if constexpr (kBoxBegin == 0) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   }
@@ -161,7 +151,7 @@ __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_
   for (int box = kBoxBegin; box < kBoxEnd; ++box) {
     mbar_wait(&bars[box], parity);
     wgmma_fence();
-    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == kFirstBox);
+    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
   }
   wgmma_commit();
 }
@@ -577,9 +567,6 @@ constexpr int kFlagEarlyRefill = 64;   // seesaw: WG0 refills stage 0's V left b
 constexpr int kFlagL2Promo128 = 128;   // K tensor map with 128-byte L2 promotion (mla_launch.cu)
 constexpr int kFlagWholeTile = 256;   // wait for all 9 boxes of a page before S (A/B switch; default: box by box)
 constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind each warpgroup's last PV
-// seesaw+ahead in FlashMLA's order of the PVs and refills, P_B in a buffer of its own (an
-// experiment; docs/kernel-design.md 7.11, 7.18).
-constexpr int kFlagFmOrder = 8192;
 // Timing probes of the seesaw kernel (wrong output by design; docs/kernel-design.md 7.12): what
 // the kernel's time would be if the K refills cost nothing (+noload: no refill is issued, S and
 // PV read whatever the stage holds) or never missed L2 (+l2hot: every refill reloads the part's
@@ -1018,18 +1005,13 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
   dim3 grid(params.num_m_blocks, params.h_kv, params.num_sm_parts);
   if (params.schedule & kFlagSeesaw) {
     if (params.schedule & kFlagColSplit) return cudaErrorInvalidValue;  // serial only (refused in the binding)
-    // +ahead, and +fmorder on +ahead's step structure (mla_decode_seesaw.cuh)
-    const bool ahead = (params.schedule & kFlagAhead) != 0;
-    const int form = ahead && (params.schedule & kFlagFmOrder) ? 2 : ahead ? 1 : 0;
-    auto kernel = form == 2   ? mla_decode_seesaw_kernel<T, true, true>
-                  : form == 1 ? mla_decode_seesaw_kernel<T, true, false>
-                              : mla_decode_seesaw_kernel<T, false, false>;
-    const int smem_bytes = form == 2 ? seesaw::kSmemBytesFmOrder : seesaw::kSmemBytes;
-    static bool seesaw_configured[3] = {false, false, false};
-    if (!seesaw_configured[form]) {
-      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+    const int ahead = (params.schedule & kFlagAhead) ? 1 : 0;  // +ahead (mla_decode_seesaw.cuh)
+    auto kernel = ahead ? mla_decode_seesaw_kernel<T, true> : mla_decode_seesaw_kernel<T, false>;
+    static bool seesaw_configured[2] = {false, false};
+    if (!seesaw_configured[ahead]) {
+      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
       if (err != cudaSuccess) return err;
-      seesaw_configured[form] = true;
+      seesaw_configured[ahead] = true;
     }
     // Pairs of m-blocks (clusters of 4 do not all fit on the GPCs of an H100 at one block per
     // SM: 32 of 33 resident, a second wave, 1.8x slower; docs/kernel-design.md 7.12).
@@ -1039,10 +1021,10 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
       attr[0].val.clusterDim.x = 2;
       attr[0].val.clusterDim.y = 1;
       attr[0].val.clusterDim.z = 1;
-      cudaLaunchConfig_t config = {grid, dim3(kNumThreads), static_cast<size_t>(smem_bytes), stream, attr, 1};
+      cudaLaunchConfig_t config = {grid, dim3(kNumThreads), static_cast<size_t>(seesaw::kSmemBytes), stream, attr, 1};
       return cudaLaunchKernelEx(&config, kernel, kv_map, maps.q, maps.out, params);
     }
-    kernel<<<grid, kNumThreads, smem_bytes, stream>>>(kv_map, maps.q, maps.out, params);
+    kernel<<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, maps.q, maps.out, params);
     return cudaGetLastError();
   }
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).

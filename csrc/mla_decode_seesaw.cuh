@@ -29,18 +29,6 @@
 // issued in another order: each warpgroup queues the next pair's S right behind its last PV, so
 // a step opens with the softmax and the tensor pipe does not drain at step boundaries
 // (pair_step_ahead; docs/kernel-design.md 7.10).
-//
-// +fmorder (kFmOrder, an experiment on +ahead's step structure; docs/kernel-design.md 7.11, 7.18):
-// the order of FlashMLA's kernel. WG1 multiplies its own block first (O_R = O_R s0 s1 + P_B
-// V_B,right, P in registers) and then block A with P_A rebased onto m1 (P_A s1, which WG0 stores
-// into stage 0's rope box once it has s1). P_B goes into a buffer of its own, so stage 1's rope
-// box is free as soon as S_B is done. Each stage then has one half freed early in the step and
-// one late, and the next pair's S starts on the early half:
-//   stage 0 left (A')        WG0, after its first PV (P_A V_A,left)         early
-//   stage 1 right+rope (B')  WG1, after its first PV (P_B V_B,right)        early
-//   stage 0 right+rope (A')  WG1, after its second PV ((P_A s1) V_A,right)  late
-//   stage 1 left (B')        WG0, after its second PV (P_B V_B,left)        late
-// S_A' takes boxes 0-3 first, S_B' boxes 4-8 first (pair_step_fm).
 #pragma once
 
 #include <type_traits>
@@ -58,10 +46,6 @@ constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
 constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 3) * 8;  // full[stage * 9 + box], zeroed[wg], q
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
-// +fmorder only: P_B (64 x 64, K-major, 128-byte swizzle, as a TMA box), after everything else.
-constexpr int kSmemPB = (kSmemUsed + 1023) / 1024 * 1024;
-constexpr int kSmemBytesFmOrder = kSmemPB + kBoxBytes + 1024;
-static_assert(kSmemBytesFmOrder <= 227 * 1024, "shared memory budget of one sm_90 thread block (+fmorder)");
 
 constexpr int kRopeBox = 8;  // holds P once S of its block is done
 
@@ -70,8 +54,6 @@ constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
 constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
-constexpr int kBarPARebased = 10;  // +fmorder, WG0 -> WG1: P_A s1 is in stage 0's rope box
-constexpr int kBarPBStored = 11;   // +fmorder, WG1 -> WG0: P_B is in its buffer (and fenced)
 
 // Instrumented build only (FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE, scripts/seesaw_trace.py):
 // clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
@@ -116,8 +98,7 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
 
 // kAhead (schedule flag +ahead, kFlagAhead): each warpgroup queues the next pair's S on the tensor
 // pipe right behind its last PV of the step, and the softmax opens the step (pair_step_ahead).
-// kFmOrder (schedule flag +fmorder, kFlagFmOrder; needs kAhead): FlashMLA's order (pair_step_fm).
-template <typename T, bool kAhead, bool kFmOrder = false>
+template <typename T, bool kAhead>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const __grid_constant__ CUtensorMap q_map,
                              const __grid_constant__ CUtensorMap out_map, const DecodeParams p) {
@@ -136,8 +117,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + seesaw::kSmemBars);
   uint64_t* zeroed_bar = full_bar + 2 * kNumBoxes;  // WarpgroupBarrier mbarriers (racecheck build)
   uint64_t* q_bar = zeroed_bar + 2;                  // +tmaq: the Q tile's 9 boxes
-  static_assert(!kFmOrder || kAhead, "+fmorder uses the +ahead step structure");
-  uint8_t* sPB = smem + seesaw::kSmemPB;  // +fmorder: P_B (WG1 -> WG0)
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -285,13 +264,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mbar_wait(&bars[0], parity);
     SEESAW_TRACE(1);  // first K box landed
 #endif
-    if (kFmOrder && stage == 1) {
-      // S_B starts on the boxes WG1 refilled early in the step: right half and rope (pair_step_fm).
-      issue_qk_as_boxes_land<T, 4, kNumBoxes, 4>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-      issue_qk_as_boxes_land<T, 0, 4, 4>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-    } else {
-      issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-    }
+    issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
     SEESAW_TRACE(12);  // last K box landed, S fully issued
   };
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
@@ -562,110 +535,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #endif
     };
 
-    // +fmorder: one step over blocks A and B whose S are already in s_acc, in the order of
-    // FlashMLA's kernel (header comment). Four handoffs: WG0 -> WG1 m0, s0 (kBarStats0); WG1 ->
-    // WG0 m1, s1 (kBarStats1); WG0 -> WG1 P_A s1 in stage 0's rope box (kBarPARebased); WG1 ->
-    // WG0 P_B in sPB (kBarPBStored). Refills as their last reader retires: stage 0 left by WG0
-    // after its first PV, stage 1 right+rope and stage 0 right+rope by WG1 after its PVs, stage 1
-    // left by WG0 after its second PV. With kNextPair each warpgroup then issues its S of the next
-    // pair, S_A' on the left boxes first, S_B' on the right and rope boxes first.
-    auto pair_step_fm = [&](auto next_pair_constant) {
-      constexpr bool kNextPair = decltype(next_pair_constant)::value;
-      const Refill r0 = plan_refill(0, it);
-      const Refill r1 = plan_refill(1, it + 1);
-      SEESAW_TRACE(0);  // step starts (this pair's S retired)
-      if (wg == 0) {
-        softmax_step(s_acc, row_max, s0, p_sum, key_limit, block);
-        publish_stats(sMax0, sScale0, row_max, s0);
-        publish_barrier(seesaw::kBarStats0);
-        SEESAW_TRACE(3);  // m0, s0 out
-        scale_pair(row_sum, s0);
-        row_sum[0] += p_sum[0];
-        row_sum[1] += p_sum[1];
-        pack_p(s_acc, p_frag);
-        rescale_o(o, s0);
-        issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
-        SEESAW_TRACE(4);  // first PV issued
-        wgmma_retire<128>(o);
-        SEESAW_TRACE(6);  // first PV retired
-        refill(0, r0, 0, 4, 0, 0);                      // A' left
-        named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1 from WG1
-        SEESAW_TRACE(5);  // other warpgroup's stats received
-        read_stats(sMax1, sScale1, row_max, s1);
-        // P_A rebased onto m1, from the packed P (row k & 1 of this thread for pair k): a second
-        // rounding only where the running max moved (a factor of 1 leaves P_A bit-identical).
-#pragma unroll
-        for (int k = 0; k < 16; ++k) p_frag[k] = ElemOps<T>::scale(p_frag[k], s1[k & 1]);
-        store_tile_64x64(smem_addr(sK + seesaw::kRopeBox * kBoxBytes), p_frag);  // stage 0's rope box
-        fence_proxy_async_smem();
-        publish_barrier(seesaw::kBarPARebased);
-        SEESAW_TRACE(10);  // rebased P_A out
-        scale_pair(row_sum, s1);
-        rescale_o(o, s1);
-        named_barrier_sync(seesaw::kBarPBStored, kNumThreads);  // P_B in sPB
-        issue_pv_wgmmas_smem<T>(o, smem_addr(sPB), smem_addr(sK + kTileBytes));  // O_L += P_B V_B,left
-        SEESAW_TRACE(7);  // second PV issued
-        if constexpr (kNextPair) {
-          issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
-          SEESAW_TRACE(1);  // S_A' left boxes issued
-          wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
-#pragma unroll
-          for (int i = 0; i < 128; ++i) fence_regs(o[i]);
-          SEESAW_TRACE(8);  // second PV retired
-          refill(1, r1, 0, 4, 0, 0);                    // B' left
-          issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
-                                                  parity_of(it + 2));
-          SEESAW_TRACE(12);  // S_A' fully issued
-          wgmma_retire<32>(s_acc);
-          SEESAW_TRACE(2);  // S_A' retired
-        } else {
-          wgmma_retire<128>(o);
-          refill(1, r1, 0, 4, 0, 0);
-        }
-      } else {
-        named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0 from WG0
-        SEESAW_TRACE(5);
-        read_stats(sMax0, sScale0, row_max, s0);
-        softmax_step(s_acc, row_max, s1, p_sum, key_limit, block + 1);
-        publish_stats(sMax1, sScale1, row_max, s1);
-        publish_barrier(seesaw::kBarStats1);
-        SEESAW_TRACE(3);  // m1, s1 out
-        const float s01[2] = {s0[0] * s1[0], s0[1] * s1[1]};
-        scale_pair(row_sum, s01);
-        row_sum[0] += p_sum[0];
-        row_sum[1] += p_sum[1];
-        pack_p(s_acc, p_frag);
-        store_tile_64x64(smem_addr(sPB), p_frag);
-        rescale_o(o, s01);
-        issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
-        SEESAW_TRACE(4);
-        fence_proxy_async_smem();                       // P_B visible to WG0's wgmma
-        named_barrier_sync(seesaw::kBarPARebased, kNumThreads);  // P_A s1 from WG0
-        SEESAW_TRACE(10);
-        issue_pv_smem(o, 0);                            // O_R += (P_A s1) V_A,right
-        publish_barrier(seesaw::kBarPBStored);
-        SEESAW_TRACE(7);
-        wgmma_wait<1>();                                // P_B V_B,right retired (the other PV may run)
-        SEESAW_TRACE(6);
-        refill(1, r1, 4, kNumBoxes, 0, 0);              // B' right and rope
-        wgmma_retire<128>(o);
-        SEESAW_TRACE(8);
-        refill(0, r0, 4, kNumBoxes, 0, 0);              // A' right and rope
-        if constexpr (kNextPair) {
-          issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
-          wgmma_retire<32>(s_acc);
-          SEESAW_TRACE(2);  // S_B' retired
-        }
-      }
-#ifdef FLASHMLA_SEESAW_TRACE
-      ++trace_step;
-#endif
-    };
-    auto pair_step = [&](auto next_pair_constant) {
-      if constexpr (kFmOrder) pair_step_fm(next_pair_constant);
-      else pair_step_ahead(next_pair_constant);
-    };
-
     if constexpr (kAhead) {
       if (block + 1 < block_hi) {  // the first pair's S, issued at the top
         if (wg == 0) issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
@@ -674,9 +543,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE_REQ(15);  // the request's first S retired
       }
 #pragma unroll 1
-      for (; block + 3 < block_hi; block += 2, it += 2) pair_step(std::true_type{});
+      for (; block + 3 < block_hi; block += 2, it += 2) pair_step_ahead(std::true_type{});
       if (block + 1 < block_hi) {
-        pair_step(std::false_type{});
+        pair_step_ahead(std::false_type{});
         block += 2;
         it += 2;
       }
