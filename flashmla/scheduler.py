@@ -177,7 +177,7 @@ def compute_tile_scheduler_metadata(
     split = torch.full((), mode != 0 and half >= 1, dtype=torch.bool, device=device)
     if mode == 2 and half >= 1:
         split = split & (((total_units + half - 1) // half).clamp_min(min_blocks_per_part) <= COLUMN_SPLIT_MAX_UNITS)
-    used = torch.where(split, max(half, 1), parts)
+    used = torch.where(split, half, parts)  # split is False where half is 0
     units_per_part = ((total_units + used - 1) // used).clamp_min(min_blocks_per_part)
     # Equal-length batches: if a whole number of requests per part costs no more than the
     # balanced share plus one overhead (the split schedule's own worst case), cut at request
