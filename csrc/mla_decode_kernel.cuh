@@ -573,6 +573,10 @@ constexpr int kFlagAhead = 512;       // seesaw: the next pair's S queued behind
 // first page, which its m-block thread blocks keep hot in L2).
 constexpr int kFlagProbeNoLoad = 1024;
 constexpr int kFlagProbeL2Hot = 2048;
+// What a split request's ends cost (docs/kernel-design.md 7.19): +nopartial skips the seesaw's
+// fp32 partial stores (lse still written), +nocombine does not launch the combine kernel.
+constexpr int kFlagProbeNoPartial = 8192;
+constexpr int kFlagProbeNoCombine = 16384;
 // seesaw: launch the m-block thread blocks of one part (which read the same pages) in clusters of
 // two, so that each pair runs at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
 constexpr int kFlagCluster = 4096;

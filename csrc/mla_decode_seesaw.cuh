@@ -661,7 +661,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         if (tid == 0) bulk_wait_group_read_all();
         __syncthreads();
       }
-    } else {
+    } else if (whole_request || !(p.schedule & kFlagProbeNoPartial)) {
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg * 256, inv_l);
     }
     if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
