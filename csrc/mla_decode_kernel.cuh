@@ -30,7 +30,7 @@ constexpr int kNumThreads = 256;
 // The tensor maps a main kernel may use: the KV cache (always) and, for the seesaw's +tmaq /
 // +tmaout, Q and the output as (dims, row, batch) with row = s * h_q + head (mla_launch.cu).
 struct KernelMaps {
-  CUtensorMap kv, q, out, partial;
+  CUtensorMap kv, q, out;
 };
 // Defined at the end of this file; instantiated once per element type in
 // mla_decode_{bf16,fp16}.cu (one file per type so the two compile in parallel).
@@ -436,33 +436,7 @@ __device__ __forceinline__ void stage_output_half(uint8_t* staging, const float*
   }
 }
 
-// A quarter of this warpgroup's fp32 partial (column groups 16 kQuarter .. 16 kQuarter + 15 of its
-// 256 columns: 128 columns), normalised as store_output_half writes it, into 4 boxes of 64 rows x 32
-// fp32 at `staging` in the 128-byte swizzle of a TMA box (8 KiB each): the seesaw's +tmapartial
-// epilogue, which then writes them with TMA box stores (docs/kernel-design.md 7.19). Per row a
-// thread holds 8-byte pairs at column 8 g + 2 (lane % 4); one warp's store covers 8 rows x 32
-// bytes, two wavefronts after the swizzle.
-template <int kQuarter>
-__device__ __forceinline__ void stage_partial_quarter(uint8_t* staging, const float* o, const float (&inv_l)[2]) {
-  const int ltid = opaque_tid();
-  const int lane = ltid % 32;
-  const int warp_in_wg = (ltid % 128) / 32;
-  const uint32_t base = smem_addr(staging);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int row = warp_in_wg * 16 + (lane >> 2) + 8 * h;
-    const uint32_t row_addr = base + row * 128 + 8 * (lane & 1);
-#pragma unroll
-    for (int g = 0; g < 16; ++g) {
-      const int i = 4 * (16 * kQuarter + g) + 2 * h;   // o[i], o[i + 1]: this row's pair in group g
-      const int chunk = 2 * (g % 4) + ((lane & 3) >> 1);  // 16-byte chunk of the box row
-      st_shared_v2_f32(row_addr + (g / 4) * kBoxBytes + ((chunk ^ (row & 7)) << 4), o[i] * inv_l[h],
-                       o[i + 1] * inv_l[h]);
-    }
-  }
-}
-
-// Loads kBoxes 64-column boxes of one request's 64-row Q tile// Loads kBoxes 64-column boxes of one request's 64-row Q tile, starting at column box
+// Loads kBoxes 64-column boxes of one request's 64-row Q tile, starting at column box
 // `first_box`, into shared memory at sQ (box after box, 8 KiB each) in the swizzled layout TMA
 // would produce, so the same descriptors describe Q and K. Rows past `rows` are zero. kThreads
 // threads share the 64 x (8 kBoxes) 16-byte chunks, all loads in flight at once (one memory round
@@ -618,9 +592,6 @@ constexpr int kFlagTmaQ = 65536;
 // small batches, where half the SMs would idle, this halves each thread block's PV and its fp32
 // partial store, the two longest phases of its life after S (docs/kernel-design.md 7.16).
 constexpr int kFlagColSplit = 131072;
-// seesaw: a split request's fp32 partial written by TMA box stores through the Q tile's shared
-// memory (two rounds of 64 KiB) instead of 64 8-byte stores per thread (docs/kernel-design.md 7.19).
-constexpr int kFlagTmaPartial = 262144;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose
@@ -1055,9 +1026,9 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
       attr[0].val.clusterDim.y = 1;
       attr[0].val.clusterDim.z = 1;
       cudaLaunchConfig_t config = {grid, dim3(kNumThreads), static_cast<size_t>(seesaw::kSmemBytes), stream, attr, 1};
-      return cudaLaunchKernelEx(&config, kernel, kv_map, maps.q, maps.out, maps.partial, params);
+      return cudaLaunchKernelEx(&config, kernel, kv_map, maps.q, maps.out, params);
     }
-    kernel<<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, maps.q, maps.out, maps.partial, params);
+    kernel<<<grid, kNumThreads, seesaw::kSmemBytes, stream>>>(kv_map, maps.q, maps.out, params);
     return cudaGetLastError();
   }
   // auto (0) = serial: the pipelined variant measured slower on every benchmark row (kernel-design.md).

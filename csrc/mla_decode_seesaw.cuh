@@ -101,8 +101,7 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
 template <typename T, bool kAhead>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const __grid_constant__ CUtensorMap q_map,
-                             const __grid_constant__ CUtensorMap out_map,
-                             const __grid_constant__ CUtensorMap partial_map, const DecodeParams p) {
+                             const __grid_constant__ CUtensorMap out_map, const DecodeParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
@@ -166,7 +165,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // +tmaout / +tmaq (kFlagTmaOut): the request boundary's output and Q tile by TMA (7.13).
   const bool tma_out = (p.schedule & kFlagTmaOut) != 0;
   const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
-  const bool tma_partial = (p.schedule & kFlagTmaPartial) != 0;  // +tmapartial (7.19)
   uint32_t q_parity = 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
@@ -663,34 +661,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         if (tid == 0) bulk_wait_group_read_all();
         __syncthreads();
       }
-    } else if (tma_partial && !whole_request) {
-      // +tmapartial: the fp32 partial (128 KiB) by TMA box stores of 64 rows x 32 columns, staged
-      // in the Q tile's shared memory (free: every S has retired) a quarter of each warpgroup's
-      // columns at a time (2 x 64 KiB of its 72). Thread 0 issues each round's 8 boxes; the
-      // second round rewrites the staging only once the first round's stores have read it. The
-      // next Q load waits for the second round's reads, as after +tmaout.
-      const int slot = p.num_splits[req] + chunk_idx;
-      auto store_quarter = [&](auto quarter_constant) {
-        constexpr int quarter = decltype(quarter_constant)::value;
-        stage_partial_quarter<quarter>(sQ + wg * 4 * kBoxBytes, o, inv_l);
-        fence_proxy_async_smem();
-        __syncthreads();
-        if (tid == 0) {
-          for (int box = 0; box < 8; ++box) {
-            const int col = (box / 4) * 256 + quarter * 128 + (box % 4) * 32;
-            tma_store_4d(&partial_map, smem_addr(sQ + box * kBoxBytes), col, m_block * kRowsPerTile, kv_head, slot);
-          }
-          bulk_commit_group();
-        }
-      };
-      store_quarter(std::integral_constant<int, 0>{});
-      if (tid == 0) bulk_wait_group_read_all();
-      __syncthreads();
-      store_quarter(std::integral_constant<int, 1>{});
-      if (!tma_q) {
-        if (tid == 0) bulk_wait_group_read_all();
-        __syncthreads();
-      }
     } else if (whole_request || !(p.schedule & kFlagProbeNoPartial)) {
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg * 256, inv_l);
     }
@@ -700,7 +670,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     ++trace_req;
 #endif
   }  // requests
-  if ((tma_out || tma_partial) && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
+  if (tma_out && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
   SEESAW_TRACE_AT(0, 22);  // exit (clock64), and on the global timer
   SEESAW_TRACE_VALUE(0, 23, global_timer_ns());
 #endif

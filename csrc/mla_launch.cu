@@ -79,23 +79,6 @@ bool make_rows_tensor_map(const void* base, int dims_per_row, int64_t row_stride
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-
-// The fp32 partials out_accum [slots, h_kv, rows, 512] as a 4-d tensor (column, row, kv head,
-// slot), a box being 32 columns x 64 rows of one kv head and slot in the 128-byte swizzle (the
-// seesaw's +tmapartial). Rows past `rows` are not written.
-bool make_partial_tensor_map(const DecodeParams& p, CUtensorMap* map) {
-  auto encode = get_encode_fn();
-  if (encode == nullptr || p.out_accum == nullptr || reinterpret_cast<uintptr_t>(p.out_accum) % 16 != 0) return false;
-  const cuuint64_t row_bytes = static_cast<cuuint64_t>(kHeadDimV) * 4;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDimV), static_cast<cuuint64_t>(p.rows),
-                              static_cast<cuuint64_t>(p.h_kv), static_cast<cuuint64_t>(p.batch + p.num_sm_parts)};
-  const cuuint64_t strides[3] = {row_bytes, row_bytes * p.rows, row_bytes * p.rows * p.h_kv};
-  const cuuint32_t box[4] = {32, static_cast<cuuint32_t>(kRowsPerTile), 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, p.out_accum, dims, strides, box, elem_strides,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
 }  // namespace
 
 int mla_decode_smem_bytes() { return kSmemBytes; }
@@ -117,7 +100,6 @@ cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStrea
                             &maps.out)) {
     p.schedule &= ~kFlagTmaOut;
   }
-  if ((p.schedule & kFlagTmaPartial) && !make_partial_tensor_map(p, &maps.partial)) p.schedule &= ~kFlagTmaPartial;
   if (dtype == DType::kBF16) {
     err = launch_main_kernel<__nv_bfloat16>(p, maps, stream);
     if (err == cudaSuccess && !(p.schedule & kFlagProbeNoCombine)) err = launch_combine_kernel<__nv_bfloat16>(p, stream);
