@@ -143,6 +143,8 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+wholetile", 10 ** 6) == 16 | 256
     assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
     assert cuda_backend._schedule_code("seesaw+ahead+noload", 10 ** 6) == 16 | 512 | 1024
+    assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | TMA | 8192 | 16384
+    assert set(cuda_backend.PROBE_FLAGS) <= set(cuda_backend.SCHEDULE_FLAGS)
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
     assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096 | TMA
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536
