@@ -5,6 +5,8 @@
 # SEESAW_TRACE comments.
 set -o pipefail
 mkdir -p $OUT/x
+# The patch is against session 17's sources (3ee4aa3); later trees edit the same lines.
+git checkout 3ee4aa3 -- csrc flashmla tests || exit 1
 git apply benchmarks/results/seesaw_fetch_h100_2026-12-06/fmorder_variant.patch || exit 1
 rm -f flashmla/_C*.so
 FLASHMLA_BUILD_CUDA=1 FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE MAX_JOBS=16 timeout 120 python3 setup.py build_ext --inplace --build-temp build/trace > $OUT/x/build_trace.log 2>&1 || { tail -5 $OUT/x/build_trace.log; exit 1; }

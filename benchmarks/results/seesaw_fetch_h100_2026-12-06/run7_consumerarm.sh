@@ -8,6 +8,8 @@
 set -o pipefail
 mkdir -p $OUT/x
 export PYTHONPATH=$PWD:$PWD/.ref/run
+# The patch is against session 17's sources (3ee4aa3); later trees edit the same lines.
+git checkout 3ee4aa3 -- csrc flashmla tests || exit 1
 git apply benchmarks/results/seesaw_fetch_h100_2026-12-06/consumerarm_variant.patch || exit 1
 rm -f flashmla/_C*.so
 MAX_JOBS=16 bash scripts/gpu_build_if_needed.sh $OUT/x/build.log | tail -1
