@@ -8,6 +8,7 @@ mkdir -p $OUT/x
 export PYTHONPATH=$PWD:$PWD/.ref/run
 rm -f flashmla/_C*.so
 MAX_JOBS=16 bash scripts/gpu_build_if_needed.sh $OUT/x/build.log | tail -1
+timeout 60 python3 -m pytest -q -x tests/test_cuda.py -k bfsoftmax 2>&1 | tail -1 | tee $OUT/x/pytest_bfsoftmax.log
 AB_ROWS=compute AB_VARIANTS=auto,auto+bfsoftmax,ext/fmla_ref_py AB_ROUNDS=3 \
   timeout 150 python3 scripts/ab_cuda.py $OUT/x/ab_bfsoftmax.csv 2>&1 | tee $OUT/x/ab_bfsoftmax.log | tail -18
 cd $OUT && tar -cf run2_all.tar x && rm -rf $OUT/x
