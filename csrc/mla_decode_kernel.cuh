@@ -592,9 +592,6 @@ constexpr int kFlagTmaQ = 65536;
 // small batches, where half the SMs would idle, this halves each thread block's PV and its fp32
 // partial store, the two longest phases of its life after S (docs/kernel-design.md 7.16).
 constexpr int kFlagColSplit = 131072;
-// seesaw: WG0's softmax in the straight-line form WG1 runs with a PV in flight (select masking on
-// every block instead of a branch around it); an experiment (docs/kernel-design.md 7.19).
-constexpr int kFlagBranchFreeSoftmax = 262144;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

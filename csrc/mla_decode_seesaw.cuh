@@ -165,7 +165,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // +tmaout / +tmaq (kFlagTmaOut): the request boundary's output and Q tile by TMA (7.13).
   const bool tma_out = (p.schedule & kFlagTmaOut) != 0;
   const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
-  const bool bf_softmax = (p.schedule & kFlagBranchFreeSoftmax) != 0;
   uint32_t q_parity = 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
@@ -387,10 +386,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // it with its first PV in flight, so it uses the branch-free forms.
     auto softmax_and_publish = [&](auto stage_constant, float* rescale, int blk) {
       constexpr int stage = decltype(stage_constant)::value;
-      // +bfsoftmax (7.19): WG0 too runs the straight-line form (select masking on every block);
-      // nothing of WG0's is in flight here, so the run-time choice may branch.
       if constexpr (stage == 1) softmax_step_in_flight(s_acc, row_max, rescale, p_sum, key_limit, blk);
-      else if (bf_softmax) softmax_step_in_flight(s_acc, row_max, rescale, p_sum, key_limit, blk);
       else softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk);
       fence_regs(p_sum[0]);  // (no-op: pins the softmax before the clock read)
       fence_regs(p_sum[1]);

@@ -116,8 +116,7 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
             ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
             ("seesaw+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq", 4), ("seesaw+ahead+tmaout", 1),
-            ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3),
-            ("seesaw+ahead+tmaout+tmaq+bfsoftmax", 4)]
+            ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3)]
 
 
 def variant_id(variant):
@@ -146,7 +145,6 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+ahead+noload", 10 ** 6) == 16 | 512 | 1024
     assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | TMA | 8192 | 16384
     assert set(cuda_backend.PROBE_FLAGS) <= set(cuda_backend.SCHEDULE_FLAGS)
-    assert cuda_backend._schedule_code("auto+bfsoftmax", 128 * 2 * 128, 2 * 128) == 16 | 512 | TMA | 262144
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
     assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096 | TMA
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536

@@ -4,6 +4,8 @@
 # compute-bound rows, 3 rounds, one process; ab_cuda checks every non-probe variant's output
 # against the reference. In the trace, WG0's softmax takes ~1,190 cycles and WG1's ~790.
 set -o pipefail
+# Ran at a752db3 with the flag in the tree; reverted since, so its patch is applied here.
+git apply benchmarks/results/split_ends_h100_2026-12-06/bfsoftmax_variant.patch || exit 1
 mkdir -p $OUT/x
 export PYTHONPATH=$PWD:$PWD/.ref/run
 rm -f flashmla/_C*.so
