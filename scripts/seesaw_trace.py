@@ -6,6 +6,9 @@ Build and run on a Hopper host (docs/kernel-design.md section 7):
         python setup.py build_ext --inplace --build-temp build/trace
     TRACE_SCHEDULE=seesaw python scripts/seesaw_trace.py [b s_q mean_seqlen h_q]
     TRACE_LIFE=1 ...: instead, one thread block's life from entry to exit (small batches)
+    TRACE_VARIED=1 ...: FlashMLA's varied lengths (testing.flashmla_varied_lengths) around the mean
+    TRACE_SAVE=path.pt ...: also save the raw clock64 trace [blocks, 2, steps, events] (int64) with
+        the shape, so per-sample orderings can be checked (the medians below are per event)
     rm flashmla/_C*.so   # so that the next normal build relinks the uninstrumented kernel
 
 Prints, per warpgroup, the median clock (SM cycles) of each event relative to the start of the
@@ -41,7 +44,8 @@ def main():
     b, s_q, mean, h_q = (int(x) for x in sys.argv[1:5]) if len(sys.argv) >= 5 else (128, 2, 8192, 128)
     schedule = os.environ.get("TRACE_SCHEDULE", "seesaw")
     device = torch.device("cuda")
-    seqlens = [mean] * b
+    varied = os.environ.get("TRACE_VARIED") == "1"
+    seqlens = testing.flashmla_varied_lengths(b, mean, s_q) if varied else [mean] * b
     inputs = testing.make_decode_inputs(seqlens, s_q, h_q, 1, torch.bfloat16, device)
     q, k, bt, sl = inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens
     md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, torch.cuda.get_device_properties(0).multi_processor_count)
@@ -52,6 +56,9 @@ def main():
     if trace.numel() == 0:
         sys.exit("seesaw_trace: flashmla._C is not an instrumented build (-DFLASHMLA_SEESAW_TRACE)")
     num_blocks = md.shape[0] * ((s_q * h_q + 63) // 64)
+    if os.environ.get("TRACE_SAVE"):
+        torch.save({"trace": trace[:num_blocks].cpu(), "shape": (b, s_q, mean, h_q), "varied": varied,
+                    "schedule": schedule, "seqlens": seqlens}, os.environ["TRACE_SAVE"])
     if os.environ.get("TRACE_LIFE") == "1":  # small batches: one thread block's life, entry to exit
         lifetime(trace[:num_blocks].double(), b, s_q, mean, h_q, schedule)
         return
@@ -60,7 +67,8 @@ def main():
     start = t[:, 0:1, :, 0:1]  # WG0's step start
     rel = t - start
     period = (t[:, 0, 1:, 0] - t[:, 0, :-1, 0]).flatten().median().item()
-    print(f"shape b={b} s_q={s_q} seqlen={mean} h_q={h_q}, schedule {schedule}: {num_blocks} thread blocks, "
+    print(f"shape b={b} s_q={s_q} seqlen={mean}{' (varied)' if varied else ''} h_q={h_q}, schedule {schedule}: "
+          f"{num_blocks} thread blocks, "
           f"steps 2..{steps - 2}")
     print(f"median step period (two 64-token blocks): {period:.0f} cycles")
     # Each event's median offset is taken on its own, so the lists below are not one consistent
