@@ -56,19 +56,19 @@ def main():
     if trace.numel() == 0:
         sys.exit("seesaw_trace: flashmla._C is not an instrumented build (-DFLASHMLA_SEESAW_TRACE)")
     num_blocks = md.shape[0] * ((s_q * h_q + 63) // 64)
+    seqlen = f"{mean} (varied)" if varied else str(mean)  # as the reports print it
     if os.environ.get("TRACE_SAVE"):
         torch.save({"trace": trace[:num_blocks].cpu(), "shape": (b, s_q, mean, h_q), "varied": varied,
                     "schedule": schedule, "seqlens": seqlens}, os.environ["TRACE_SAVE"])
     if os.environ.get("TRACE_LIFE") == "1":  # small batches: one thread block's life, entry to exit
-        lifetime(trace[:num_blocks].double(), b, s_q, mean, h_q, schedule)
+        lifetime(trace[:num_blocks].double(), b, s_q, seqlen, h_q, schedule)
         return
     steps = trace.shape[2]
     t = trace[:num_blocks, :, 2:steps - 1].double()  # skip the pipeline fill and the clamped last slot
     start = t[:, 0:1, :, 0:1]  # WG0's step start
     rel = t - start
     period = (t[:, 0, 1:, 0] - t[:, 0, :-1, 0]).flatten().median().item()
-    print(f"shape b={b} s_q={s_q} seqlen={mean}{' (varied)' if varied else ''} h_q={h_q}, schedule {schedule}: "
-          f"{num_blocks} thread blocks, "
+    print(f"shape b={b} s_q={s_q} seqlen={seqlen} h_q={h_q}, schedule {schedule}: {num_blocks} thread blocks, "
           f"steps 2..{steps - 2}")
     print(f"median step period (two 64-token blocks): {period:.0f} cycles")
     # Each event's median offset is taken on its own, so the lists below are not one consistent
@@ -124,7 +124,7 @@ LIFE = [  # events of slot 0 (the first request or step), in the order a thread 
 ]
 
 
-def lifetime(t, b, s_q, mean, h_q, schedule):
+def lifetime(t, b, s_q, seqlen, h_q, schedule):
     """TRACE_LIFE=1: where a thread block's life goes (clock64 cycles, median over the thread
     blocks that had work), and how far apart the thread blocks start and end on the global timer.
     Meant for small batches, where each thread block has one short request."""
@@ -134,7 +134,7 @@ def lifetime(t, b, s_q, mean, h_q, schedule):
         sys.exit("no thread block recorded an exit: not a trace build with events 19-23?")
     w = t[worked]
     first = entry_ns.min()
-    print(f"shape b={b} s_q={s_q} seqlen={mean} h_q={h_q}, schedule {schedule}: {int(worked.sum())} of "
+    print(f"shape b={b} s_q={s_q} seqlen={seqlen} h_q={h_q}, schedule {schedule}: {int(worked.sum())} of "
           f"{t.shape[0]} thread blocks had work")
     print(f"global timer: entries span {(entry_ns.max() - first).item() / 1e3:.2f} us, working blocks "
           f"exit {(exit_ns[worked].min() - first).item() / 1e3:.2f} .. {(exit_ns[worked].max() - first).item() / 1e3:.2f} us "
