@@ -238,12 +238,17 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // serialise every wgmma of the kernel.
 // kLowRegisters: chains instead of depth-4 trees for the max and the sum (fewer live temporaries;
 // for the qreg kernel's QK^T warpgroup, which holds Q in registers beside S).
-template <bool kBranchFree = false, bool kLowRegisters = false>
+// kUnmasked: for a block that the caller knows lies wholly below every row's key limit, with a
+// positive scale (the seesaw's steady-state pair step under +nomask): no masking code and no scale
+// test at all, neither branches nor selects. The values are the same as the other forms give there.
+template <bool kBranchFree = false, bool kLowRegisters = false, bool kUnmasked = false>
 __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max, float* rescale, float* p_sum,
                                                     const int* key_limit, int block, float scale_log2, int lane) {
     const int col_base = 2 * (lane & 3);
     float scale = scale_log2;
-    if constexpr (kBranchFree) {
+    if constexpr (kUnmasked) {
+      // nothing to prepare: scale > 0 and no column to mask
+    } else if constexpr (kBranchFree) {
       const float pre = scale > 0.f ? 1.f : scale;
 #pragma unroll
       for (int i = 0; i < 32; ++i) s_acc[i] *= pre;
@@ -257,7 +262,7 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int limit = key_limit[h] - block * kPageSize;
-      if (kBranchFree || limit < kPageSize) {
+      if (!kUnmasked && (kBranchFree || limit < kPageSize)) {
         // kLowRegisters: column 8i + col_base + e is kept if 8i + e < limit - col_base, compared
         // with an immediate, so no register holds a column index.
         const int lane_limit = limit - col_base;
@@ -592,6 +597,12 @@ constexpr int kFlagTmaQ = 65536;
 // small batches, where half the SMs would idle, this halves each thread block's PV and its fp32
 // partial store, the two longest phases of its life after S (docs/kernel-design.md 7.16).
 constexpr int kFlagColSplit = 131072;
+// seesaw +ahead: the steady-state pair step (one with a next pair behind it) runs a softmax without
+// any masking code, where that is exact: without causal masking, or with s_q <= kUnmaskedMaxSq, a
+// block that has two more blocks of its request behind it lies below every row's key limit; and
+// the scale is positive. Same values as without the flag (docs/kernel-design.md 7.20).
+constexpr int kFlagNoMask = 262144;
+constexpr int kUnmaskedMaxSq = 66;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

@@ -267,15 +267,22 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
     SEESAW_TRACE(12);  // last K box landed, S fully issued
   };
+  // kUnmasked (a std::bool_constant): the block needs no masking (+nomask's steady state).
   auto softmax_step = [&](float* s_acc, float* row_max, float* rescale, float* p_sum, const int* key_limit,
-                          int block) {
-    online_softmax_step(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
+                          int block, auto unmasked_constant) {
+    constexpr bool kUnmasked = decltype(unmasked_constant)::value;
+    online_softmax_step<false, false, kUnmasked>(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
   };
   // Branch-free forms, for WG1's softmax while its first PV is in flight (see the pair step).
   auto softmax_step_in_flight = [&](float* s_acc, float* row_max, float* rescale, float* p_sum,
-                                    const int* key_limit, int block) {
-    online_softmax_step<true>(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
+                                    const int* key_limit, int block, auto unmasked_constant) {
+    constexpr bool kUnmasked = decltype(unmasked_constant)::value;
+    online_softmax_step<true, false, kUnmasked>(s_acc, row_max, rescale, p_sum, key_limit, block, scale_log2, lane);
   };
+  // +nomask (kFlagNoMask): the steady-state pair step of +ahead (one with a next pair behind it)
+  // drops all masking code where that is exact (see kFlagNoMask): uniform for the whole launch.
+  const bool steady_unmasked = (p.schedule & kFlagNoMask) != 0 && (!p.causal || p.s_q <= kUnmaskedMaxSq) &&
+                               scale_log2 > 0.f;
   auto rescale_o_in_flight = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
 #pragma unroll
@@ -383,11 +390,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // A pair step's softmax in warpgroup `stage` of its block on that stage: the online softmax of
     // S, P packed for the warpgroup's own PV and stored into the stage's rope box for the other's,
     // and m with the rescale factor published to the other warpgroup; then the row sums. WG1 runs
-    // it with its first PV in flight, so it uses the branch-free forms.
-    auto softmax_and_publish = [&](auto stage_constant, float* rescale, int blk) {
+    // it with its first PV in flight, so it uses the branch-free forms. unmasked_constant: see
+    // softmax_step.
+    auto softmax_and_publish = [&](auto stage_constant, float* rescale, int blk, auto unmasked_constant) {
       constexpr int stage = decltype(stage_constant)::value;
-      if constexpr (stage == 1) softmax_step_in_flight(s_acc, row_max, rescale, p_sum, key_limit, blk);
-      else softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk);
+      if constexpr (stage == 1) softmax_step_in_flight(s_acc, row_max, rescale, p_sum, key_limit, blk, unmasked_constant);
+      else softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk, unmasked_constant);
       fence_regs(p_sum[0]);  // (no-op: pins the softmax before the clock read)
       fence_regs(p_sum[1]);
       SEESAW_TRACE(9);  // softmax arithmetic done
@@ -425,7 +433,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (wg == stage) {
         issue_qk(s_acc, stage, idx, seqlen, blk, last, stage ? seesaw::kBarZero1 : seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
-        softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk);
+        softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk, std::false_type{});
         pack_p(s_acc, p_frag);
         store_p(stage, p_frag);
         publish_stats(s_max, s_scale, row_max, rescale);
@@ -467,13 +475,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // A' is never a request's last block here (B' follows it), so S_A' needs no tail zeroing and
     // can be issued with PV_B,left in flight; WG1 issues S_B' (which may need it) with nothing
     // in flight. kNextPair is a compile-time constant: no branch sits between wgmmas.
-    auto pair_step_ahead = [&](auto next_pair_constant) {
+    // kUnmasked (unmasked_constant): no masking code in either softmax (+nomask; only with kNextPair,
+    // where the caller has checked steady_unmasked).
+    auto pair_step_ahead = [&](auto next_pair_constant, auto unmasked_constant) {
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
       const Refill r0 = plan_refill(0, it);
       const Refill r1 = plan_refill(1, it + 1);
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
-        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
+        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block, unmasked_constant);
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
         SEESAW_TRACE(4);  // first PV issued
@@ -514,7 +524,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s0);
         issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
         SEESAW_TRACE(4);
-        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1);
+        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1, unmasked_constant);
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
         refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
@@ -542,10 +552,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         wgmma_retire<32>(s_acc);
         SEESAW_TRACE_REQ(15);  // the request's first S retired
       }
+      // Two copies of the steady-state loop, one without masking code (+nomask, where exact).
+      if (steady_unmasked) {
 #pragma unroll 1
-      for (; block + 3 < block_hi; block += 2, it += 2) pair_step_ahead(std::true_type{});
+        for (; block + 3 < block_hi; block += 2, it += 2) pair_step_ahead(std::true_type{}, std::true_type{});
+      } else {
+#pragma unroll 1
+        for (; block + 3 < block_hi; block += 2, it += 2) pair_step_ahead(std::true_type{}, std::false_type{});
+      }
       if (block + 1 < block_hi) {
-        pair_step_ahead(std::false_type{});
+        pair_step_ahead(std::false_type{}, std::false_type{});
         block += 2;
         it += 2;
       }
@@ -561,7 +577,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         issue_qk(s_acc, 0, it, seqlen, block, false, seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
         SEESAW_TRACE(2);  // S retired
-        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block);
+        softmax_and_publish(std::integral_constant<int, 0>{}, s0, block, std::false_type{});
         rescale_o(o, s0);
         issue_pv_regs(o, p_frag, 0);                    // O_L += P_A V_A,left
         SEESAW_TRACE(4);  // first PV issued
@@ -599,7 +615,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
         for (int i = 0; i < 32; ++i) fence_regs(s_acc[i]);
         SEESAW_TRACE(2);
-        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1);
+        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1, std::false_type{});
         wgmma_retire<128>(o);
         SEESAW_TRACE(6);
         refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);

@@ -41,7 +41,8 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # columns; for small batches, where half the SMs would idle; 7.16).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
-                  "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072}
+                  "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072,
+                  "nomask": 262144}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.

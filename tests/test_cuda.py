@@ -116,7 +116,8 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
             ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
             ("seesaw+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq", 4), ("seesaw+ahead+tmaout", 1),
-            ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3)]
+            ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3),
+            ("seesaw+ahead+tmaout+tmaq+nomask", 1), ("seesaw+ahead+nomask", 4)]
 
 
 def variant_id(variant):
@@ -151,6 +152,7 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
     assert cuda_backend._schedule_code("serial+colsplit", 10 ** 6) == 1 | 131072
     assert cuda_backend._schedule_code("auto+colsplit", 128, 128) == 8 | 131072
+    assert cuda_backend._schedule_code("seesaw+ahead+nomask", 10 ** 6) == 16 | 512 | 262144
     # auto adds it for the batches whose metadata fills half the parts (scheduler.column_split)
     assert cuda_backend._schedule_code("auto", 128, 128, 1) == 8 | 131072          # b1 h128
     assert cuda_backend._schedule_code("auto", 16, 16, 1) == 8 | 32 | 131072       # b1 h16 (+l2keep)
@@ -289,7 +291,8 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("schedule", ["auto", "seesaw+tmaout+tmaq", "seesaw+ahead+tmaout+tmaq"])
+@pytest.mark.parametrize("schedule", ["auto", "seesaw+tmaout+tmaq", "seesaw+ahead+tmaout+tmaq",
+                                      "seesaw+ahead+tmaout+tmaq+nomask"])
 @pytest.mark.parametrize("layout", ["heads_padded", "batch_padded"])
 def test_gpu_softmax_scale_and_strided_q(schedule, layout):
     """A q view that is not contiguous: with padded heads its rows are not evenly strided, so the
@@ -564,3 +567,26 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
         diff = (out.float() - see_out.float()).abs().max().item()
         assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
             f"seesaw+ahead differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
+        # +nomask drops masking code only where no column would be masked: the same bits.
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead+nomask")
+        diff = (out.float() - see_out.float()).abs().max().item()
+        assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
+            f"seesaw+ahead+nomask differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("s_q, scale", [(66, 576 ** -0.5), (67, 576 ** -0.5), (80, 576 ** -0.5), (2, -0.07)],
+                         ids=["sq66", "sq67", "sq80", "negative-scale"])
+def test_gpu_nomask_falls_back_where_masking_is_needed(s_q, scale):
+    """+nomask's unmasked steady state is exact only with s_q <= 66 (a causal mask then reaches at
+    most 65 keys back, inside a request's last two blocks) and a positive scale; beyond either the
+    kernel keeps the masking code. Long causal s_q and a negative scale against the reference, and
+    bit for bit against the same schedule without the flag."""
+    device = _device()
+    seqlens = [1000, 64 * 9 + s_q - 1, 700 + s_q]  # masks ending inside, at and past a block edge
+    q, k, bt, sl = make_inputs(seqlens, s_q, 16, 1, torch.bfloat16, device, seed=5 + s_q, spare_pages=1)
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, scale, True)
+    base_out, base_lse = run_cuda(q, k, bt, sl, True, 7, scale=scale, schedule="seesaw+ahead")
+    out, lse = run_cuda(q, k, bt, sl, True, 7, scale=scale, schedule="seesaw+ahead+nomask")
+    check_against_reference(out, lse, ref_out.float(), ref_lse, f"s_q={s_q} scale={scale}")
+    assert torch.equal(out, base_out) and torch.equal(lse, base_lse), f"s_q={s_q}: +nomask changed the output"
