@@ -54,6 +54,7 @@ constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
 constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
+constexpr int kBarPVBIssued = 10;  // +pvbfirst, WG1 -> WG0: PV_B,right is issued (pair_step_ahead)
 
 // Instrumented build only (FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE, scripts/seesaw_trace.py):
 // clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
@@ -283,6 +284,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // drops all masking code where that is exact (see kFlagNoMask): uniform for the whole launch.
   const bool steady_unmasked = (p.schedule & kFlagNoMask) != 0 && (!p.causal || p.s_q <= kUnmaskedMaxSq) &&
                                scale_log2 > 0.f;
+  const bool pvb_first = (p.schedule & kFlagPVBFirst) != 0;
   auto rescale_o_in_flight = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
 #pragma unroll
@@ -501,6 +503,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           // WG0 refilled itself mid-step, then, once PV_B,left has retired, stage 1's refill
           // (which must not wait for the late right boxes), then the right and rope boxes.
           SEESAW_TRACE(7);  // second PV issued
+          // +pvbfirst (an experiment): S_A' queues behind WG1's PV_B,right, whose retirement
+          // frees stage 1's right half for the next B page.
+          if (pvb_first) named_barrier_sync(seesaw::kBarPVBIssued, kNumThreads);
           issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
           SEESAW_TRACE(1);  // S_A' left boxes issued
           wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
@@ -531,6 +536,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         rescale_o(o, s1);
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
         SEESAW_TRACE(7);
+        // For +pvbfirst; without it nobody waits, and every second step's arrivals just complete
+        // the barrier's phase.
+        if constexpr (kNextPair) named_barrier_arrive(seesaw::kBarPVBIssued, kNumThreads);
         wgmma_retire<128>(o);
         refill(1, r1, 4, 8, 0, 0);                      // B' right
         SEESAW_TRACE(8);  // second PV retired

@@ -42,7 +42,7 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072,
-                  "nomask": 262144}
+                  "nomask": 262144, "pvbfirst": 524288}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.
@@ -71,7 +71,9 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # ... and adds "+ahead" (the next pair's S queued behind the PVs) from this many rows per kv head
 # on. Three side-by-side runs on the H100 (session 9, docs/kernel-design.md 7.10): 3-5% faster at
 # b128 s_q2 8K h128 (fixed and varied), level at 4K fixed, 1-2% slower at 4K varied; 2-9% slower
-# on every row with 128 rows per kv head, which keep the plain seesaw.
+# on every row with 128 rows per kv head, which keep the plain seesaw. With "+ahead" comes "+nomask"
+# (its steady-state pair step without masking code where that is exact; the same bits): 1.5-2.5%
+# faster on the four rows with 256 rows per kv head in two runs (session 19, docs/kernel-design.md 7.20).
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
@@ -125,7 +127,7 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
             and rows_per_kv >= AUTO_SEESAW_MIN_ROWS_PER_KV and query_rows >= AUTO_SEESAW_MIN_QUERY_ROWS):
         code |= SCHEDULES["seesaw"]
         if rows_per_kv >= AUTO_AHEAD_MIN_ROWS_PER_KV:
-            code |= SCHEDULE_FLAGS["ahead"]
+            code |= SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"]
         code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"]
     if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
         code |= SCHEDULE_FLAGS["l2keep"]
@@ -147,7 +149,7 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     AUTO_SPLITCOMBINE_MAX_ROWS query rows and "+colsplit" for the batches of
     scheduler.may_split_columns, or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
-    TMA at each request boundary; for one kv head) and "+ahead" from AUTO_AHEAD_MIN_ROWS_PER_KV),
+    TMA at each request boundary; for one kv head) and "+ahead+nomask" from AUTO_AHEAD_MIN_ROWS_PER_KV),
     "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
     SCHEDULE_FLAGS.
     """

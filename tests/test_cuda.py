@@ -111,13 +111,15 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 # Kernel variants under evaluation (docs/kernel-design.md section 6): (schedule, scheduler floor).
 # Each must match the reference on the whole foundation grid before its timings mean anything.
 TMA = 32768 | 65536  # +tmaout +tmaq, which "auto" adds to the seesaw
+NOMASK = 262144  # +nomask, which "auto" adds with +ahead
 
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
             ("serial+wholetile", 1), ("seesaw+wholetile", 1), ("seesaw+ahead", 1), ("seesaw+ahead", 4),
             ("seesaw+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq", 4), ("seesaw+ahead+tmaout", 1),
             ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3),
-            ("seesaw+ahead+tmaout+tmaq+nomask", 1), ("seesaw+ahead+nomask", 4)]
+            ("seesaw+ahead+tmaout+tmaq+nomask", 1), ("seesaw+ahead+nomask", 4),
+            ("seesaw+ahead+tmaout+tmaq+nomask+pvbfirst", 1)]
 
 
 def variant_id(variant):
@@ -144,10 +146,10 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+wholetile", 10 ** 6) == 16 | 256
     assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
     assert cuda_backend._schedule_code("seesaw+ahead+noload", 10 ** 6) == 16 | 512 | 1024
-    assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | TMA | 8192 | 16384
+    assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | TMA | 8192 | 16384
     assert set(cuda_backend.PROBE_FLAGS) <= set(cuda_backend.SCHEDULE_FLAGS)
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
-    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | 4096 | TMA
+    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | 4096 | TMA
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
     assert cuda_backend._schedule_code("serial+colsplit", 10 ** 6) == 1 | 131072
@@ -170,12 +172,12 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
     """"auto" = seesaw (16) with the TMA request boundary (+tmaout +tmaq) at >=
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head and >= AUTO_SEESAW_MIN_QUERY_ROWS query rows
-    in the batch, with +ahead (512) from AUTO_AHEAD_MIN_ROWS_PER_KV rows per kv head; serial
+    in the batch, with +ahead (512) and +nomask from AUTO_AHEAD_MIN_ROWS_PER_KV rows per kv head; serial
     otherwise."""
     per_kv, total = cuda_backend.AUTO_SEESAW_MIN_ROWS_PER_KV, cuda_backend.AUTO_SEESAW_MIN_QUERY_ROWS
     ahead_per_kv = cuda_backend.AUTO_AHEAD_MIN_ROWS_PER_KV
-    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512 | TMA  # b128 s_q2 h128
-    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512 | TMA
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | TMA  # b128 s_q2 h128
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512 | NOMASK | TMA
     assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv - 1) == 16 | TMA
     assert cuda_backend._schedule_code("auto", total, per_kv) == 16 | TMA
     assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16 | TMA         # 128 rows per kv head
@@ -572,6 +574,10 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
         diff = (out.float() - see_out.float()).abs().max().item()
         assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
             f"seesaw+ahead+nomask differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
+        # +pvbfirst only delays when WG0 issues the next S: the same bits.
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead+nomask+pvbfirst")
+        assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
+            f"seesaw+ahead+nomask+pvbfirst differs from seesaw (num_sms={num_sms})")
 
 
 @pytest.mark.gpu
