@@ -38,7 +38,10 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # "tmaq" (seesaw, one kv head: the output written and the Q tile loaded with TMA at each request
 # boundary; 7.13), "colsplit" (serial only: where the metadata is marked column-split, scheduler.py,
 # two thread blocks share each part and row tile, each doing PV and the output for 256 of the 512
-# columns; for small batches, where half the SMs would idle; 7.16).
+# columns; for small batches, where half the SMs would idle; 7.16), "nomask" (seesaw+ahead: the
+# steady-state pair step without masking code where that is exact, s_q <= 66 or no causal mask and
+# a positive scale; the same bits; 7.20), "pvbfirst" (seesaw+ahead: WG0 issues the next pair's S
+# only after WG1 has issued its second PV; measured neutral, an A/B switch; 7.20).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072,
@@ -72,8 +75,8 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # on. Three side-by-side runs on the H100 (session 9, docs/kernel-design.md 7.10): 3-5% faster at
 # b128 s_q2 8K h128 (fixed and varied), level at 4K fixed, 1-2% slower at 4K varied; 2-9% slower
 # on every row with 128 rows per kv head, which keep the plain seesaw. With "+ahead" comes "+nomask"
-# (its steady-state pair step without masking code where that is exact; the same bits): 1.5-2.5%
-# faster on the four rows with 256 rows per kv head in two runs (session 19, docs/kernel-design.md 7.20).
+# (its steady-state pair step without masking code where that is exact; the same bits): 2-3%
+# faster on the four rows with 256 rows per kv head in three runs (session 19, docs/kernel-design.md 7.20).
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
