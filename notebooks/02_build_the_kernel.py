@@ -310,7 +310,10 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   session 16 each thread loads one row of the Q tile (one division by the heads per kv head instead
 #   of 36), which shrinks the serial kernels' code from 108-122 KB to 64-79 KB, faster at small
 #   batch where a thread block runs its code once (section 7.17): 234 and 240 registers, 0 spills
-#   (`benchmarks/results/bench_h100_2026-12-06_session16/build.log`).
+#   (`benchmarks/results/bench_h100_2026-12-06_session16/build.log`). Since session 19 the `+ahead`
+#   seesaw holds two copies of its steady-state loop, one without any masking code for the steps
+#   that never mask (`+nomask`, which `auto` adds; section 7.20): 247 registers, 0 spills
+#   (`benchmarks/results/nomask_h100_2026-12-06/run4_build_regs.txt`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
