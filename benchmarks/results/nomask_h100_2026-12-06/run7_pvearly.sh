@@ -2,7 +2,7 @@
 # Prepared in session 19 (not run: no device time left). +pvearly: in the unmasked steady state WG0
 # issues its PV_A,left (P_A from registers) right after its softmax and only then stores P_A, fences
 # and publishes m0/s0/P_A, as FlashMLA's WG0 does (kernel-design 7.20: FlashMLA's first PV starts
-# ~200 cycles after its softmax, ours ~430 after, behind the P store, fence and barrier). The patch
+# ~200 cycles after it publishes s0, ours ~700 after the softmax arithmetic). The patch
 # (pvearly_variant.patch, against main b1c26c1) adds a third copy of the steady loop;
 # it compiles clean but moves the +ahead seesaw from 247 to 255 registers, so it stays out of main
 # until timed: if auto+pvearly wins, check that auto (without it) did not slow down against a
