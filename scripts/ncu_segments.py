@@ -5,10 +5,13 @@ Input: the per-instruction CSV that `ncu --import REPORT --page source --csv --p
 writes (the `run1_src_*.csv.xz` files of benchmarks/results/seesaw_fetch_h100_2026-12-06/ are
 such exports, xz-compressed). Only the hot loop is read: the execution count that collects the most
 stall samples is the loop's trip count, and the instructions executed at least HOT_FRACTION times
-that often are its body (spin loops and twin paths run more often). It is cut into segments, each ending
-at an instruction that collects many stall samples and is a wait or an issue point (a wgmma, a
-wgmma wait, a named barrier, an mbarrier wait), so each segment reads "the code before, then what
-it waited for". Per segment: its instructions, its share of all samples, and the top stall reasons.
+that often are its body (spin loops and twin paths run more often). It is cut into segments, each
+ending at an mbarrier wait or at a wait or issue point that collects many stall samples (a wgmma, a
+wgmma wait, a named barrier), so each segment reads "the code before, then what it waited for" (an
+mbarrier wait's own stalls are sampled on the instructions after it, which open the next segment).
+Per segment: its instructions, its share of all samples, and the top stall reasons. Samples whose
+reason has no column of its own in the export (a wgmma waiting to issue, for one) count in a
+segment's samples but not in its reasons.
 
     python3 scripts/ncu_segments.py src.csv[.xz] [--min-samples 100] [--reasons 3]
     python3 scripts/ncu_segments.py src.csv.xz --range c5120 c6520   # stall reasons of one address range
@@ -50,13 +53,13 @@ def top(reasons, n):
     return ", ".join(f"{k} {v}" for k, v in collections.Counter(reasons).most_common(n) if v)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv")
     ap.add_argument("--min-samples", type=int, default=100, help="a segment ends at a wait with at least this many")
     ap.add_argument("--reasons", type=int, default=3)
     ap.add_argument("--range", nargs=2, metavar=("FROM", "TO"), help="summarise one address range (last 5 hex digits)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rows = read_rows(args.csv)
     if not rows:
         sys.exit(f"{args.csv}: no instruction rows (is it a source-page export?)")
@@ -82,7 +85,10 @@ def main():
         seg += r["samples"]
         count += 1
         reasons.update(r["reasons"])
-        if r["samples"] >= args.min_samples and any(k in r["sass"] for k in SEGMENT_ENDS):
+        # An mbarrier wait always ends a segment: its stall samples land on the instructions
+        # after it (the wait spins out of line), so they open the next segment.
+        if "SYNCS.PHASECHK" in r["sass"] or (r["samples"] >= args.min_samples
+                                              and any(k in r["sass"] for k in SEGMENT_ENDS)):
             print(f"{start}-{r['addr']} {count:4d} instr {seg:7d} samples {100 * seg / total:5.1f}%  "
                   f"[{top(reasons, args.reasons)}]  ends {r['sass'][:60]}")
             seg, start, count, reasons = 0, r["addr"], 0, collections.Counter()
