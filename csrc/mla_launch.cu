@@ -100,12 +100,13 @@ cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStrea
                             &maps.out)) {
     p.schedule &= ~kFlagTmaOut;
   }
+  const bool combine = !(p.schedule & kFlagProbeNoCombine);  // the +nocombine timing probe skips it
   if (dtype == DType::kBF16) {
     err = launch_main_kernel<__nv_bfloat16>(p, maps, stream);
-    if (err == cudaSuccess && !(p.schedule & kFlagProbeNoCombine)) err = launch_combine_kernel<__nv_bfloat16>(p, stream);
+    if (err == cudaSuccess && combine) err = launch_combine_kernel<__nv_bfloat16>(p, stream);
   } else {
     err = launch_main_kernel<__half>(p, maps, stream);
-    if (err == cudaSuccess && !(p.schedule & kFlagProbeNoCombine)) err = launch_combine_kernel<__half>(p, stream);
+    if (err == cudaSuccess && combine) err = launch_combine_kernel<__half>(p, stream);
   }
   return err;
 }

@@ -546,38 +546,30 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
     device = _device()
     q, k, bt, sl = make_inputs(benchmark_seqlens(b, mean, s_q, varied), s_q, h_q, 1, torch.bfloat16, device,
                                seed=41, spare_pages=1)
+
+    def assert_same_bits(schedule, base, base_name, num_sms, **kwargs):
+        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule, **kwargs)
+        diff = (out.float() - base[0].float()).abs().max().item()
+        assert torch.equal(out, base[0]) and torch.equal(lse, base[1]), (
+            f"{schedule} differs from {base_name} (num_sms={num_sms}, {kwargs}): max |out diff| {diff:.3e}")
+
     for num_sms in (None, 33):
-        base_out, base_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial")
+        serial = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial")
         for schedule in ("chained", "serial+splitcombine", "chained+splitcombine"):
-            out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule=schedule)
-            diff = (out.float() - base_out.float()).abs().max().item()
-            assert torch.equal(out, base_out) and torch.equal(lse, base_lse), (
-                f"{schedule} differs from serial (num_sms={num_sms}): max |out diff| {diff:.3e}")
+            assert_same_bits(schedule, serial, "serial", num_sms)
         # +colsplit runs the same S and softmax in both thread blocks of a pair, and each output
         # column's PV sums the same products in the same k order (an N = 128 wgmma instead of N = 256);
         # on an unmarked schedule it is the serial kernel. Compared on the same metadata.
         for split in (True, False):
-            ref_out, ref_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial", column_split=split)
-            out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial+colsplit", column_split=split)
-            diff = (out.float() - ref_out.float()).abs().max().item()
-            assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse), (
-                f"serial+colsplit differs from serial (num_sms={num_sms}, split={split}): max |out diff| {diff:.3e}")
+            same_metadata = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="serial", column_split=split)
+            assert_same_bits("serial+colsplit", same_metadata, "serial", num_sms, column_split=split)
         # seesaw+ahead reorders when wgmmas are issued, not what they compute: same operands,
         # same accumulation order, so the same bits as seesaw.
-        see_out, see_lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")
-        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead")
-        diff = (out.float() - see_out.float()).abs().max().item()
-        assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
-            f"seesaw+ahead differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
-        # +nomask drops masking code only where no column would be masked: the same bits.
-        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead+nomask")
-        diff = (out.float() - see_out.float()).abs().max().item()
-        assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
-            f"seesaw+ahead+nomask differs from seesaw (num_sms={num_sms}): max |out diff| {diff:.3e}")
-        # +pvbfirst only delays when WG0 issues the next S: the same bits.
-        out, lse = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead+nomask+pvbfirst")
-        assert torch.equal(out, see_out) and torch.equal(lse, see_lse), (
-            f"seesaw+ahead+nomask+pvbfirst differs from seesaw (num_sms={num_sms})")
+        # +nomask drops masking code only where no column would be masked, +pvbfirst only delays
+        # when WG0 issues the next S: the same bits too.
+        seesaw = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")
+        for schedule in ("seesaw+ahead", "seesaw+ahead+nomask", "seesaw+ahead+nomask+pvbfirst"):
+            assert_same_bits(schedule, seesaw, "seesaw", num_sms)
 
 
 @pytest.mark.gpu
