@@ -126,6 +126,7 @@ def compute_tile_scheduler_metadata(
     min_blocks_per_part: int = 1,
     whole_request_slack: int = WHOLE_REQUEST_SLACK_BLOCKS,
     column_split: bool | None = None,
+    overhead_blocks: int = FIXED_OVERHEAD_BLOCKS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a batch's KV blocks over ``num_sm_parts`` parts.
 
@@ -143,6 +144,9 @@ def compute_tile_scheduler_metadata(
         column_split: True cuts the line into half the parts and marks column 7 (when there are
             at least two parts), False never does; None (the default) decides as the module
             docstring says.
+        overhead_blocks: the fixed cost of a chunk in blocks (module docstring); the default
+            (FIXED_OVERHEAD_BLOCKS) is what the GPU scheduler does. Other values are for
+            experiments (scripts/ab_cuda.py's "schedule%N" variants).
 
     Returns:
         ``tile_scheduler_metadata`` int32 ``[num_sm_parts, 8]`` and ``num_splits`` int32
@@ -152,6 +156,8 @@ def compute_tile_scheduler_metadata(
         raise ValueError("cache_seqlens must hold at least one request (batch size b > 0)")
     if not isinstance(min_blocks_per_part, int) or not 1 <= min_blocks_per_part <= 1 << 20:
         raise ValueError(f"min_blocks_per_part must be an int in [1, 2**20], got {min_blocks_per_part!r}")
+    if not isinstance(overhead_blocks, int) or not 0 <= overhead_blocks <= 1 << 10:
+        raise ValueError(f"overhead_blocks must be an int in [0, 1024], got {overhead_blocks!r}")
     device = cache_seqlens.device
     if num_sms is None:
         num_sms = device_num_sms(device)
@@ -159,7 +165,7 @@ def compute_tile_scheduler_metadata(
     batch = cache_seqlens.shape[0]
     mode = column_split_mode(column_split, batch, batch * num_q_tokens_per_head_k * num_heads_k)
     half = parts // 2  # a split needs two thread blocks per part: at least two parts
-    overhead = FIXED_OVERHEAD_BLOCKS
+    overhead = overhead_blocks
     i64 = dict(dtype=torch.int64, device=device)
 
     blocks = (cache_seqlens.to(torch.int64).clamp_min(0) + BLOCK_SIZE - 1) // BLOCK_SIZE

@@ -17,7 +17,9 @@ scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,au
 "schedule@K" with the scheduler floor min_blocks_per_part=K (fewer, longer chunks on small
 batches), e.g. auto@4 or auto@4:132, and "schedule=split" / "schedule=nosplit" with a column-split
 schedule forced on or off (the scheduler's column_split; default: its rule), e.g.
-serial+splitcombine=nosplit for `auto` at b = 1 before the column split (docs/kernel-design.md 7.16).
+serial+splitcombine=nosplit for `auto` at b = 1 before the column split (docs/kernel-design.md 7.16),
+and "schedule%N" with metadata from the Python scheduler charging N blocks per chunk instead of
+FIXED_OVERHEAD_BLOCKS (the balance of parts on varied lengths), e.g. auto%3.
 A variant "triton" times the Triton backend (its table entry, the same metadata),
 "triton/MODULE" the ``decode`` of another module with triton_decode's interface, e.g. an older
 copy of flashmla/triton_decode.py saved untracked as flashmla/_ab_baseline.py:
@@ -44,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cuda import bench, graph_time, load_shapes, make  # noqa: E402
 
 import flashmla  # noqa: E402
-from flashmla import cuda_backend, triton_configs, triton_decode  # noqa: E402
+from flashmla import cuda_backend, scheduler, triton_configs, triton_decode  # noqa: E402
 from flashmla.triton_configs import KernelConfig  # noqa: E402
 
 
@@ -88,6 +90,12 @@ def main():
             column_split = {"": None, "split": True, "nosplit": False}.get(split_text, "bad")
             if column_split == "bad" or (split_text and no_cuda_build):
                 raise SystemExit(f"variant {v!r}: '=split' / '=nosplit' only, with the CUDA build's metadata")
+            overhead = None
+            if "%" in schedule:
+                schedule, _, overhead_text = schedule.partition("%")
+                overhead = int(overhead_text)
+                if no_cuda_build:
+                    raise SystemExit(f"variant {v!r}: another chunk overhead needs the CUDA build")
             floor = 1
             if "@" in schedule and not schedule.startswith("triton@"):
                 schedule, _, floor_text = schedule.partition("@")
@@ -96,6 +104,9 @@ def main():
                     raise SystemExit(f"variant {v!r}: a scheduler floor needs the CUDA build's metadata")
             if no_cuda_build:
                 md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
+            elif overhead is not None:  # the Python scheduler's tensors, on the GPU (same format)
+                md, ns = scheduler.compute_tile_scheduler_metadata(sl, s_q * h_q, 1, num_sms, floor,
+                                                                   column_split=column_split, overhead_blocks=overhead)
             else:
                 md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms, floor, column_split)
             if schedule == "gluon":  # the Triton backend's warp-specialised Hopper kernel

@@ -10,7 +10,7 @@ from flashmla.scheduler import (COL_BEGIN_BLOCK, COL_BEGIN_CHUNK, COL_BEGIN_REQ,
                                 FIXED_OVERHEAD_BLOCKS, compute_tile_scheduler_metadata, num_sm_parts)
 
 
-def expand(metadata: torch.Tensor, num_splits: torch.Tensor, seqlens: list[int]):
+def expand(metadata: torch.Tensor, num_splits: torch.Tensor, seqlens: list[int], overhead=FIXED_OVERHEAD_BLOCKS):
     """Walk the schedule as a kernel would: {(req, block): (part, chunk)} and per-part costs."""
     blocks = [math.ceil(n / 64) for n in seqlens]
     owner, costs, chunk_of = {}, [], {}
@@ -30,7 +30,7 @@ def expand(metadata: torch.Tensor, num_splits: torch.Tensor, seqlens: list[int])
             for blk in range(lo, hi):
                 assert (r, blk) not in owner, f"block {blk} of request {r} covered twice"
                 owner[(r, blk)] = part
-            cost += hi - lo + FIXED_OVERHEAD_BLOCKS
+            cost += hi - lo + overhead
         costs.append(cost)
     return owner, costs, chunk_of
 
@@ -224,6 +224,37 @@ def test_floor_at_batch_one_gives_chunks_of_k_blocks(k):
     assert all(s == k for s in sizes[1:-1]) and 0 < sizes[-1] <= k
     # The first cut past the request's overhead is at ceil(OVERHEAD / k) * k on the line.
     assert sizes[0] == (math.ceil(FIXED_OVERHEAD_BLOCKS / k) * k - FIXED_OVERHEAD_BLOCKS or k)
+
+
+@pytest.mark.parametrize("overhead", [0, 2, 3, 8])
+@pytest.mark.parametrize("seed", range(6))
+def test_other_overheads_give_valid_balanced_schedules(overhead, seed):
+    """The chunk overhead is an experiment knob (scripts/ab_cuda.py "auto%N"): any value still
+    covers every block once with chunk ids 0..n-1, and balances the parts under its own cost
+    model (P = ceil(T / parts) with T counted at that overhead)."""
+    rng = random.Random(2000 + seed)
+    b = rng.choice([2, 33, 128])
+    seqlens = [rng.choice([0, 64, 65, 1000, rng.randint(0, 20000)]) for _ in range(b)]
+    rows = rng.choice([16, 128, 256])
+    seq = torch.tensor(seqlens, dtype=torch.int32)
+    metadata, num_splits = compute_tile_scheduler_metadata(seq, rows, 1, 132, overhead_blocks=overhead)
+    parts = num_sm_parts(132, rows, 1)
+    blocks = [math.ceil(n / 64) for n in seqlens]
+    owner, costs, chunk_of = expand(metadata, num_splits, seqlens, overhead)
+    assert set(owner) == {(r, j) for r, n in enumerate(blocks) for j in range(n)}
+    splits = num_splits.tolist()
+    for r, n in enumerate(blocks):
+        assert {c for (rr, c) in chunk_of if rr == r} == set(range(splits[r + 1] - splits[r]))
+    total = sum(n + overhead for n in blocks if n)
+    used = parts // 2 if metadata[0, scheduler.COL_COLUMN_SPLIT] else parts
+    assert max(costs) <= math.ceil(total / used) + max(overhead, scheduler.WHOLE_REQUEST_SLACK_BLOCKS) + 1
+
+
+def test_overhead_rejects_bad_values():
+    seq = torch.tensor([100], dtype=torch.int32)
+    for bad in (-1, 2.5, 2000):
+        with pytest.raises(ValueError, match="overhead_blocks"):
+            compute_tile_scheduler_metadata(seq, 16, 1, 132, overhead_blocks=bad)
 
 
 def test_floor_rejects_bad_values():
