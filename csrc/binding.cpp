@@ -138,6 +138,15 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   p.lse = lse.data_ptr<float>();
   p.out_accum = out_accum.data_ptr<float>();
   p.lse_accum = lse_accum.data_ptr<float>();
+  // +overlapcombine: per (request, kv head, m-block) counts of stored chunks, zero at the launch.
+  // Only the seesaw kernel counts; with another kernel the combine would wait for ever.
+  MLA_CHECK(!(schedule & 1048576) || (schedule & 16),
+            "schedule: +overlapcombine (1048576) needs the seesaw kernel (16), got ", schedule);
+  at::Tensor chunk_done;
+  if (schedule & 1048576) {
+    chunk_done = at::zeros({batch * h_kv * num_m_blocks}, q.options().dtype(at::kInt));
+    p.chunk_done = chunk_done.data_ptr<int>();
+  }
   p.batch = static_cast<int>(batch);
   p.s_q = static_cast<int>(s_q);
   p.h_q = static_cast<int>(h_q);
@@ -147,15 +156,15 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   p.num_m_blocks = static_cast<int>(num_m_blocks);
   p.softmax_scale = static_cast<float>(softmax_scale);
   p.causal = causal && s_q > 1;
-  MLA_CHECK(schedule >= 0 && schedule <= 1048575,
+  MLA_CHECK(schedule >= 0 && schedule <= 2097151,
             "schedule must be 0 (auto), 1 (serial), 2 (pipelined), 3 (chained) or 16 (seesaw), plus 4 for "
             "rendezvous barriers, 8 for the column-split combine, 32 for L2 evict_normal K loads, 64 for "
             "the seesaw's early refill, 128 for 128-byte L2 promotion, 256 to wait for whole K tiles, 512 "
             "for the seesaw's next-pair S queued ahead, 1024 / 2048 / 8192 / 16384 for the seesaw's timing "
             "probes (wrong output by design), 4096 to launch the seesaw's m-blocks in clusters of two and "
             "32768 / 65536 for the seesaw's TMA output stores / Q loads, 131072 for the serial kernel's "
-            "column split, 262144 for the seesaw's unmasked steady state and 524288 for its PV_B,right "
-            "ahead of the next S (an experiment), got ",
+            "column split, 262144 for the seesaw's unmasked steady state, 524288 for its PV_B,right "
+            "ahead of the next S (an experiment) and 1048576 for the seesaw's combine overlapping its tail, got ",
             schedule);
   MLA_CHECK(!(schedule & 131072) || ((schedule & 16) == 0 && (schedule & 3) <= 1),
             "schedule: the column split (131072) is a variant of the serial kernel (schedule 0 or 1 without "

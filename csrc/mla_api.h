@@ -40,6 +40,11 @@ struct DecodeParams {
   // Partials: out_accum [b + num_sm_parts, h_kv, rows, 512], lse_accum [b + num_sm_parts, h_kv, rows].
   float* out_accum;
   float* lse_accum;
+  // +overlapcombine (seesaw): [b, h_kv, num_m_blocks] int32, zeroed before the launch; the thread
+  // block that stores a split chunk's partials adds 1 to its (request, kv head, m-block) entry
+  // when they are stored, and the combine merges a request's rows once their entry counts all its
+  // chunks. nullptr without the flag.
+  int* chunk_done;
   int batch, s_q, h_q, h_kv;
   int heads_per_kv;                 // h_q / h_kv
   int rows;                         // s_q * h_q / h_kv query rows per kv head

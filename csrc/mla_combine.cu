@@ -13,6 +13,14 @@ namespace {
 
 constexpr int kCombineRowsPerBlock = 8;  // one warp per query row (split variant: per row quarter)
 constexpr int kFlagSplitCombineBit = 8;  // DecodeParams::schedule bit; = kFlagSplitCombine of the main kernel
+constexpr int kFlagOverlapCombineBit = 1048576;  // = kFlagOverlapCombine of the main kernel
+constexpr int kRowsPerTileOfMain = 64;           // = kRowsPerTile: the main kernel's m-block height
+
+__device__ __forceinline__ int ld_acquire_gpu(const int* ptr) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(ptr) : "memory");
+  return v;
+}
 
 template <typename T>
 __device__ __forceinline__ void store4(T* dst, float a, float b, float c, float d);
@@ -77,15 +85,33 @@ __device__ __forceinline__ float warp_sum_exp(const float* lse_in, int64_t strid
 template <typename T>
 __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     mla_combine_kernel(const DecodeParams p) {
-  // Launched with programmatic dependent launch: everything above this line may overlap the
-  // main kernel's tail; nothing the main kernel writes is read before it.
-  asm volatile("griddepcontrol.wait;" ::: "memory");
   const int req = blockIdx.z;
   const int kv_head = blockIdx.y;
   const int lane = threadIdx.x % 32;
   const int rho = blockIdx.x * kCombineRowsPerBlock + threadIdx.x / 32;
+  // Launched with programmatic dependent launch: the grid is scheduled while the main kernel
+  // drains. num_splits comes from the metadata kernel, which finished before the main kernel began.
+  if (!(p.schedule & kFlagOverlapCombineBit)) {
+    asm volatile("griddepcontrol.wait;" ::: "memory");  // everything the main kernel wrote is visible
+  } else if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) {
+    // +overlapcombine: one thread waits for the main grid, so that this grid never completes
+    // before it does (what follows in the stream may read the main kernel's outputs).
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+  }
   const int first_slot = p.num_splits[req];
   const int num_chunks = p.num_splits[req + 1] - first_slot;
+  if ((p.schedule & kFlagOverlapCombineBit) && num_chunks > 1) {
+    // +overlapcombine: wait until every chunk of this request has published the partials of this
+    // block's m-block (the block's 8 rows lie in one 64-row tile). Thread 0's acquire, then the
+    // block barrier, order every thread's later loads after the main kernel's stores (the PTX
+    // memory model's acquire pattern; the hardware invalidates the L1 for a gpu-scope acquire).
+    if (threadIdx.x == 0) {
+      const int* done = p.chunk_done + (static_cast<int64_t>(req) * p.h_kv + kv_head) * p.num_m_blocks +
+                        blockIdx.x * kCombineRowsPerBlock / kRowsPerTileOfMain;
+      while (ld_acquire_gpu(done) < num_chunks) __nanosleep(200);
+    }
+    __syncthreads();
+  }
   if (num_chunks == 1 || rho >= p.rows) return;
 
   const CombineRow<T> row = combine_row<T>(p, req, kv_head, rho, first_slot);

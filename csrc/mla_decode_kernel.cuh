@@ -606,6 +606,10 @@ constexpr int kUnmaskedMaxSq = 66;
 // seesaw +ahead (an experiment): WG0 queues the next pair's S only after WG1 has issued its
 // second PV (so that PV_B,right, which frees stage 1's right half, is not queued behind S_A').
 constexpr int kFlagPVBFirst = 524288;
+// seesaw: the combine merges each split request as soon as all its chunks are stored (counted in
+// DecodeParams::chunk_done), while the main kernel's last thread blocks still run, instead of
+// after the whole main grid (docs/kernel-design.md 7.22). Same values as without the flag.
+constexpr int kFlagOverlapCombine = 1048576;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

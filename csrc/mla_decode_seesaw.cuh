@@ -166,6 +166,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // +tmaout / +tmaq (kFlagTmaOut): the request boundary's output and Q tile by TMA (7.13).
   const bool tma_out = (p.schedule & kFlagTmaOut) != 0;
   const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
+  const bool overlap_combine = (p.schedule & kFlagOverlapCombine) != 0;  // the binding checks chunk_done
   uint32_t q_parity = 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
@@ -689,6 +690,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, wg * 256, inv_l);
     }
     if (wg == 0 && (lane & 3) == 0) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
+    if (overlap_combine && !whole_request) {
+      // +overlapcombine: this chunk's partials and lse are published with one count (the
+      // threadfence-reduction pattern: every thread fences its own stores, then one adds).
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) atomicAdd(p.chunk_done + (static_cast<int64_t>(req) * p.h_kv + kv_head) * p.num_m_blocks + m_block, 1);
+    }
     SEESAW_TRACE_REQ(18);  // output stores issued
 #ifdef FLASHMLA_SEESAW_TRACE
     ++trace_req;

@@ -41,11 +41,14 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # columns; for small batches, where half the SMs would idle; 7.16), "nomask" (seesaw+ahead: the
 # steady-state pair step without masking code where that is exact, s_q <= 66 or no causal mask and
 # a positive scale; the same bits; 7.20), "pvbfirst" (seesaw+ahead: WG0 issues the next pair's S
-# only after WG1 has issued its second PV; measured neutral, an A/B switch; 7.20).
+# only after WG1 has issued its second PV; measured neutral, an A/B switch; 7.20), "overlapcombine"
+# (seesaw only: the combine merges each split request as soon as its chunks are stored, overlapping
+# the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072,
-                  "nomask": 262144, "pvbfirst": 524288}
+                  "nomask": 262144, "pvbfirst": 524288,
+                  "overlapcombine": 1048576}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.
@@ -137,6 +140,11 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     if (base == "auto" and query_rows is not None and batch is not None and not code & SCHEDULES["seesaw"]
             and scheduler.may_split_columns(batch, query_rows)):
         code |= SCHEDULE_FLAGS["colsplit"]
+    if code & SCHEDULE_FLAGS["overlapcombine"] and not code & SCHEDULES["seesaw"]:
+        if base != "auto":
+            raise ValueError(f"schedule {name!r}: +overlapcombine needs the seesaw kernel (its thread blocks "
+                             f"count the stored chunks)")
+        code &= ~SCHEDULE_FLAGS["overlapcombine"]  # auto: only where it picked the seesaw kernel
     if code & SCHEDULE_FLAGS["colsplit"] and (code & SCHEDULES["seesaw"] or code & 3 > 1):
         raise ValueError(f"schedule {name!r}: +colsplit is a variant of the serial kernel, and this batch "
                          f"runs the {'seesaw' if code & SCHEDULES['seesaw'] else 'pipelined/chained'} kernel")

@@ -119,7 +119,8 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq", 4), ("seesaw+ahead+tmaout", 1),
             ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3),
             ("seesaw+ahead+tmaout+tmaq+nomask", 1), ("seesaw+ahead+nomask", 4),
-            ("seesaw+ahead+tmaout+tmaq+nomask+pvbfirst", 1)]
+            ("seesaw+ahead+tmaout+tmaq+nomask+pvbfirst", 1),
+            ("seesaw+ahead+tmaout+tmaq+nomask+overlapcombine", 1), ("seesaw+overlapcombine", 4)]
 
 
 def variant_id(variant):
@@ -167,6 +168,12 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
             cuda_backend._schedule_code(not_serial, 16)
     with pytest.raises(ValueError, match="seesaw"):  # auto picks the seesaw kernel for this batch
         cuda_backend._schedule_code("auto+colsplit", 128 * 2 * 128, 2 * 128)
+    # +overlapcombine needs the seesaw kernel's chunk counts: auto drops it elsewhere
+    assert cuda_backend._schedule_code("auto+overlapcombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | TMA | 1048576
+    assert cuda_backend._schedule_code("auto+overlapcombine", 16, 16, 1) == cuda_backend._schedule_code("auto", 16, 16, 1)
+    for not_seesaw in ("serial+overlapcombine", "chained+overlapcombine"):
+        with pytest.raises(ValueError, match="overlapcombine"):
+            cuda_backend._schedule_code(not_seesaw, 10 ** 6)
 
 
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
@@ -337,7 +344,8 @@ def test_gpu_benchmark_shapes(shape):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", [("auto", 1), ("chained+splitcombine", 8), ("seesaw", 1)], ids=variant_id)
+@pytest.mark.parametrize("variant", [("auto", 1), ("chained+splitcombine", 8), ("seesaw", 1), ("seesaw+overlapcombine", 1)],
+                         ids=variant_id)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_gpu_cuda_graph_padded_batch(dtype, variant):
     """Metadata of the real batch copied into buffers of a padded batch (vLLM pads num_splits with
@@ -568,7 +576,9 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
         # +nomask drops masking code only where no column would be masked, +pvbfirst only delays
         # when WG0 issues the next S: the same bits too.
         seesaw = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")
-        for schedule in ("seesaw+ahead", "seesaw+ahead+nomask", "seesaw+ahead+nomask+pvbfirst"):
+        # +overlapcombine merges the same partials with the same arithmetic, only earlier.
+        for schedule in ("seesaw+ahead", "seesaw+ahead+nomask", "seesaw+ahead+nomask+pvbfirst",
+                         "seesaw+overlapcombine", "seesaw+ahead+nomask+overlapcombine"):
             assert_same_bits(schedule, seesaw, "seesaw", num_sms)
 
 
