@@ -134,7 +134,7 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
         code |= SCHEDULES["seesaw"]
         if rows_per_kv >= AUTO_AHEAD_MIN_ROWS_PER_KV:
             code |= SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"]
-        code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"]
+        code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"] | SCHEDULE_FLAGS["overlapcombine"]
     if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
         code |= SCHEDULE_FLAGS["l2keep"]
     if (base == "auto" and query_rows is not None and batch is not None and not code & SCHEDULES["seesaw"]
@@ -160,7 +160,7 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     AUTO_SPLITCOMBINE_MAX_ROWS query rows and "+colsplit" for the batches of
     scheduler.may_split_columns, or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
-    TMA at each request boundary; for one kv head) and "+ahead+nomask" from AUTO_AHEAD_MIN_ROWS_PER_KV),
+    TMA at each request boundary; for one kv head), "+overlapcombine" and "+ahead+nomask" from AUTO_AHEAD_MIN_ROWS_PER_KV),
     "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
     SCHEDULE_FLAGS.
     """

@@ -110,7 +110,7 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 
 # Kernel variants under evaluation (docs/kernel-design.md section 6): (schedule, scheduler floor).
 # Each must match the reference on the whole foundation grid before its timings mean anything.
-TMA = 32768 | 65536  # +tmaout +tmaq, which "auto" adds to the seesaw
+SEESAW_AUTO = 32768 | 65536 | 1048576  # +tmaout +tmaq +overlapcombine, which "auto" adds to the seesaw
 NOMASK = 262144  # +nomask, which "auto" adds with +ahead
 
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
@@ -147,10 +147,10 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+wholetile", 10 ** 6) == 16 | 256
     assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
     assert cuda_backend._schedule_code("seesaw+ahead+noload", 10 ** 6) == 16 | 512 | 1024
-    assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | TMA | 8192 | 16384
+    assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO | 8192 | 16384
     assert set(cuda_backend.PROBE_FLAGS) <= set(cuda_backend.SCHEDULE_FLAGS)
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
-    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | 4096 | TMA
+    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | 4096 | SEESAW_AUTO
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
     assert cuda_backend._schedule_code("serial+colsplit", 10 ** 6) == 1 | 131072
@@ -169,7 +169,7 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     with pytest.raises(ValueError, match="seesaw"):  # auto picks the seesaw kernel for this batch
         cuda_backend._schedule_code("auto+colsplit", 128 * 2 * 128, 2 * 128)
     # +overlapcombine needs the seesaw kernel's chunk counts: auto drops it elsewhere
-    assert cuda_backend._schedule_code("auto+overlapcombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | TMA | 1048576
+    assert cuda_backend._schedule_code("auto+overlapcombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO
     assert cuda_backend._schedule_code("auto+overlapcombine", 16, 16, 1) == cuda_backend._schedule_code("auto", 16, 16, 1)
     for not_seesaw in ("serial+overlapcombine", "chained+overlapcombine"):
         with pytest.raises(ValueError, match="overlapcombine"):
@@ -177,18 +177,18 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
 
 
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
-    """"auto" = seesaw (16) with the TMA request boundary (+tmaout +tmaq) at >=
+    """"auto" = seesaw (16) with the TMA request boundary (+tmaout +tmaq) and the overlapped combine at >=
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head and >= AUTO_SEESAW_MIN_QUERY_ROWS query rows
     in the batch, with +ahead (512) and +nomask from AUTO_AHEAD_MIN_ROWS_PER_KV rows per kv head; serial
     otherwise."""
     per_kv, total = cuda_backend.AUTO_SEESAW_MIN_ROWS_PER_KV, cuda_backend.AUTO_SEESAW_MIN_QUERY_ROWS
     ahead_per_kv = cuda_backend.AUTO_AHEAD_MIN_ROWS_PER_KV
-    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | TMA  # b128 s_q2 h128
-    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512 | NOMASK | TMA
-    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv - 1) == 16 | TMA
-    assert cuda_backend._schedule_code("auto", total, per_kv) == 16 | TMA
-    assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16 | TMA         # 128 rows per kv head
-    assert cuda_backend._schedule_code("auto", 32 * 1 * 128, 128) == 16 | TMA          # b32 s_q1 h128
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO  # b128 s_q2 h128
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512 | NOMASK | SEESAW_AUTO
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv - 1) == 16 | SEESAW_AUTO
+    assert cuda_backend._schedule_code("auto", total, per_kv) == 16 | SEESAW_AUTO
+    assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16 | SEESAW_AUTO         # 128 rows per kv head
+    assert cuda_backend._schedule_code("auto", 32 * 1 * 128, 128) == 16 | SEESAW_AUTO          # b32 s_q1 h128
     assert cuda_backend._schedule_code("auto", 8 * 1 * 128, 128) == 0             # b8: serial
     assert cuda_backend._schedule_code("auto", 128 * 64, 64) == 32                # 64 rows: serial (+l2keep)
     assert cuda_backend._schedule_code("auto", total - 1, per_kv) == 0
