@@ -160,7 +160,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     AUTO_SPLITCOMBINE_MAX_ROWS query rows and "+colsplit" for the batches of
     scheduler.may_split_columns, or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
-    TMA at each request boundary; for one kv head), "+overlapcombine" and "+ahead+nomask" from AUTO_AHEAD_MIN_ROWS_PER_KV),
+    TMA at each request boundary; for one kv head), "+overlapcombine" (the combine overlapping the
+    main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask"),
     "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
     SCHEDULE_FLAGS.
     """
