@@ -313,7 +313,11 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   (`benchmarks/results/bench_h100_2026-12-06_session16/build.log`). Since session 19 the `+ahead`
 #   seesaw holds two copies of its steady-state loop, one without any masking code for the steps
 #   that never mask (`+nomask`, which `auto` adds; section 7.20): 247 registers, 0 spills
-#   (`benchmarks/results/nomask_h100_2026-12-06/run4_build_regs.txt`).
+#   (`benchmarks/results/nomask_h100_2026-12-06/run4_build_regs.txt`). Since session 20 the combine
+#   kernel of `auto`'s seesaw merges each split request as soon as all its chunks are stored, while
+#   the main kernel's last thread blocks still run (`+overlapcombine`; section 7.22): the seesaw
+#   kernels unchanged (247 and 248 registers), the combine 54 registers, 0 spills
+#   (`benchmarks/results/pvearly_h100_2026-12-06/run3/build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
