@@ -14,7 +14,6 @@ namespace {
 constexpr int kCombineRowsPerBlock = 8;  // one warp per query row (split variant: per row quarter)
 constexpr int kFlagSplitCombineBit = 8;  // DecodeParams::schedule bit; = kFlagSplitCombine of the main kernel
 constexpr int kFlagOverlapCombineBit = 1048576;  // = kFlagOverlapCombine of the main kernel
-constexpr int kRowsPerTileOfMain = 64;           // = kRowsPerTile: the main kernel's m-block height
 
 __device__ __forceinline__ int ld_acquire_gpu(const int* ptr) {
   int v;
@@ -91,7 +90,8 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   const int rho = blockIdx.x * kCombineRowsPerBlock + threadIdx.x / 32;
   // Launched with programmatic dependent launch: the grid is scheduled while the main kernel
   // drains. num_splits comes from the metadata kernel, which finished before the main kernel began.
-  if (!(p.schedule & kFlagOverlapCombineBit)) {
+  const bool overlap = (p.schedule & kFlagOverlapCombineBit) != 0;
+  if (!overlap) {
     asm volatile("griddepcontrol.wait;" ::: "memory");  // everything the main kernel wrote is visible
   } else if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) {
     // +overlapcombine: one thread waits for the main grid, so that this grid never completes
@@ -100,14 +100,14 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   }
   const int first_slot = p.num_splits[req];
   const int num_chunks = p.num_splits[req + 1] - first_slot;
-  if ((p.schedule & kFlagOverlapCombineBit) && num_chunks > 1) {
+  if (overlap && num_chunks > 1) {
     // +overlapcombine: wait until every chunk of this request has published the partials of this
     // block's m-block (the block's 8 rows lie in one 64-row tile). Thread 0's acquire, then the
     // block barrier, order every thread's later loads after the main kernel's stores (the PTX
     // memory model's acquire pattern; the hardware invalidates the L1 for a gpu-scope acquire).
     if (threadIdx.x == 0) {
       const int* done = p.chunk_done + (static_cast<int64_t>(req) * p.h_kv + kv_head) * p.num_m_blocks +
-                        blockIdx.x * kCombineRowsPerBlock / kRowsPerTileOfMain;
+                        blockIdx.x * kCombineRowsPerBlock / kRowsPerTile;
       while (ld_acquire_gpu(done) < num_chunks) __nanosleep(200);
     }
     __syncthreads();
