@@ -13,6 +13,7 @@
 # Carried (ignored) paths it uses when present, each optional (a missing one = skipped providers):
 #   .gpu/flashinfer/flashinfer-site.tar.xz + .gpu/flashinfer/apache_tvm_ffi-*.whl   -> flashinfer-fa3/fa2
 #   .gpu/vllm-kernels.tar.xz   (vLLM 0.26.0's _flashmla_C + triton_decode_attention.py) -> flash_mla, vllm-triton
+#   .gpu/flashmla-head/        (scripts/build_flashmla_head.sh: FlashMLA 9241ae3's dense decode) -> flashmla-head
 # Environment:
 #   OUT            output folder (default benchmarks/results/run-<date>)
 #   BENCH_TIMEOUT  seconds for the benchmark itself (default 360, the budget); on expiry the rows measured

@@ -3,6 +3,7 @@
 # scripts/gpu_check.sh look for them, without running the benchmark:
 #   .gpu/flashinfer/flashinfer-site.tar.xz + apache_tvm_ffi-*.whl  -> /tmp/flashmla-bench/site
 #   .gpu/vllm-kernels.tar.xz                                       -> /tmp/flashmla-bench/vllm-kernels
+#   .gpu/flashmla-head/libflashmla_head.so   (scripts/build_flashmla_head.sh; used in place)
 # Says loudly what was not carried (those providers are then reported as skipped).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,9 @@ if [ -f .gpu/vllm-kernels.tar.xz ]; then
     echo "vLLM kernels: unpacking FAILED"
 else
   echo "vLLM kernels: .gpu/vllm-kernels.tar.xz NOT carried (flash_mla / vllm-triton need an installed vllm)"
+fi
+if [ -f .gpu/flashmla-head/libflashmla_head.so ]; then
+  echo "FlashMLA at a pinned commit: .gpu/flashmla-head/libflashmla_head.so ($(head -1 .gpu/flashmla-head/libflashmla_head.txt 2>/dev/null))"
+else
+  echo "FlashMLA at a pinned commit: .gpu/flashmla-head/libflashmla_head.so NOT carried (flashmla-head will be skipped; build it with scripts/build_flashmla_head.sh)"
 fi

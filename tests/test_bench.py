@@ -212,6 +212,36 @@ def test_missing_vllm_kernels_are_a_skip_reason(tmp_path, monkeypatch):
     assert P._vllm_num_kv_splits(100, 132) == 1 and P._vllm_num_kv_splits(1 << 20, 4) == 8
 
 
+def test_missing_flashmla_head_build_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(P.FLASHMLA_HEAD_ENV, str(tmp_path / "libflashmla_head.so"))
+    prov = P.FlashMLAHead()
+    assert prov._load() is None and "build_flashmla_head.sh" in prov._error
+    ok, why = prov.availability(torch.device("cpu"))
+    assert not ok and "CUDA" in why
+    fp16 = S.Shape(b=1, s_q=1, seqlen=64, h_q=16, dtype="fp16")
+    assert not prov.supports(fp16)[0] and not prov.supports(S.Shape(b=1, s_q=1, seqlen=64, h_q=16, h_kv=2))[0]
+
+
+def _timed_row(provider, ms, key="k"):
+    return {"key": key, "shape": key, "provider": provider, "status": "ok", "ms": ms}
+
+
+def test_same_run_bar_uses_the_faster_rival_measured_beside_ours():
+    rows = [_timed_row("flashmla-cuda", 1.00), _timed_row("flashmla-head", 0.95), _timed_row("flashinfer-fa3", 1.10),
+            _timed_row("flash_mla", 0.50),  # not a rival of the bar: only FlashMLA at the pinned commit and fa3
+            _timed_row("flashmla-cuda", 1.00, "slow"), _timed_row("flashmla-head", 0.85, "slow"),
+            _timed_row("flashinfer-fa3", 0.99, "slow"),
+            _timed_row("flashmla-cuda", 1.00, "no-head"), _timed_row("flashinfer-fa3", 0.50, "no-head")]
+    report.add_comparisons(rows)
+    ours = {r["key"]: r for r in rows if r["provider"] == "flashmla-cuda"}
+    assert ours["k"]["same_run_best"] == "flashmla-head" and ours["k"]["same_run_target_ms"] == pytest.approx(0.95 / 0.9)
+    assert ours["k"]["same_run_met"] is True and ours["k"]["best_other"] == "flash_mla"
+    assert ours["slow"]["same_run_met"] is False and ours["slow"]["same_run_target_ms"] == pytest.approx(0.85 / 0.9)
+    assert "same_run_met" not in ours["no-head"], "no bar without both rivals timed in the same run"
+    table = report.results_table(rows)
+    assert "same-run bar ms" in table and "| 1.0556 | yes |" in table and "| 0.9444 | NO |" in table
+
+
 # --------------------------------------------------------------------------- the pipeline
 def _run_cli(args, tmp, extra_env=None, timeout=240):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "FLASHMLA_BENCH_CACHE": str(tmp / "cache"), **(extra_env or {})}
@@ -228,7 +258,7 @@ def cpu_run(tmp_path_factory):
     out = tmp / "out"
     proc = _run_cli(["--device", "cpu", "--suite", "tiny", "--out", str(out), "--cpu-reps", "1", "--no-e2e",
                      "--providers", "torch,flashmla-triton,flashmla-triton-portable,flashmla-cuda,flashinfer,"
-                     "flash_mla,vllm-triton"], tmp)
+                     "flashmla-head,flash_mla,vllm-triton"], tmp)
     assert proc.returncode in (0, 1), f"bench CLI crashed:\n{proc.stdout}\n{proc.stderr}"
     with open(out / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -251,7 +281,7 @@ def test_pipeline_writes_every_row_and_column(cpu_run):
         assert r["status"] == "ok" and float(r["ms"]) > 0 and float(r["gbps"]) > 0 and float(r["tflops"]) > 0
     # No GPU here: these must be skipped, each with its reason, and the run still completes.
     for name, words in (("flashinfer-fa3", "CUDA"), ("flashinfer-fa2", "CUDA"), ("flash_mla", "CUDA"),
-                        ("vllm-triton", "CUDA")):
+                        ("flashmla-head", "CUDA"), ("vllm-triton", "CUDA")):
         mine = [r for r in rows if r["provider"] == name]
         assert all(r["status"] == "skipped" and words in r["reason"] for r in mine), mine[0]
     cuda_rows = [r for r in rows if r["provider"] == "flashmla-cuda"]
@@ -310,7 +340,7 @@ def test_gpu_providers_agree_on_small_shapes(tmp_path):
     """Every provider available on this GPU (FlashInfer left out: its JIT takes ~50 s; the full
     benchmark covers it) matches the reference and gets a time; the others say why not."""
     from flashmla.bench import run_benchmark
-    names = ["torch", "flashmla-cuda", "flashmla-triton", "flash_mla", "vllm-triton"]
+    names = ["torch", "flashmla-cuda", "flashmla-triton", "flashmla-head", "flash_mla", "vllm-triton"]
     result, files = run_benchmark(shapes=["b=4,s_q=1,seqlen=700,h_q=16", "b=3,s_q=2,seqlen=300,h_q=128,varlen=1"],
                                   providers=names, device="cuda", out_dir=tmp_path, isolate=False,
                                   warmup_ms=5, rep_ms=10, ceilings=False, log=lambda msg: None)

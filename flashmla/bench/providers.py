@@ -14,6 +14,8 @@ Providers:
   flashmla-triton-portable  the portable kernel where flashmla-triton runs the Gluon one (Hopper)
   flashinfer-fa3   FlashInfer ``BatchMLAPagedAttentionWrapper(backend="fa3")`` (Hopper)
   flashinfer-fa2   the same, ``backend="fa2"``
+  flashmla-head    DeepSeek's FlashMLA at a pinned commit (9241ae3, perf-targets.md's anchor), built
+                   by scripts/build_flashmla_head.sh from a checkout you provide (C entry point, ctypes)
   flash_mla        DeepSeek's FlashMLA: the ``flash_mla`` package when installed, else vLLM's build
                    of it (``vllm/_flashmla_C.abi3.so`` + its ``flash_mla_interface.py``)
   vllm-triton      vLLM's Triton MLA decode op (``vllm/v1/attention/ops/triton_decode_attention.py``)
@@ -485,6 +487,119 @@ class DeepSeekFlashMLA(Provider):
                         run_e2e=lambda: call(*metadata()))
 
 
+FLASHMLA_HEAD_ENV = "FLASHMLA_BENCH_FLASHMLA_HEAD"
+# Where scripts/build_flashmla_head.sh puts it by default (an ignored, carried folder of the checkout).
+FLASHMLA_HEAD_DEFAULT = Path(__file__).resolve().parents[2] / ".gpu" / "flashmla-head" / "libflashmla_head.so"
+
+
+class FlashMLAHead(Provider):
+    """DeepSeek FlashMLA at a pinned commit (perf-targets.md's anchors: HEAD 9241ae3), through the C
+    entry point of ``benchmarks/comparators/flashmla_head_abi.cu`` that ``scripts/build_flashmla_head.sh``
+    compiles against a FlashMLA checkout. Loaded with ctypes from ``$FLASHMLA_BENCH_FLASHMLA_HEAD``
+    (else ``.gpu/flashmla-head/libflashmla_head.so``); absent = skipped, saying how to build it.
+
+    The calls match FlashMLA's Python wrapper: the same number of SM parts, the schedule made once
+    outside the timed call (``run_e2e`` remakes it), fresh out / lse tensors per call. bf16, h_kv = 1.
+    """
+    name = "flashmla-head"
+
+    def __init__(self):
+        self._lib = None
+        self._error = ""
+        self._commit = ""
+
+    @property
+    def description(self):
+        return "DeepSeek FlashMLA sm90 dense decode at a pinned commit (C ABI build, scripts/build_flashmla_head.sh)"
+
+    def _library_path(self) -> Path:
+        return Path(os.environ.get(FLASHMLA_HEAD_ENV) or FLASHMLA_HEAD_DEFAULT)
+
+    def _load(self):
+        if self._lib is not None or self._error:
+            return self._lib
+        path = self._library_path()
+        if not path.is_file():
+            self._error = (f"{path} not found: build it with scripts/build_flashmla_head.sh FLASHMLA_CHECKOUT "
+                           f"(or set {FLASHMLA_HEAD_ENV})")
+            return None
+        try:
+            import ctypes
+            lib = ctypes.CDLL(str(path.resolve()))
+            lib.flashmla_head_decode.restype = ctypes.c_int
+            self._lib = lib
+        except Exception as exc:
+            self._error = f"loading {path} failed: {exc!r}"
+            return None
+        info = path.with_suffix(".txt")
+        if info.is_file():
+            first = info.read_text().splitlines()[:1]
+            self._commit = first[0].removeprefix("FlashMLA commit: ").strip() if first else ""
+        return self._lib
+
+    def availability(self, device):
+        if device.type != "cuda":
+            return False, "FlashMLA needs a CUDA device"
+        if torch.cuda.get_device_capability(device) != (9, 0):
+            return False, "this build of FlashMLA's dense decode is sm90a only"
+        if self._load() is None:
+            return False, self._error
+        return True, ""
+
+    def version(self):
+        self._load()
+        return f"FlashMLA {self._commit[:7]}" if self._commit else "FlashMLA (commit unknown)"
+
+    def supports(self, shape):
+        if shape.h_kv != 1:
+            return False, "FlashMLA dense decode is benchmarked with h_kv = 1 only"
+        if shape.torch_dtype != torch.bfloat16:
+            return False, "the C ABI build has FlashMLA's bf16 kernel only"
+        return True, ""
+
+    def prepare(self, inputs):
+        import ctypes
+        lib = self._load()
+        s = inputs.shape
+        dev = inputs.device
+        rows = s.s_q * s.h_q
+        # FlashMLA's get_mla_metadata: SMs / h_kv / ceil(rows per kv head / 64).
+        sm_count = torch.cuda.get_device_properties(dev).multi_processor_count
+        num_sm_parts = max(sm_count // math.ceil(rows / 64), 1)
+        sched_meta = torch.empty(num_sm_parts, 8, dtype=torch.int32, device=dev)
+        num_splits = torch.empty(s.b + 1, dtype=torch.int32, device=dev)
+        lse_accum = torch.empty(s.b + num_sm_parts, rows, dtype=torch.float32, device=dev)
+        o_accum = torch.empty(s.b + num_sm_parts, rows, HEAD_DIM_V, dtype=torch.float32, device=dev)
+        pointer = ctypes.c_void_p
+
+        def call(compute_meta: bool):
+            out = torch.empty(s.b, s.s_q, s.h_q, HEAD_DIM_V, dtype=s.torch_dtype, device=dev)
+            lse = torch.empty(s.b, rows, dtype=torch.float32, device=dev)
+            rc = lib.flashmla_head_decode(
+                s.b, s.s_q, s.h_q, inputs.k_cache.shape[0], pointer(inputs.q.data_ptr()),
+                pointer(inputs.k_cache.data_ptr()), pointer(out.data_ptr()), pointer(lse.data_ptr()),
+                pointer(inputs.block_table.data_ptr()), inputs.block_table.stride(0),
+                pointer(inputs.cache_seqlens.data_ptr()), int(s.causal), ctypes.c_float(inputs.softmax_scale),
+                pointer(sched_meta.data_ptr()), pointer(num_splits.data_ptr()), pointer(lse_accum.data_ptr()),
+                pointer(o_accum.data_ptr()), num_sm_parts, int(compute_meta),
+                pointer(torch.cuda.current_stream(dev).cuda_stream))
+            if rc:
+                raise RuntimeError(f"flashmla_head_decode: CUDA error {rc}")
+            return out, lse
+
+        for name, t in (("q", inputs.q), ("k_cache", inputs.k_cache), ("block_table", inputs.block_table)):
+            if not t.is_contiguous():
+                raise ValueError(f"flashmla-head: {name} must be contiguous")
+        call(compute_meta=True)  # the schedule, once, outside the timed call
+
+        def outputs(result):
+            out, lse = result
+            return out, lse.view(s.b, s.s_q, s.h_q).transpose(1, 2)
+
+        return Prepared(run=lambda: call(compute_meta=False), outputs=outputs,
+                        run_e2e=lambda: call(compute_meta=True))
+
+
 def _vllm_num_kv_splits(max_seq_len: int, sm_count: int) -> int:
     """vLLM 0.26's TritonMLAImpl split count: next_pow2(max(1, max_seq_len // 512)) capped at 2 x SMs."""
     ideal = 1 << max(0, (max(1, max_seq_len // 512) - 1).bit_length())
@@ -594,11 +709,11 @@ class VllmTritonMLA(Provider):
 # --------------------------------------------------------------------------- registry
 def all_providers() -> list[Provider]:
     return [TorchReference(), FlashMLAOurs("cuda"), FlashMLAOurs("triton"), FlashMLATritonPortable(),
-            FlashInferMLA("fa3"), FlashInferMLA("fa2"), DeepSeekFlashMLA(), VllmTritonMLA()]
+            FlashInferMLA("fa3"), FlashInferMLA("fa2"), FlashMLAHead(), DeepSeekFlashMLA(), VllmTritonMLA()]
 
 
 PROVIDER_NAMES = ("torch", "flashmla-cuda", "flashmla-triton", "flashmla-triton-portable", "flashinfer-fa3",
-                  "flashinfer-fa2", "flash_mla", "vllm-triton")
+                  "flashinfer-fa2", "flashmla-head", "flash_mla", "vllm-triton")
 OURS = ("flashmla-cuda", "flashmla-triton", "flashmla-triton-portable")
 
 
