@@ -60,11 +60,22 @@ PROBE_FLAGS = ("noload", "l2hot", "nopartial", "nocombine")
 # fixed-length b=128 rows with 16-64 rows per kv head 2.5-3.5% faster (varied lengths -1..+2%),
 # and rows with two or four tiles 3-20% slower.
 AUTO_L2KEEP_MAX_ROWS_PER_KV = 64
+# ... and only from this batch size on (when the caller says the batch). Smaller batches split every
+# request over many parts, and their fp32 partials, written by the main kernel and read back by the
+# combine, are what the L2 should keep: on the H100 (session 21, docs/kernel-design.md 7.24) +l2keep
+# made b8-b32 4-6% slower, b64 h16 level and b128 2.5-3.5% faster.
+AUTO_L2KEEP_MIN_BATCH = 64
 # "auto" adds +splitcombine when the batch has at most this many query rows (b * s_q * h_q). On
 # the H100 (docs/kernel-design.md section 6.7) it cut b=1 from 30 to 22 us (h16, 4K) and from 67 to
 # 42 us (h128, 16K), was neutral at 256-1024 rows, and 3-12% slower at b=128, where many
 # warps each merge a row that has only one or two chunks.
 AUTO_SPLITCOMBINE_MAX_ROWS = 256
+# ... and up to this many query rows when the batch has at most AUTO_SPLITCOMBINE_MAX_BATCH requests
+# (each then split over 4-16 parts): on the H100 (session 21, docs/kernel-design.md 7.24) 3-18%
+# faster at b4-b16 with 512-1024 query rows, level at b32 with 1024, 1% slower at b64 h16 and 9% at
+# b16 h128 (2048 rows).
+AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH = 1024
+AUTO_SPLITCOMBINE_MAX_BATCH = 32
 # "auto" launches the seesaw kernel when a kv head has at least this many query rows (s_q * h_q /
 # h_kv; two or more 64-row tiles re-read each page, so the tensor cores, not HBM, set the pace) and
 # the batch is large. On the H100 (docs/kernel-design.md section 7) seesaw was 4-9% faster than
@@ -120,14 +131,19 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     ``rows_per_kv`` (s_q * h_q / h_kv) too it picks the seesaw kernel for large compute-bound ones
     and "+l2keep" where one row tile serves a kv head, and with ``batch`` too it adds "+colsplit"
     (the serial kernel that follows the metadata's column-split mark) for the small batches whose
-    schedule may be column-split (scheduler.may_split_columns)."""
+    schedule may be column-split (scheduler.may_split_columns), adds "+splitcombine" up to
+    AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH query rows for at most AUTO_SPLITCOMBINE_MAX_BATCH
+    requests, and keeps "+l2keep" to batches of at least AUTO_L2KEEP_MIN_BATCH."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
     base, *flags = str(name).split("+")
     if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, optionally with "
                          f"{' / '.join('+' + f for f in SCHEDULE_FLAGS)}, got {name!r}")
     code = SCHEDULES[base] | sum(SCHEDULE_FLAGS[f] for f in flags)
-    if base == "auto" and query_rows is not None and query_rows <= AUTO_SPLITCOMBINE_MAX_ROWS:
+    if base == "auto" and query_rows is not None and (
+            query_rows <= AUTO_SPLITCOMBINE_MAX_ROWS
+            or (batch is not None and batch <= AUTO_SPLITCOMBINE_MAX_BATCH
+                and query_rows <= AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH)):
         code |= SCHEDULE_FLAGS["splitcombine"]
     if (base == "auto" and query_rows is not None and rows_per_kv is not None
             and rows_per_kv >= AUTO_SEESAW_MIN_ROWS_PER_KV and query_rows >= AUTO_SEESAW_MIN_QUERY_ROWS):
@@ -135,7 +151,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
         if rows_per_kv >= AUTO_AHEAD_MIN_ROWS_PER_KV:
             code |= SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"]
         code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"] | SCHEDULE_FLAGS["overlapcombine"]
-    if base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV:
+    if (base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV
+            and (batch is None or batch >= AUTO_L2KEEP_MIN_BATCH)):
         code |= SCHEDULE_FLAGS["l2keep"]
     if (base == "auto" and query_rows is not None and batch is not None and not code & SCHEDULES["seesaw"]
             and scheduler.may_split_columns(batch, query_rows)):
@@ -156,9 +173,11 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     """Paged MLA decode on the sm90a kernel; returns ``(out [b,s_q,h_q,512], lse [b,h_q,s_q])``.
 
     Needs the tile-scheduler metadata of ``get_mla_metadata`` (docs/internals.md).
-    ``schedule``: "auto" (default: serial, plus the column-split combine for at most
-    AUTO_SPLITCOMBINE_MAX_ROWS query rows and "+colsplit" for the batches of
-    scheduler.may_split_columns, or the seesaw kernel for large batches with at least
+    ``schedule``: "auto" (default: serial, plus the split combine for at most
+    AUTO_SPLITCOMBINE_MAX_ROWS query rows, or AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH with at most
+    AUTO_SPLITCOMBINE_MAX_BATCH requests, "+l2keep" for one row tile per kv head from
+    AUTO_L2KEEP_MIN_BATCH requests on, and "+colsplit" for the batches of
+    scheduler.may_split_columns; or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
     TMA at each request boundary; for one kv head), "+overlapcombine" (the combine overlapping the
     main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask"),

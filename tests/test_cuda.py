@@ -158,10 +158,10 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+ahead+nomask", 10 ** 6) == 16 | 512 | 262144
     # auto adds it for the batches whose metadata fills half the parts (scheduler.column_split)
     assert cuda_backend._schedule_code("auto", 128, 128, 1) == 8 | 131072          # b1 h128
-    assert cuda_backend._schedule_code("auto", 16, 16, 1) == 8 | 32 | 131072       # b1 h16 (+l2keep)
+    assert cuda_backend._schedule_code("auto", 16, 16, 1) == 8 | 131072            # b1 h16 (no +l2keep: b < 64)
     assert cuda_backend._schedule_code("auto", 256, 128, 2) == 8 | 131072          # b2 h128
-    assert cuda_backend._schedule_code("auto", 512, 128, 4) == 0                   # b4: all parts
-    assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8 | 32              # b16 h16
+    assert cuda_backend._schedule_code("auto", 512, 128, 4) == 8                   # b4: all parts, split combine
+    assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8                   # b16 h16
     assert cuda_backend._schedule_code("serial", 128, 128, 1) == 1
     for not_serial in ("seesaw+colsplit", "chained+colsplit", "pipelined+colsplit"):
         with pytest.raises(ValueError, match="colsplit"):
@@ -198,6 +198,24 @@ def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
     assert cuda_backend._schedule_code("serial", 10 ** 6, 10 ** 3) == 1
     with pytest.raises(ValueError, match="schedule"):
         cuda_backend._schedule_code("auto+fast", 16)
+
+
+def test_auto_schedule_for_small_and_mid_batches():
+    """With the batch size known, "auto" extends the split combine (8) to
+    AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH query rows for at most AUTO_SPLITCOMBINE_MAX_BATCH
+    requests and adds +l2keep (32) only from AUTO_L2KEEP_MIN_BATCH requests on."""
+    rows, max_batch = cuda_backend.AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH, cuda_backend.AUTO_SPLITCOMBINE_MAX_BATCH
+    l2keep_batch = cuda_backend.AUTO_L2KEEP_MIN_BATCH
+    assert cuda_backend._schedule_code("auto", 8 * 128, 128, 8) == 8                  # b8 h128
+    assert cuda_backend._schedule_code("auto", 8 * 64, 64, 8) == 8                    # b8 h64: no +l2keep
+    assert cuda_backend._schedule_code("auto", rows, 32, max_batch) == 8              # b32 h32
+    assert cuda_backend._schedule_code("auto", rows + 64, 64, 17) == 0                # too many rows
+    assert cuda_backend._schedule_code("auto", 16 * 128, 128, 16) == 0               # b16 h128: 2048 rows
+    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch) == 32          # b64 h16: +l2keep only
+    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch - 1) == 0       # b63: neither
+    assert cuda_backend._schedule_code("auto", 128 * 64, 64, 128) == 32               # b128 h64
+    assert cuda_backend._schedule_code("auto", 8 * 64, 64) == 32                      # batch unknown: as before
+    assert cuda_backend._schedule_code("serial", 8 * 64, 64, 8) == 1                  # explicit: unchanged
 
 
 def test_auto_schedule_keeps_k_pages_in_l2_for_one_row_tile():
