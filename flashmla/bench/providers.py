@@ -25,6 +25,7 @@ The two vLLM-derived providers load single files from a vLLM install or from an 
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import importlib
@@ -502,15 +503,12 @@ class FlashMLAHead(Provider):
     outside the timed call (``run_e2e`` remakes it), fresh out / lse tensors per call. bf16, h_kv = 1.
     """
     name = "flashmla-head"
+    description = "DeepSeek FlashMLA sm90 dense decode at a pinned commit (C ABI build, scripts/build_flashmla_head.sh)"
 
     def __init__(self):
         self._lib = None
         self._error = ""
         self._commit = ""
-
-    @property
-    def description(self):
-        return "DeepSeek FlashMLA sm90 dense decode at a pinned commit (C ABI build, scripts/build_flashmla_head.sh)"
 
     def _library_path(self) -> Path:
         return Path(os.environ.get(FLASHMLA_HEAD_ENV) or FLASHMLA_HEAD_DEFAULT)
@@ -524,7 +522,6 @@ class FlashMLAHead(Provider):
                            f"(or set {FLASHMLA_HEAD_ENV})")
             return None
         try:
-            import ctypes
             lib = ctypes.CDLL(str(path.resolve()))
             lib.flashmla_head_decode.restype = ctypes.c_int
             self._lib = lib
@@ -558,7 +555,9 @@ class FlashMLAHead(Provider):
         return True, ""
 
     def prepare(self, inputs):
-        import ctypes
+        for name, t in (("q", inputs.q), ("k_cache", inputs.k_cache), ("block_table", inputs.block_table)):
+            if not t.is_contiguous():  # the C entry point takes raw pointers with FlashMLA's strides
+                raise ValueError(f"flashmla-head: {name} must be contiguous")
         lib = self._load()
         s = inputs.shape
         dev = inputs.device
@@ -587,9 +586,6 @@ class FlashMLAHead(Provider):
                 raise RuntimeError(f"flashmla_head_decode: CUDA error {rc}")
             return out, lse
 
-        for name, t in (("q", inputs.q), ("k_cache", inputs.k_cache), ("block_table", inputs.block_table)):
-            if not t.is_contiguous():
-                raise ValueError(f"flashmla-head: {name} must be contiguous")
         call(compute_meta=True)  # the schedule, once, outside the timed call
 
         def outputs(result):
