@@ -162,7 +162,7 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
             "the seesaw's early refill, 128 for 128-byte L2 promotion, 256 to wait for whole K tiles, 512 "
             "for the seesaw's next-pair S queued ahead, 1024 / 2048 / 8192 / 16384 for the seesaw's timing "
             "probes (wrong output by design), 4096 to launch the seesaw's m-blocks in clusters of two and "
-            "32768 / 65536 for the seesaw's TMA output stores / Q loads, 131072 for the serial kernel's "
+            "32768 / 65536 for TMA output stores / Q loads (not with the column split), 131072 for the serial kernel's "
             "column split, 262144 for the seesaw's unmasked steady state, 524288 for its PV_B,right "
             "ahead of the next S (an experiment) and 1048576 for the seesaw's combine overlapping its tail, got ",
             schedule);

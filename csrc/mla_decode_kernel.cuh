@@ -50,8 +50,8 @@ constexpr int kSmemK = kSmemQ + kTileBytes;
 constexpr int kSmemP = kSmemK + kNumStages * kTileBytes;
 constexpr int kSmemScale = kSmemP + kBoxBytes;                // 64 floats: per-row rescale
 constexpr int kSmemInvL = kSmemScale + kRowsPerTile * 4;      // 64 floats: 1 / row sum
-constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[stage * 9 + box], empty[2], wg0[2]
-constexpr int kSmemUsed = kSmemBars + (kNumStages * kNumBoxes + kNumStages + 2) * 8;
+constexpr int kSmemBars = kSmemInvL + kRowsPerTile * 4;       // full[stage * 9 + box], empty[2], wg0[2], q
+constexpr int kSmemUsed = kSmemBars + (kNumStages * kNumBoxes + kNumStages + 3) * 8;
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -60,6 +60,7 @@ constexpr int kBarPReady = 1;
 constexpr int kBarPFree = 2;
 constexpr int kBarQLoaded = 3;
 constexpr int kBarTailZeroed = 4;
+constexpr int kBarOutStaged = 5;  // +tmaout: both halves of a request's output are in the Q tile
 
 template <typename T>
 struct ElemOps;
@@ -585,10 +586,10 @@ constexpr int kFlagProbeNoCombine = 16384;
 // seesaw: launch the m-block thread blocks of one part (which read the same pages) in clusters of
 // two, so that each pair runs at the same time on one GPC (an experiment; docs/kernel-design.md 7.12).
 constexpr int kFlagCluster = 4096;
-// seesaw, one kv head only (the host clears them otherwise, mla_launch.cu): +tmaout stages a
+// One kv head only (the host clears them otherwise, mla_launch.cu): +tmaout stages a whole
 // request's bf16/fp16 output in the Q tile's shared memory and writes it with TMA stores;
 // +tmaq loads the Q tile with TMA (9 boxes on one mbarrier) instead of 16-byte loads by every
-// thread (docs/kernel-design.md 7.13).
+// thread. Seesaw (docs/kernel-design.md 7.13) and serial family (7.25; not the column split).
 constexpr int kFlagTmaOut = 32768;
 constexpr int kFlagTmaQ = 65536;
 // serial only: launch mla_decode_colsplit_kernel, which follows the scheduler's column-split mark:
@@ -624,8 +625,9 @@ __device__ __forceinline__ uint64_t kv_load_policy(const DecodeParams& p) {
 // on the first 64 accumulators); the other half is another thread block's, which computes the
 // same S. One body for both, so the kernel's code is not duplicated.
 template <typename T, int kSchedule, bool kSplitCapable>
-__device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const DecodeParams& p, const PartRange& range,
-                                            int m_block, int col_half, bool split) {
+__device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const CUtensorMap& q_map,
+                                            const CUtensorMap& out_map, const DecodeParams& p,
+                                            const PartRange& range, int m_block, int col_half, bool split) {
   static_assert(!kSplitCapable || kSchedule == kScheduleSerial, "+colsplit is a variant of the serial schedule");
   split = kSplitCapable && split;
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -640,6 +642,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + kSmemBars);
   uint64_t* empty_bar = full_bar + kNumStages * kNumBoxes;
   uint64_t* wg0_bar = empty_bar + kNumStages;  // WarpgroupBarrier mbarriers (racecheck build)
+  uint64_t* q_bar = wg0_bar + 2;                // +tmaq: the Q tile's 9 boxes
 
   const int kv_head = blockIdx.y;
   const int tid = threadIdx.x;
@@ -648,9 +651,26 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
   const int col_begin = split ? col_half * 256 + wg * 128 : wg * 256;
   const uint32_t v_offset = col_begin / kBoxDim * kBoxBytes;
   const bool writes_lse = !split || col_half == 0;  // both halves hold the same lse
+  // +tmaout / +tmaq (7.25): a whole request's output, and the Q tile, by TMA (never in the
+  // column-split kernel, whose thread blocks own half the columns).
+  const bool tma_out = !kSplitCapable && (p.schedule & kFlagTmaOut) != 0;
+  const bool tma_q = !kSplitCapable && (p.schedule & kFlagTmaQ) != 0;
   // A warpgroup's output rows: 256 columns, or the first 128 (64 accumulators) when split.
+  // With +tmaout a whole request's rows go through the Q tile (free: every S of the request has
+  // retired, WG0 waited for its own and WG1 got the last P after that): each warpgroup stages its
+  // half, both meet, and thread 0 writes the 8 boxes with TMA stores. Whoever next writes the
+  // tile (thread 0's Q load, or WG0 after thread 0) first waits until those stores have read it.
   auto store_output = [&](const float* o, int req, int chunk_idx, const float (&inv_l)[2]) {
-    if (split) store_output_half<T, 16>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
+    if (tma_out && num_chunks_of(p, req) == 1) {
+      stage_output_half<T>(sQ, o, wg, inv_l);
+      fence_proxy_async_smem();
+      named_barrier_sync(kBarOutStaged, kNumThreads);
+      if (tid == 0) {
+        for (int box = 0; box < 8; ++box)
+          tma_store_3d(&out_map, smem_addr(sQ + box * kBoxBytes), box * kBoxDim, m_block * kRowsPerTile, req);
+        bulk_commit_group();
+      }
+    } else if (split) store_output_half<T, 16>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
     else store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
   };
   // O *= the row factors; only the 64 accumulators in use when split (no wgmma is in flight here).
@@ -675,6 +695,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       mbar_init(&wg0_bar[0], 128);
       mbar_init(&wg0_bar[1], 128);
     }
+    mbar_init(q_bar, 1);
     mbar_fence_init();
   }
   __syncthreads();
@@ -801,13 +822,29 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
     };
 
     int it = 0;  // position in the part's block sequence = pipeline slot counter
+    uint32_t q_parity = 0;
 #pragma unroll 1
     for (int req = begin_req; req <= end_req; ++req) {
       const int seqlen = p.cache_seqlens[req];
       const int block_lo = req == begin_req ? begin_block : 0;
       const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
       if (block_lo >= block_hi) continue;  // zero-length request
-      {
+      if (tma_q) {
+        // By TMA (thread 0, after its stores of the previous output have read the tile); rows
+        // past the tensor's end arrive as zeros.
+        if (tid == 0) {
+          bulk_wait_group_read_all();
+          mbar_arrive_expect_tx(q_bar, kTileBytes);
+          for (int box = 0; box < kNumBoxes; ++box)
+            tma_load_3d(sQ + box * kBoxBytes, &q_map, q_bar, box * kBoxDim, m_block * kRowsPerTile, req);
+        }
+        mbar_wait(q_bar, q_parity);
+        q_parity ^= 1;
+      } else {
+        if (tma_out) {  // the previous output's TMA stores must have read the tile
+          if (tid == 0) bulk_wait_group_read_all();
+          q_loaded.sync();
+        }
         load_q_tile<T, 128>(p, sQ, req, m_block, kv_head);  // WG0 alone
         fence_proxy_async_smem();
         q_loaded.sync();
@@ -910,6 +947,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
       if ((lane & 3) == 0 && writes_lse) store_lse(p, req, chunk_idx, m_block, kv_head, row_in_tile, row_max, total_l);
     }  // requests
     named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG1's last P_FREE arrival
+    if (tma_out && tid == 0) bulk_wait_group_all();  // the shared memory stays until the stores are done
   } else {
     // ------------------------------------------------------------------ WG1: TMA producer, PV right
     const bool producer = tid == 128;
@@ -992,10 +1030,11 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const Dec
 // The main kernel: one part per thread block.
 template <typename T, int kSchedule>
 __global__ void __launch_bounds__(kNumThreads, 1)
-    mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+    mla_decode_kernel(const __grid_constant__ CUtensorMap kv_map, const __grid_constant__ CUtensorMap q_map,
+                      const __grid_constant__ CUtensorMap out_map, const DecodeParams p) {
   PartRange range;
   if (!range.read(p, blockIdx.z)) return;  // empty part (uniform across the block, before any barrier)
-  decode_part<T, kSchedule, false>(kv_map, p, range, blockIdx.x, 0, false);
+  decode_part<T, kSchedule, false>(kv_map, q_map, out_map, p, range, blockIdx.x, 0, false);
 }
 
 // +colsplit: the serial kernel that follows the scheduler's column-split mark (column 7 of every
@@ -1005,14 +1044,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 // Both candidate rows and the mark are loaded at once (one memory round trip).
 template <typename T>
 __global__ void __launch_bounds__(kNumThreads, 1)
-    mla_decode_colsplit_kernel(const __grid_constant__ CUtensorMap kv_map, const DecodeParams p) {
+    mla_decode_colsplit_kernel(const __grid_constant__ CUtensorMap kv_map, const __grid_constant__ CUtensorMap q_map,
+                               const __grid_constant__ CUtensorMap out_map, const DecodeParams p) {
   const int part = blockIdx.z;
   PartRange own, shared;
   const bool own_busy = own.read(p, part);
   const bool shared_busy = shared.read(p, part / 2);
   const bool split = p.tile_metadata[part * kMetadataWidth + kColColumnSplit] != 0;
   if (!(split ? shared_busy : own_busy)) return;  // empty part (uniform across the block)
-  decode_part<T, kScheduleSerial, true>(kv_map, p, split ? shared : own, blockIdx.x, part % 2, split);
+  decode_part<T, kScheduleSerial, true>(kv_map, q_map, out_map, p, split ? shared : own, blockIdx.x, part % 2, split);
 }
 
 }  // namespace flashmla
@@ -1066,7 +1106,7 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
     if (err != cudaSuccess) return err;
     configured[slot] = true;
   }
-  kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, params);
+  kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, maps.q, maps.out, params);
   return cudaGetLastError();
 }
 

@@ -35,8 +35,8 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # (seesaw: each warpgroup queues the next pair's S right behind its last PV, FlashMLA's order of
 # operations within our v1 math; docs/kernel-design.md 7.10), "cluster" (seesaw: the m-block thread
 # blocks that read the same pages launched in clusters of two; an experiment, 7.12), "tmaout" /
-# "tmaq" (seesaw, one kv head: the output written and the Q tile loaded with TMA at each request
-# boundary; 7.13), "colsplit" (serial only: where the metadata is marked column-split, scheduler.py,
+# "tmaq" (one kv head: a whole request's output written and the Q tile loaded with TMA at each
+# request boundary; seesaw 7.13, serial family 7.25, not with "colsplit"), "colsplit" (serial only: where the metadata is marked column-split, scheduler.py,
 # two thread blocks share each part and row tile, each doing PV and the output for 256 of the 512
 # columns; for small batches, where half the SMs would idle; 7.16), "nomask" (seesaw+ahead: the
 # steady-state pair step without masking code where that is exact, s_q <= 66 or no causal mask and
@@ -92,6 +92,11 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # (its steady-state pair step without masking code where that is exact; the same bits): 2-3%
 # faster on the four rows with 256 rows per kv head in three runs (session 19, docs/kernel-design.md 7.20).
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
+# "auto" adds "+tmaout+tmaq" to the serial kernel (not the column split) from this batch size on,
+# where parts hold whole requests whose output the kernel writes itself: the output staged in the Q
+# tile and written by TMA stores instead of 64 scattered 4-byte stores per thread, the Q tile loaded
+# by TMA (docs/kernel-design.md 7.25).
+AUTO_SERIAL_TMA_MIN_BATCH = 64
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]
@@ -133,7 +138,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     (the serial kernel that follows the metadata's column-split mark) for the small batches whose
     schedule may be column-split (scheduler.may_split_columns), adds "+splitcombine" up to
     AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH query rows for at most AUTO_SPLITCOMBINE_MAX_BATCH
-    requests, and keeps "+l2keep" to batches of at least AUTO_L2KEEP_MIN_BATCH."""
+    requests, keeps "+l2keep" to batches of at least AUTO_L2KEEP_MIN_BATCH, and adds "+tmaout+tmaq" to
+    the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH requests on."""
     name = schedule if schedule is not None else os.environ.get("FLASHMLA_CUDA_SCHEDULE", "auto")
     base, *flags = str(name).split("+")
     if base not in SCHEDULES or any(f not in SCHEDULE_FLAGS for f in flags) or len(set(flags)) != len(flags):
@@ -157,6 +163,9 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     if (base == "auto" and query_rows is not None and batch is not None and not code & SCHEDULES["seesaw"]
             and scheduler.may_split_columns(batch, query_rows)):
         code |= SCHEDULE_FLAGS["colsplit"]
+    if (base == "auto" and batch is not None and batch >= AUTO_SERIAL_TMA_MIN_BATCH
+            and not code & (SCHEDULES["seesaw"] | SCHEDULE_FLAGS["colsplit"])):
+        code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"]
     if code & SCHEDULE_FLAGS["overlapcombine"] and not code & SCHEDULES["seesaw"]:
         if base != "auto":
             raise ValueError(f"schedule {name!r}: +overlapcombine needs the seesaw kernel (its thread blocks "
@@ -165,6 +174,9 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     if code & SCHEDULE_FLAGS["colsplit"] and (code & SCHEDULES["seesaw"] or code & 3 > 1):
         raise ValueError(f"schedule {name!r}: +colsplit is a variant of the serial kernel, and this batch "
                          f"runs the {'seesaw' if code & SCHEDULES['seesaw'] else 'pipelined/chained'} kernel")
+    if code & SCHEDULE_FLAGS["colsplit"] and code & (SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"]):
+        raise ValueError(f"schedule {name!r}: +tmaout / +tmaq do not apply to the column split (+colsplit), "
+                         f"whose thread blocks each own half the output columns")
     return code
 
 
@@ -176,8 +188,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     ``schedule``: "auto" (default: serial, plus the split combine for at most
     AUTO_SPLITCOMBINE_MAX_ROWS query rows, or AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH with at most
     AUTO_SPLITCOMBINE_MAX_BATCH requests, "+l2keep" for one row tile per kv head from
-    AUTO_L2KEEP_MIN_BATCH requests on, and "+colsplit" for the batches of
-    scheduler.may_split_columns; or the seesaw kernel for large batches with at least
+    AUTO_L2KEEP_MIN_BATCH requests on, "+tmaout+tmaq" from AUTO_SERIAL_TMA_MIN_BATCH requests on,
+    and "+colsplit" for the batches of scheduler.may_split_columns; or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
     TMA at each request boundary; for one kv head), "+overlapcombine" (the combine overlapping the
     main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask"),

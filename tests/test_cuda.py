@@ -112,6 +112,7 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 # Each must match the reference on the whole foundation grid before its timings mean anything.
 SEESAW_AUTO = 32768 | 65536 | 1048576  # +tmaout +tmaq +overlapcombine, which "auto" adds to the seesaw
 NOMASK = 262144  # +nomask, which "auto" adds with +ahead
+TMA = 32768 | 65536  # +tmaout +tmaq, which "auto" adds to the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH on
 
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
             ("seesaw+splitcombine", 4), ("seesaw+l2keep+earlyrefill", 1), ("serial+l2promo128", 1),
@@ -120,7 +121,9 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+tmaq", 1), ("serial+colsplit", 1), ("serial+colsplit+splitcombine", 3),
             ("seesaw+ahead+tmaout+tmaq+nomask", 1), ("seesaw+ahead+nomask", 4),
             ("seesaw+ahead+tmaout+tmaq+nomask+pvbfirst", 1),
-            ("seesaw+ahead+tmaout+tmaq+nomask+overlapcombine", 1), ("seesaw+overlapcombine", 4)]
+            ("seesaw+ahead+tmaout+tmaq+nomask+overlapcombine", 1), ("seesaw+overlapcombine", 4),
+            ("serial+tmaout+tmaq", 1), ("serial+tmaout", 4), ("serial+l2keep+tmaq", 1),
+            ("chained+tmaout+tmaq", 1)]
 
 
 def variant_id(variant):
@@ -163,6 +166,9 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("auto", 512, 128, 4) == 8                   # b4: all parts, split combine
     assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8                   # b16 h16
     assert cuda_backend._schedule_code("serial", 128, 128, 1) == 1
+    for with_tma in ("serial+colsplit+tmaout", "serial+colsplit+tmaq", "auto+colsplit+tmaq"):
+        with pytest.raises(ValueError, match="column split"):
+            cuda_backend._schedule_code(with_tma, 16, 16, 1)
     for not_serial in ("seesaw+colsplit", "chained+colsplit", "pipelined+colsplit"):
         with pytest.raises(ValueError, match="colsplit"):
             cuda_backend._schedule_code(not_serial, 16)
@@ -211,11 +217,23 @@ def test_auto_schedule_for_small_and_mid_batches():
     assert cuda_backend._schedule_code("auto", rows, 32, max_batch) == 8              # b32 h32
     assert cuda_backend._schedule_code("auto", rows + 64, 64, 17) == 0                # too many rows
     assert cuda_backend._schedule_code("auto", 16 * 128, 128, 16) == 0               # b16 h128: 2048 rows
-    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch) == 32          # b64 h16: +l2keep only
+    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch) == 32 | TMA    # b64 h16: +l2keep, TMA boundary
     assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch - 1) == 0       # b63: neither
-    assert cuda_backend._schedule_code("auto", 128 * 64, 64, 128) == 32               # b128 h64
+    assert cuda_backend._schedule_code("auto", 128 * 64, 64, 128) == 32 | TMA         # b128 h64
     assert cuda_backend._schedule_code("auto", 8 * 64, 64) == 32                      # batch unknown: as before
     assert cuda_backend._schedule_code("serial", 8 * 64, 64, 8) == 1                  # explicit: unchanged
+
+
+def test_auto_schedule_adds_tma_boundary_to_serial_kernel_of_large_batches():
+    """"auto" adds +tmaout +tmaq to the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH requests on
+    (docs/kernel-design.md 7.25); the seesaw keeps its own set; explicit schedules are unchanged."""
+    tma_batch = cuda_backend.AUTO_SERIAL_TMA_MIN_BATCH
+    assert cuda_backend._schedule_code("auto", tma_batch * 16, 16, tma_batch) & TMA == TMA
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 32, 64, 128) & TMA == TMA          # b128 s_q2 h32
+    assert cuda_backend._schedule_code("auto", (tma_batch - 1) * 16, 16, tma_batch - 1) & TMA == 0
+    assert cuda_backend._schedule_code("auto", 128 * 64, 64) & TMA == 0                     # batch unknown
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 256, 128) == 16 | 512 | NOMASK | SEESAW_AUTO
+    assert cuda_backend._schedule_code("serial", 128 * 64, 64, 128) == 1
 
 
 def test_auto_schedule_keeps_k_pages_in_l2_for_one_row_tile():
@@ -319,7 +337,7 @@ def test_gpu_foundation_grid(heads, s_q, causal, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("schedule", ["auto", "seesaw+tmaout+tmaq", "seesaw+ahead+tmaout+tmaq",
-                                      "seesaw+ahead+tmaout+tmaq+nomask"])
+                                      "seesaw+ahead+tmaout+tmaq+nomask", "serial+tmaout+tmaq"])
 @pytest.mark.parametrize("layout", ["heads_padded", "batch_padded"])
 def test_gpu_softmax_scale_and_strided_q(schedule, layout):
     """A q view that is not contiguous: with padded heads its rows are not evenly strided, so the
