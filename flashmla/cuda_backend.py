@@ -92,11 +92,11 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # (its steady-state pair step without masking code where that is exact; the same bits): 2-3%
 # faster on the four rows with 256 rows per kv head in three runs (session 19, docs/kernel-design.md 7.20).
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
-# "auto" adds "+tmaout+tmaq" to the serial kernel (not the column split) from this batch size on,
-# where parts hold whole requests whose output the kernel writes itself: the output staged in the Q
-# tile and written by TMA stores instead of 64 scattered 4-byte stores per thread, the Q tile loaded
-# by TMA (docs/kernel-design.md 7.25).
-AUTO_SERIAL_TMA_MIN_BATCH = 64
+# "auto" adds "+tmaout+tmaq" to the serial kernel (not the column split) from this batch size on:
+# a whole request's output staged in the Q tile and written by TMA stores instead of 64 scattered
+# 4-byte stores per thread, and every chunk's Q tile loaded by TMA. On the H100 (session 22,
+# docs/kernel-design.md 7.25) 1-2.6% faster on the b128 memory-bound rows and 3-10% at b4-b32.
+AUTO_SERIAL_TMA_MIN_BATCH = 1
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]

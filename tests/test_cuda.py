@@ -163,8 +163,8 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("auto", 128, 128, 1) == 8 | 131072          # b1 h128
     assert cuda_backend._schedule_code("auto", 16, 16, 1) == 8 | 131072            # b1 h16 (no +l2keep: b < 64)
     assert cuda_backend._schedule_code("auto", 256, 128, 2) == 8 | 131072          # b2 h128
-    assert cuda_backend._schedule_code("auto", 512, 128, 4) == 8                   # b4: all parts, split combine
-    assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8                   # b16 h16
+    assert cuda_backend._schedule_code("auto", 512, 128, 4) == 8 | TMA             # b4: all parts, split combine
+    assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8 | TMA             # b16 h16
     assert cuda_backend._schedule_code("serial", 128, 128, 1) == 1
     for with_tma in ("serial+colsplit+tmaout", "serial+colsplit+tmaq", "auto+colsplit+tmaq"):
         with pytest.raises(ValueError, match="column split"):
@@ -212,13 +212,13 @@ def test_auto_schedule_for_small_and_mid_batches():
     requests and adds +l2keep (32) only from AUTO_L2KEEP_MIN_BATCH requests on."""
     rows, max_batch = cuda_backend.AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH, cuda_backend.AUTO_SPLITCOMBINE_MAX_BATCH
     l2keep_batch = cuda_backend.AUTO_L2KEEP_MIN_BATCH
-    assert cuda_backend._schedule_code("auto", 8 * 128, 128, 8) == 8                  # b8 h128
-    assert cuda_backend._schedule_code("auto", 8 * 64, 64, 8) == 8                    # b8 h64: no +l2keep
-    assert cuda_backend._schedule_code("auto", rows, 32, max_batch) == 8              # b32 h32
-    assert cuda_backend._schedule_code("auto", rows + 64, 64, 17) == 0                # too many rows
-    assert cuda_backend._schedule_code("auto", 16 * 128, 128, 16) == 0               # b16 h128: 2048 rows
-    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch) == 32 | TMA    # b64 h16: +l2keep, TMA boundary
-    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch - 1) == 0       # b63: neither
+    assert cuda_backend._schedule_code("auto", 8 * 128, 128, 8) == 8 | TMA            # b8 h128
+    assert cuda_backend._schedule_code("auto", 8 * 64, 64, 8) == 8 | TMA              # b8 h64: no +l2keep
+    assert cuda_backend._schedule_code("auto", rows, 32, max_batch) == 8 | TMA        # b32 h32
+    assert cuda_backend._schedule_code("auto", rows + 64, 64, 17) == TMA              # too many rows
+    assert cuda_backend._schedule_code("auto", 16 * 128, 128, 16) == TMA             # b16 h128: 2048 rows
+    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch) == 32 | TMA    # b64 h16: +l2keep
+    assert cuda_backend._schedule_code("auto", 1024, 16, l2keep_batch - 1) == TMA     # b63: no +l2keep
     assert cuda_backend._schedule_code("auto", 128 * 64, 64, 128) == 32 | TMA         # b128 h64
     assert cuda_backend._schedule_code("auto", 8 * 64, 64) == 32                      # batch unknown: as before
     assert cuda_backend._schedule_code("serial", 8 * 64, 64, 8) == 1                  # explicit: unchanged
@@ -230,7 +230,8 @@ def test_auto_schedule_adds_tma_boundary_to_serial_kernel_of_large_batches():
     tma_batch = cuda_backend.AUTO_SERIAL_TMA_MIN_BATCH
     assert cuda_backend._schedule_code("auto", tma_batch * 16, 16, tma_batch) & TMA == TMA
     assert cuda_backend._schedule_code("auto", 128 * 2 * 32, 64, 128) & TMA == TMA          # b128 s_q2 h32
-    assert cuda_backend._schedule_code("auto", (tma_batch - 1) * 16, 16, tma_batch - 1) & TMA == 0
+    assert cuda_backend._schedule_code("auto", 8 * 128, 128, 8) & TMA == TMA                # b8 h128
+    assert cuda_backend._schedule_code("auto", 128, 128, 1) & TMA == 0                      # b1: column split
     assert cuda_backend._schedule_code("auto", 128 * 64, 64) & TMA == 0                     # batch unknown
     assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 256, 128) == 16 | 512 | NOMASK | SEESAW_AUTO
     assert cuda_backend._schedule_code("serial", 128 * 64, 64, 128) == 1
