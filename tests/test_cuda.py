@@ -224,10 +224,11 @@ def test_auto_schedule_for_small_and_mid_batches():
     assert cuda_backend._schedule_code("serial", 8 * 64, 64, 8) == 1                  # explicit: unchanged
 
 
-def test_auto_schedule_adds_tma_boundary_to_serial_kernel_of_large_batches():
+def test_auto_schedule_adds_tma_boundary_to_serial_kernel():
     """"auto" adds +tmaout +tmaq to the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH requests on
-    (docs/kernel-design.md 7.25); the seesaw keeps its own set; explicit schedules are unchanged."""
-    tma_batch = cuda_backend.AUTO_SERIAL_TMA_MIN_BATCH
+    (docs/kernel-design.md 7.25), never to the column split; the seesaw keeps its own set; explicit
+    schedules are unchanged."""
+    tma_batch = max(cuda_backend.AUTO_SERIAL_TMA_MIN_BATCH, 4)  # b <= 2 may take the column split
     assert cuda_backend._schedule_code("auto", tma_batch * 16, 16, tma_batch) & TMA == TMA
     assert cuda_backend._schedule_code("auto", 128 * 2 * 32, 64, 128) & TMA == TMA          # b128 s_q2 h32
     assert cuda_backend._schedule_code("auto", 8 * 128, 128, 8) & TMA == TMA                # b8 h128
