@@ -5,6 +5,8 @@ set -uo pipefail
 OUT=${OUT:-/tmp/run2}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 MAX_JOBS=16 bash scripts/gpu_build_if_needed.sh "$OUT/build.log" || exit 1
+PYTHONPATH=$PWD timeout 150 python3 -m pytest -q -rs --maxfail=20 tests/test_cuda.py >"$OUT/cuda_tests_log.txt" 2>&1
+echo "cuda tests exit $?"; tail -2 "$OUT/cuda_tests_log.txt"
 PYTHONPATH=$PWD timeout 90 python3 -m pytest -m gpu -q tests/test_bench.py -k agree >"$OUT/bench_gpu_test_log.txt" 2>&1
 echo "provider agreement tests exit $?"; tail -2 "$OUT/bench_gpu_test_log.txt"
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-345} BENCH_PACK=1 OUT=$OUT/bench bash scripts/gpu_bench.sh >"$OUT/gpu_bench_out.txt" 2>&1
