@@ -4,6 +4,9 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/run2}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# The targets are H100 numbers: on any other card stop at once (REQUIRE_GPU= to run anyway).
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+case "$gpu" in *${REQUIRE_GPU-H100}*) echo "GPU: $gpu" ;; *) echo "GPU is $gpu, not ${REQUIRE_GPU-H100}: stopping"; exit 3 ;; esac
 MAX_JOBS=16 bash scripts/gpu_build_if_needed.sh "$OUT/build.log" || exit 1
 PYTHONPATH=$PWD timeout 150 python3 -m pytest -q -rs --maxfail=20 tests/test_cuda.py >"$OUT/cuda_tests_log.txt" 2>&1
 echo "cuda tests exit $?"; tail -2 "$OUT/cuda_tests_log.txt"
