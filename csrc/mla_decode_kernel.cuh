@@ -442,6 +442,26 @@ __device__ __forceinline__ void stage_output_half(uint8_t* staging, const float*
   }
 }
 
+// +tmaq, thread 0 only: after its TMA stores of the previous output (+tmaout) have read the Q
+// tile's shared memory, loads the 9 Q boxes of row tile m_block of request `req` on `q_bar` (rows
+// past the tensor's end arrive as zeros). The caller's threads then wait on q_bar.
+__device__ __forceinline__ void issue_q_tile_tma(uint8_t* sQ, const CUtensorMap* q_map, uint64_t* q_bar,
+                                                 int m_block, int req) {
+  bulk_wait_group_read_all();
+  mbar_arrive_expect_tx(q_bar, kTileBytes);
+  for (int box = 0; box < kNumBoxes; ++box)
+    tma_load_3d(sQ + box * kBoxBytes, q_map, q_bar, box * kBoxDim, m_block * kRowsPerTile, req);
+}
+
+// +tmaout, thread 0 only: writes the 8 staged output boxes (stage_output_half) of row tile m_block
+// of request `req` with TMA stores (rows past the tensor's end are not written), as one bulk group.
+__device__ __forceinline__ void issue_output_tile_tma(const uint8_t* staging, const CUtensorMap* out_map,
+                                                      int m_block, int req) {
+  for (int box = 0; box < 8; ++box)
+    tma_store_3d(out_map, smem_addr(staging + box * kBoxBytes), box * kBoxDim, m_block * kRowsPerTile, req);
+  bulk_commit_group();
+}
+
 // Loads kBoxes 64-column boxes of one request's 64-row Q tile, starting at column box
 // `first_box`, into shared memory at sQ (box after box, 8 KiB each) in the swizzled layout TMA
 // would produce, so the same descriptors describe Q and K. Rows past `rows` are zero. kThreads
@@ -665,11 +685,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const CUt
       stage_output_half<T>(sQ, o, wg, inv_l);
       fence_proxy_async_smem();
       named_barrier_sync(kBarOutStaged, kNumThreads);
-      if (tid == 0) {
-        for (int box = 0; box < 8; ++box)
-          tma_store_3d(&out_map, smem_addr(sQ + box * kBoxBytes), box * kBoxDim, m_block * kRowsPerTile, req);
-        bulk_commit_group();
-      }
+      if (tid == 0) issue_output_tile_tma(sQ, &out_map, m_block, req);
     } else if (split) store_output_half<T, 16>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
     else store_output_half<T>(p, o, req, chunk_idx, m_block, kv_head, col_begin, inv_l);
   };
@@ -832,12 +848,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const CUt
       if (tma_q) {
         // By TMA (thread 0, after its stores of the previous output have read the tile); rows
         // past the tensor's end arrive as zeros.
-        if (tid == 0) {
-          bulk_wait_group_read_all();
-          mbar_arrive_expect_tx(q_bar, kTileBytes);
-          for (int box = 0; box < kNumBoxes; ++box)
-            tma_load_3d(sQ + box * kBoxBytes, &q_map, q_bar, box * kBoxDim, m_block * kRowsPerTile, req);
-        }
+        if (tid == 0) issue_q_tile_tma(sQ, &q_map, q_bar, m_block, req);
         mbar_wait(q_bar, q_parity);
         q_parity ^= 1;
       } else {

@@ -353,12 +353,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (tma_q) {
       // By TMA: thread 0 first waits until its TMA stores of the previous output (+tmaout) have
       // read the tile's shared memory; rows past the tensor's end arrive as zeros.
-      if (tid == 0) {
-        bulk_wait_group_read_all();
-        mbar_arrive_expect_tx(q_bar, kTileBytes);
-        for (int box = 0; box < kNumBoxes; ++box)
-          tma_load_3d(sQ + box * kBoxBytes, &q_map, q_bar, box * kBoxDim, m_block * kRowsPerTile, req);
-      }
+      if (tid == 0) issue_q_tile_tma(sQ, &q_map, q_bar, m_block, req);
       mbar_wait(q_bar, q_parity);
       q_parity ^= 1;
       // As after the other path's load: neither warpgroup writes this request's row sums (sSum0/1)
@@ -677,11 +672,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       stage_output_half<T>(sQ, o, wg, inv_l);
       fence_proxy_async_smem();
       __syncthreads();
-      if (tid == 0) {
-        for (int box = 0; box < 8; ++box)
-          tma_store_3d(&out_map, smem_addr(sQ + box * kBoxBytes), box * kBoxDim, m_block * kRowsPerTile, req);
-        bulk_commit_group();
-      }
+      if (tid == 0) issue_output_tile_tma(sQ, &out_map, m_block, req);
       if (!tma_q) {
         if (tid == 0) bulk_wait_group_read_all();
         __syncthreads();
