@@ -671,10 +671,10 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const CUt
   const int col_begin = split ? col_half * 256 + wg * 128 : wg * 256;
   const uint32_t v_offset = col_begin / kBoxDim * kBoxBytes;
   const bool writes_lse = !split || col_half == 0;  // both halves hold the same lse
-  // +tmaout / +tmaq (7.25): a whole request's output, and the Q tile, by TMA (the output never in
-  // the column-split kernel, whose thread blocks own half the columns).
+  // +tmaout / +tmaq (7.25): a whole request's output, and the Q tile, by TMA (never in the
+  // column-split kernel, whose thread blocks own half the columns).
   const bool tma_out = !kSplitCapable && (p.schedule & kFlagTmaOut) != 0;
-  const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
+  const bool tma_q = !kSplitCapable && (p.schedule & kFlagTmaQ) != 0;
   // A warpgroup's output rows: 256 columns, or the first 128 (64 accumulators) when split.
   // With +tmaout a whole request's rows go through the Q tile (free: every S of the request has
   // retired, WG0 waited for its own and WG1 got the last P after that): each warpgroup stages its

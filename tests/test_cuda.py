@@ -123,7 +123,7 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+ahead+tmaout+tmaq+nomask+pvbfirst", 1),
             ("seesaw+ahead+tmaout+tmaq+nomask+overlapcombine", 1), ("seesaw+overlapcombine", 4),
             ("serial+tmaout+tmaq", 1), ("serial+tmaout", 4), ("serial+l2keep+tmaq", 1),
-            ("chained+tmaout+tmaq", 1), ("serial+colsplit+tmaq", 1)]
+            ("chained+tmaout+tmaq", 1)]
 
 
 def variant_id(variant):
@@ -166,10 +166,9 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("auto", 512, 128, 4) == 8 | TMA             # b4: all parts, split combine
     assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8 | TMA             # b16 h16
     assert cuda_backend._schedule_code("serial", 128, 128, 1) == 1
-    for with_tma in ("serial+colsplit+tmaout", "auto+colsplit+tmaout"):
+    for with_tma in ("serial+colsplit+tmaout", "serial+colsplit+tmaq", "auto+colsplit+tmaq"):
         with pytest.raises(ValueError, match="column split"):
             cuda_backend._schedule_code(with_tma, 16, 16, 1)
-    assert cuda_backend._schedule_code("auto+tmaq", 16, 16, 1) == 8 | 131072 | 65536  # Q by TMA: allowed
     for not_serial in ("seesaw+colsplit", "chained+colsplit", "pipelined+colsplit"):
         with pytest.raises(ValueError, match="colsplit"):
             cuda_backend._schedule_code(not_serial, 16)
