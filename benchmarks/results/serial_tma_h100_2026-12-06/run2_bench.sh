@@ -17,9 +17,3 @@ echo "provider agreement tests exit $?"; tail -2 "$OUT/bench_gpu_test_log.txt"
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-345} BENCH_PACK=1 OUT=$OUT/bench bash scripts/gpu_bench.sh >"$OUT/gpu_bench_out.txt" 2>&1
 echo "gpu_bench exit $?"
 tail -75 "$OUT/gpu_bench_out.txt"
-# Then, if the call has time left (10 minutes a call), run3's short A/B at b1-b2.
-if [ "${RUN3:-1}" = 1 ] && [ $SECONDS -lt 470 ]; then
-  AB_TIMEOUT=$((560 - SECONDS)) OUT=$OUT bash benchmarks/results/serial_tma_h100_2026-12-06/run3_ab_b1.sh
-else
-  echo "run3 skipped: $SECONDS s used"
-fi
