@@ -27,7 +27,7 @@ namespace flashmla {
 
 constexpr int kNumThreads = 256;
 
-// The tensor maps a main kernel may use: the KV cache (always) and, for the seesaw's +tmaq /
+// The tensor maps a main kernel may use: the KV cache (always) and, for +tmaq /
 // +tmaout, Q and the output as (dims, row, batch) with row = s * h_q + head (mla_launch.cu).
 struct KernelMaps {
   CUtensorMap kv, q, out;

@@ -55,7 +55,7 @@ cudaError_t make_kv_tensor_map(const DecodeParams& p, DType dtype, CUtensorMap* 
 }
 
 // Q or the output of one kv head as a 3-d tensor (dims, row, batch) with row = s * h_q + head, a
-// box being 64 dims x 64 rows in the 128-byte swizzle (the seesaw's +tmaq / +tmaout). Rows past
+// box being 64 dims x 64 rows in the 128-byte swizzle (+tmaq / +tmaout). Rows past
 // s_q * h_q read as zeros and are not written. False when the tensor does not fit that shape
 // (more than one kv head, rows not evenly strided, strides not multiples of 16 bytes) or the
 // encoding fails; the kernel then takes its other path.
@@ -88,7 +88,7 @@ cudaError_t launch_mla_decode(const DecodeParams& params, DType dtype, cudaStrea
   cudaError_t err = make_kv_tensor_map(params, dtype, &maps.kv);
   if (err != cudaSuccess) return err;
   // +tmaq / +tmaout stay set only where their tensor map could be made (one kv head, evenly
-  // strided rows); otherwise the seesaw loads Q and stores the output as it does without them.
+  // strided rows); otherwise the kernel loads Q and stores the output as it does without them.
   DecodeParams p = params;
   if ((p.schedule & kFlagTmaQ) &&
       !make_rows_tensor_map(p.q, kHeadDimQK, p.q_stride_h, p.q_stride_s, p.q_stride_b, p, dtype, &maps.q)) {

@@ -90,7 +90,7 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, u
       "l"(cache_policy)
       : "memory");
 }
-// One box of a 3-d tensor map (dims, row, batch) into shared memory (the seesaw's Q tile).
+// One box of a 3-d tensor map (dims, row, batch) into shared memory (a Q tile, +tmaq).
 __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1,
                                             int c2) {
   asm volatile(
@@ -99,7 +99,7 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, u
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
       : "memory");
 }
-// One box from shared memory to a 3-d tensor map (the seesaw's output tile); rows past the
+// One box from shared memory to a 3-d tensor map (an output tile, +tmaout); rows past the
 // tensor's extent are not written. Completion is tracked per thread by bulk groups: commit, then
 // wait until the reads of shared memory are done (the buffer may be reused) or until all is done.
 __device__ __forceinline__ void tma_store_3d(const CUtensorMap* map, uint32_t src, int c0, int c1, int c2) {
