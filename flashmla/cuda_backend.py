@@ -36,9 +36,10 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # operations within our v1 math; docs/kernel-design.md 7.10), "cluster" (seesaw: the m-block thread
 # blocks that read the same pages launched in clusters of two; an experiment, 7.12), "tmaout" /
 # "tmaq" (one kv head: a whole request's output written and the Q tile loaded with TMA at each
-# request boundary; seesaw 7.13, serial family 7.25, not with "colsplit"), "colsplit" (serial only: where the metadata is marked column-split, scheduler.py,
-# two thread blocks share each part and row tile, each doing PV and the output for 256 of the 512
-# columns; for small batches, where half the SMs would idle; 7.16), "nomask" (seesaw+ahead: the
+# request boundary; seesaw 7.13, serial family 7.25, not with "colsplit"), "colsplit"
+# (serial only: where the metadata is marked column-split, scheduler.py, two thread blocks share
+# each part and row tile, each doing PV and the output for 256 of the 512 columns; for small
+# batches, where half the SMs would idle; 7.16), "nomask" (seesaw+ahead: the
 # steady-state pair step without masking code where that is exact, s_q <= 66 or no causal mask and
 # a positive scale; the same bits; 7.20), "pvbfirst" (seesaw+ahead: WG0 issues the next pair's S
 # only after WG1 has issued its second PV; measured neutral, an A/B switch; 7.20), "overlapcombine"
