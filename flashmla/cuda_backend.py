@@ -98,6 +98,12 @@ AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 # 4-byte stores per thread, and every chunk's Q tile loaded by TMA. On the H100 (session 22,
 # docs/kernel-design.md 7.25) 1-2.6% faster on the b128 memory-bound rows and 3-10% at b4-b32.
 AUTO_SERIAL_TMA_MIN_BATCH = 1
+# "auto" adds "+colsplit" (for the batches of scheduler.may_split_columns) only up to this many query
+# rows per kv head. Since the serial kernel loads each chunk's Q tile by TMA (7.25), the serial kernel
+# on the same half-parts metadata, each part one thread block, beats the column split from 32 rows
+# on: on the H100 (session 23, docs/kernel-design.md 7.26) 2-5% at b1-b2 with 64-128 heads and 10%
+# at b1 s_q1 16K h32, while at b1 4K h16 the column split stays 4% ahead (1% at 4K h32).
+AUTO_COLSPLIT_MAX_ROWS_PER_KV = 16
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available
     from . import _C  # type: ignore[attr-defined]
@@ -137,7 +143,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
     ``rows_per_kv`` (s_q * h_q / h_kv) too it picks the seesaw kernel for large compute-bound ones
     and "+l2keep" where one row tile serves a kv head, and with ``batch`` too it adds "+colsplit"
     (the serial kernel that follows the metadata's column-split mark) for the small batches whose
-    schedule may be column-split (scheduler.may_split_columns), adds "+splitcombine" up to
+    schedule may be column-split (scheduler.may_split_columns) with at most AUTO_COLSPLIT_MAX_ROWS_PER_KV
+    query rows per kv head, adds "+splitcombine" up to
     AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH query rows for at most AUTO_SPLITCOMBINE_MAX_BATCH
     requests, keeps "+l2keep" to batches of at least AUTO_L2KEEP_MIN_BATCH, and adds "+tmaout+tmaq" to
     the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH requests on."""
@@ -162,7 +169,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
             and (batch is None or batch >= AUTO_L2KEEP_MIN_BATCH)):
         code |= SCHEDULE_FLAGS["l2keep"]
     if (base == "auto" and query_rows is not None and batch is not None and not code & SCHEDULES["seesaw"]
-            and scheduler.may_split_columns(batch, query_rows)):
+            and scheduler.may_split_columns(batch, query_rows)
+            and (rows_per_kv is None or rows_per_kv <= AUTO_COLSPLIT_MAX_ROWS_PER_KV)):
         code |= SCHEDULE_FLAGS["colsplit"]
     if (base == "auto" and batch is not None and batch >= AUTO_SERIAL_TMA_MIN_BATCH
             and not code & (SCHEDULES["seesaw"] | SCHEDULE_FLAGS["colsplit"])):
@@ -190,7 +198,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     AUTO_SPLITCOMBINE_MAX_ROWS query rows, or AUTO_SPLITCOMBINE_MAX_ROWS_SMALL_BATCH with at most
     AUTO_SPLITCOMBINE_MAX_BATCH requests, "+l2keep" for one row tile per kv head from
     AUTO_L2KEEP_MIN_BATCH requests on, "+tmaout+tmaq" from AUTO_SERIAL_TMA_MIN_BATCH requests on,
-    and "+colsplit" for the batches of scheduler.may_split_columns; or the seesaw kernel for large batches with at least
+    and "+colsplit" for the batches of scheduler.may_split_columns with at most
+    AUTO_COLSPLIT_MAX_ROWS_PER_KV query rows per kv head; or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
     TMA at each request boundary; for one kv head), "+overlapcombine" (the combine overlapping the
     main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask"),

@@ -159,10 +159,15 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("serial+colsplit", 10 ** 6) == 1 | 131072
     assert cuda_backend._schedule_code("auto+colsplit", 128, 128) == 8 | 131072
     assert cuda_backend._schedule_code("seesaw+ahead+nomask", 10 ** 6) == 16 | 512 | 262144
-    # auto adds it for the batches whose metadata fills half the parts (scheduler.column_split)
-    assert cuda_backend._schedule_code("auto", 128, 128, 1) == 8 | 131072          # b1 h128
+    # auto adds it for the batches whose metadata fills half the parts (scheduler.column_split), with
+    # at most AUTO_COLSPLIT_MAX_ROWS_PER_KV rows per kv head; above, the serial kernel with TMA Q loads
+    max_rows = cuda_backend.AUTO_COLSPLIT_MAX_ROWS_PER_KV
     assert cuda_backend._schedule_code("auto", 16, 16, 1) == 8 | 131072            # b1 h16 (no +l2keep: b < 64)
-    assert cuda_backend._schedule_code("auto", 256, 128, 2) == 8 | 131072          # b2 h128
+    assert cuda_backend._schedule_code("auto", max_rows, max_rows, 1) == 8 | 131072
+    assert cuda_backend._schedule_code("auto", 2 * max_rows + 2, max_rows + 1, 2) == 8 | TMA
+    assert cuda_backend._schedule_code("auto", 128, 128, 1) == 8 | TMA             # b1 h128
+    assert cuda_backend._schedule_code("auto", 256, 128, 2) == 8 | TMA             # b2 h128
+    assert cuda_backend._schedule_code("auto", 16, None, 1) == 8 | 131072          # rows per kv head unknown
     assert cuda_backend._schedule_code("auto", 512, 128, 4) == 8 | TMA             # b4: all parts, split combine
     assert cuda_backend._schedule_code("auto", 256, 16, 16) == 8 | TMA             # b16 h16
     assert cuda_backend._schedule_code("serial", 128, 128, 1) == 1
@@ -228,11 +233,11 @@ def test_auto_schedule_adds_tma_boundary_to_serial_kernel():
     """"auto" adds +tmaout +tmaq to the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH requests on
     (docs/kernel-design.md 7.25), never to the column split; the seesaw keeps its own set; explicit
     schedules are unchanged."""
-    tma_batch = max(cuda_backend.AUTO_SERIAL_TMA_MIN_BATCH, 4)  # b <= 2 may take the column split
+    tma_batch = max(cuda_backend.AUTO_SERIAL_TMA_MIN_BATCH, 4)  # b <= 2 with few rows may take the column split
     assert cuda_backend._schedule_code("auto", tma_batch * 16, 16, tma_batch) & TMA == TMA
     assert cuda_backend._schedule_code("auto", 128 * 2 * 32, 64, 128) & TMA == TMA          # b128 s_q2 h32
     assert cuda_backend._schedule_code("auto", 8 * 128, 128, 8) & TMA == TMA                # b8 h128
-    assert cuda_backend._schedule_code("auto", 128, 128, 1) & TMA == 0                      # b1: column split
+    assert cuda_backend._schedule_code("auto", 16, 16, 1) & TMA == 0                        # b1 h16: column split
     assert cuda_backend._schedule_code("auto", 128 * 64, 64) & TMA == 0                     # batch unknown
     assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 256, 128) == 16 | 512 | NOMASK | SEESAW_AUTO
     assert cuda_backend._schedule_code("serial", 128 * 64, 64, 128) == 1
