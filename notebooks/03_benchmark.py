@@ -41,7 +41,7 @@ SEED: int = 0  # random inputs
 SUITES: list = ["table", "sweep"]  # named shape suites of flashmla.bench.shapes (table, sweep, small, long, quick, all)
 SHAPES: list = []  # extra shapes as "b,s_q,seqlen,h_q[,varlen]" strings, for example "64,1,16K,128"
 PROVIDERS: list = []  # provider names to run; empty list means all (unavailable ones are listed as skipped)
-RECORDED_RUN: str = "../benchmarks/results/bench_h100_2026-12-06_session21"  # committed H100 run whose plots SMOKE mode shows, labelled as recorded; "" for none
+RECORDED_RUN: str = "../benchmarks/results/bench_h100_2026-12-07_session23"  # committed H100 run whose plots SMOKE mode shows, labelled as recorded; "" for none
 
 # %%
 from pathlib import Path
@@ -179,7 +179,7 @@ with steps.step("targets") as step:
 #
 # A CPU cannot show what these plots look like on a Hopper GPU, so in SMOKE mode this step shows the
 # plots **committed from the recorded H100 run** in `RECORDED_RUN`
-# (`benchmarks/results/bench_h100_2026-12-06_session21/`, written by `scripts/gpu_bench.sh`). They are not
+# (`benchmarks/results/bench_h100_2026-12-07_session23/`, written by `scripts/gpu_bench.sh`). They are not
 # this run's output: the GPU, versions and date printed above them are read from that run's
 # `bench_meta.json`. Outside SMOKE mode the plots of section 4 are this run's own, and this step is
 # skipped.
@@ -211,12 +211,12 @@ with steps.step("recorded_h100_run", needs=[
 # %% [markdown]
 # ## What to expect on an H100 (measured)
 #
-# **Measured** by the recorded run `benchmarks/results/bench_h100_2026-12-06_session21/` (`bench.md`,
-# `bench.csv`, `README.md`; the README's table): NVIDIA H100 80GB HBM3 (132 SMs), 2026-12-06,
+# **Measured** by the recorded run `benchmarks/results/bench_h100_2026-12-07_session23/` (`bench.md`,
+# `bench.csv`, `README.md`; the README's table): NVIDIA H100 80GB HBM3 (132 SMs), 2026-12-07,
 # torch 2.11.0+cu130 (CUDA 13.0), Triton 3.6.0, driver 580.159.04, every provider in one process on
-# the same inputs: ours (flashmla 0.1.0, kernels of commit 800de7b, CUDA and Triton), DeepSeek's
+# the same inputs: ours (flashmla 0.1.0, kernels of commit b9eb21f, CUDA and Triton), DeepSeek's
 # FlashMLA at 9241ae3 (`flashmla-head`) and as built in vLLM 0.26.0, FlashInfer 0.7.2 `fa3`/`fa2`,
-# vLLM 0.26.0's Triton MLA. Ceilings measured in the same run: copy 3019 GB/s, bf16 matmul 702
+# vLLM 0.26.0's Triton MLA. Ceilings measured in the same run: copy 3019 GB/s, bf16 matmul 726
 # TFLOP/s. Every timed output matched the fp32 reference (relative L2 ≤ 3.1e-3). Times in ms (b = 1:
 # CUDA-graph replay in brackets). "Ours Triton" is the Gluon kernel the Triton backend runs on
 # Hopper; "portable" is the `tl.dot` kernel every other GPU runs. The last column is our CUDA target
@@ -225,25 +225,25 @@ with steps.step("recorded_h100_run", needs=[
 #
 # | b, s_q, seqlen, h_q | ours CUDA | ours Triton | portable | FlashMLA 9241ae3 | FlashMLA (vLLM) | FlashInfer fa3 | vLLM Triton | target |
 # |---|---:|---:|---:|---:|---:|---:|---:|---:|
-# | 128, 1, 4096, 16 | 0.2215 | 0.2298 | 0.2400 | 0.2312 | 0.2420 | 0.2206 | 0.3700 | ≤ 0.2458 |
-# | 128, 1, 8192, 128 | 0.5409 | 0.5602 | 1.1690 | 0.5239 | 0.5663 | 0.5249 | 4.9358 | ≤ 0.5926 |
-# | 128, 2, 8192, 128 | 1.0144 | 0.9767 | 2.1062 | 0.8982 | 0.9931 | 0.9572 | 9.9255 | ≤ 0.9732 |
-# | 128, 1, 8192, 16, varied lengths | 0.4352 | 0.4528 | 0.4746 | 0.4509 | 0.4751 | 0.5113 | 0.8932 | ≤ 0.5022 |
-# | 32, 1, 32768, 128 | 0.5390 | 0.5501 | 1.1379 | 0.5000 | 0.5365 | 0.5594 | 4.5408 | ≤ 0.5576 |
-# | 1, 1, 4096, 128 | 0.0248 (0.0248) | 0.0309 (0.0305) | 0.0384 (0.0376) | 0.0254 (0.0254) | 0.0343 (0.0345) | 0.0240 (0.0240) | 0.0681 (0.0671) | ≤ 0.0263 |
+# | 128, 1, 4096, 16 | 0.2208 | 0.2295 | 0.2400 | 0.2315 | 0.2415 | 0.2211 | 0.3696 | ≤ 0.2458 |
+# | 128, 1, 8192, 128 | 0.5556 | 0.5271 | 1.1508 | 0.5244 | 0.5690 | 0.5118 | 4.9402 | ≤ 0.5926 |
+# | 128, 2, 8192, 128 | 1.0117 | 1.0667 | 2.0901 | 0.8942 | 1.0136 | 1.0177 | 9.8431 | ≤ 0.9732 |
+# | 128, 1, 8192, 16, varied lengths | 0.4360 | 0.4529 | 0.4760 | 0.4508 | 0.4741 | 0.5091 | 0.8877 | ≤ 0.5022 |
+# | 32, 1, 32768, 128 | 0.5513 | 0.5185 | 1.1195 | 0.5048 | 0.5395 | 0.5678 | 4.5095 | ≤ 0.5576 |
+# | 1, 1, 4096, 128 | 0.0247 (0.0248) | 0.0308 (0.0303) | 0.0382 (0.0374) | 0.0255 (0.0254) | 0.0341 (0.0344) | 0.0236 (0.0237) | 0.0679 (0.0669) | ≤ 0.0263 |
 #
 # In that run our CUDA kernel met its target on 32 of the 35 rows that have one, and the same bar
-# measured in the run on 31; the Triton backend met its own bar on all 35, the portable kernel on
+# measured in the run on 32; the Triton backend met its own bar on all 35, the portable kernel on
 # 23. The CUDA misses are the rows with 128 heads and s_q = 2 (256 query rows per kv head), where
-# FlashMLA 9241ae3 ran at perf-targets.md's own speed and ours took 12-14% longer;
-# docs/kernel-design.md section 7 follows that gap step by step (on that machine start the Gluon
-# kernel of our Triton backend ran the 8K fixed row faster than our CUDA kernel). Against the best
-# other provider of each shape it ran at a geometric mean of 0.96× (0.82× … 1.11×, 53 shapes): 0.95×
-# on the 36 fixed-length shapes (behind FlashInfer `fa3` on 16 of them, FlashMLA 9241ae3 on 16),
-# ahead of every other provider on 6 of the 17 varied-length ones. At b = 128, 16-64 heads, fixed
-# lengths of 4K-8K, it streams 2.69-2.90 TB/s (89-96% of copy), 3.00 TB/s at 32768 tokens; at 128
-# heads and s_q = 2 it reaches 556-595 TFLOP/s. Both Triton kernels are faster than vLLM's Triton
-# MLA on all 52 shapes it ran; vLLM's Triton MLA crashed (illegal memory access) on b128 s1 32K h128
+# FlashMLA 9241ae3 ran at perf-targets.md's own speed and ours took 10-16% longer;
+# docs/kernel-design.md section 7 follows that gap step by step. Against the best
+# other provider of each shape it ran at a geometric mean of 0.96× (0.86× … 1.12×, 53 shapes): 0.96×
+# on the 36 fixed-length shapes (behind FlashMLA 9241ae3 on 14 of them, FlashInfer `fa3` on 8, our
+# own Gluon kernel on 1), ahead of every other provider on 10 of the 17 varied-length ones. At
+# b = 128, 16-64 heads, fixed lengths of 4K-8K, it streams 2.76-2.90 TB/s (91-96% of copy), 3.00
+# TB/s at 32768 tokens; at 128 heads and s_q = 2 it reaches 537-577 TFLOP/s. Both Triton kernels
+# are faster than vLLM's Triton MLA on all 52 shapes it ran; vLLM's Triton MLA crashed (illegal
+# memory access) on b128 s1 32K h128
 # varied. This run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.
 
 # %%
