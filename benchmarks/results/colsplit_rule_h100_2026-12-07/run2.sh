@@ -21,9 +21,15 @@ shapes+=";2,1,4096,32,F;2,1,8192,64,F;2,1,4096,128,F;2,1,16384,128,F;2,2,8192,64
 AB_SHAPES="$shapes" AB_VARIANTS="serial+splitcombine+colsplit,auto,serial+splitcombine+tmaout+tmaq=nosplit" AB_ROUNDS=5 \
   PYTHONPATH=$PWD timeout 200 python3 scripts/ab_cuda.py "$OUT/ab_b1_b2.csv" >"$OUT/ab_b1_b2.txt" 2>&1
 echo "ab exit $?"
+# b4-b16 with 64-128 heads, where b8 s1 h128 trails both rivals: fewer, longer chunks (half the
+# parts by the column-split metadata, one thread block each; or the scheduler floor) against `auto`.
+AB_SHAPES="4,1,4096,128,F;8,1,1024,128,F;8,1,4096,128,F;8,1,16384,128,F;8,1,4096,64,F;16,1,4096,128,F;4,1,16384,64,F;8,1,4096,128,T" \
+  AB_VARIANTS="auto,auto=split,auto@2,auto@4" AB_ROUNDS=5 \
+  PYTHONPATH=$PWD timeout 120 python3 scripts/ab_cuda.py "$OUT/ab_b4_b16.csv" >"$OUT/ab_b4_b16.txt" 2>&1
+echo "ab b4-b16 exit $?"
 BENCH_TIMEOUT=150 OUT=$OUT/bench bash scripts/gpu_bench.sh --no-e2e \
   --shape b=1,s_q=1,seqlen=4K,h_q=128,varlen=0 --shape b=1,s_q=1,seqlen=1K,h_q=128,varlen=0 \
   --shape b=1,s_q=1,seqlen=16K,h_q=128,varlen=0 --shape b=1,s_q=2,seqlen=4K,h_q=128,varlen=0 \
   >"$OUT/gpu_bench_out.txt" 2>&1
 echo "gpu_bench exit $?"; tail -12 "$OUT/gpu_bench_out.txt"
-tail -31 "$OUT/ab_b1_b2.txt"
+tail -31 "$OUT/ab_b1_b2.txt"; tail -13 "$OUT/ab_b4_b16.txt"
