@@ -8,7 +8,9 @@ set -uo pipefail
 OUT=${OUT:-/tmp/run2}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-case "$gpu" in *${REQUIRE_GPU-H100}*) echo "GPU: $gpu" ;; *) echo "GPU is $gpu, not ${REQUIRE_GPU-H100}: stopping"; exit 3 ;; esac
+# The A/Bs compare schedules on one card, so any Hopper card serves them; the bench rows are set
+# against H100 targets, so they run on an H100 only.
+echo "GPU: $gpu"; case "$gpu" in *H100*) on_h100=1 ;; *) on_h100=0 ;; esac
 MAX_JOBS=16 bash scripts/gpu_build_if_needed.sh "$OUT/build.log" || exit 1
 PYTHONPATH=$PWD timeout 150 python3 -m pytest -q -rs --maxfail=20 tests/test_cuda.py >"$OUT/cuda_tests_log.txt" 2>&1
 echo "cuda tests exit $?"; tail -2 "$OUT/cuda_tests_log.txt"
@@ -27,7 +29,8 @@ AB_SHAPES="4,1,4096,128,F;8,1,1024,128,F;8,1,4096,128,F;8,1,16384,128,F;8,1,4096
   AB_VARIANTS="auto,auto=split,auto@2,auto@4" AB_ROUNDS=5 \
   PYTHONPATH=$PWD timeout 120 python3 scripts/ab_cuda.py "$OUT/ab_b4_b16.csv" >"$OUT/ab_b4_b16.txt" 2>&1
 echo "ab b4-b16 exit $?"
-BENCH_TIMEOUT=150 OUT=$OUT/bench bash scripts/gpu_bench.sh --no-e2e \
+[ $on_h100 = 1 ] || echo "NOT an H100 ($gpu): the bench rows are skipped (their targets are H100 numbers)"
+[ $on_h100 = 1 ] && BENCH_TIMEOUT=150 OUT=$OUT/bench bash scripts/gpu_bench.sh --no-e2e \
   --shape b=1,s_q=1,seqlen=4K,h_q=128,varlen=0 --shape b=1,s_q=1,seqlen=1K,h_q=128,varlen=0 \
   --shape b=1,s_q=1,seqlen=16K,h_q=128,varlen=0 --shape b=1,s_q=2,seqlen=4K,h_q=128,varlen=0 \
   >"$OUT/gpu_bench_out.txt" 2>&1
