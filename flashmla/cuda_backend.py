@@ -99,10 +99,10 @@ AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 # docs/kernel-design.md 7.25) 1-2.6% faster on the b128 memory-bound rows and 3-10% at b4-b32.
 AUTO_SERIAL_TMA_MIN_BATCH = 1
 # "auto" adds "+colsplit" (for the batches of scheduler.may_split_columns) only up to this many query
-# rows per kv head. Since the serial kernel loads each chunk's Q tile by TMA (7.25), the serial kernel
-# on the same half-parts metadata, each part one thread block, beats the column split from 32 rows
-# on: on the H100 (session 23, docs/kernel-design.md 7.26) 2-5% at b1-b2 with 64-128 heads and 10%
-# at b1 s_q1 16K h32, while at b1 4K h16 the column split stays 4% ahead (1% at 4K h32).
+# rows per kv head. Above that, the serial kernel as `auto` runs it elsewhere (+tmaout+tmaq, 7.25) on
+# the same half-parts metadata, one thread block per part, beats the column split: on the H100
+# (session 23, docs/kernel-design.md 7.26) 2-5% at b1-b2 with 64-128 heads and 10% at b1 s_q1 16K
+# h32, while at b1 4K h16 the column split stays 4% ahead (1% at 4K h32).
 AUTO_COLSPLIT_MAX_ROWS_PER_KV = 16
 
 try:  # built by setup.py only where nvcc, a CUDA torch and sm90 are available

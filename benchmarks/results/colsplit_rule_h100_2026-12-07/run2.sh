@@ -2,7 +2,7 @@
 # Session 23, device call 2: `auto` without the column split above 16 query rows per kv head
 # (docs/kernel-design.md 7.26). Build, every CUDA GPU test, an interleaved A/B at b1-b2 of the old
 # rule (`serial+splitcombine+colsplit`) against the new `auto` and against the serial kernel on
-# full-parts metadata (`=nosplit`), then the side-by-side bench of the b1 h128 table rows.
+# full-parts metadata (`=nosplit`) and the serial kernel without the TMA boundary, then the side-by-side bench of the b1 h128 table rows.
 # Carry .gpu (FlashInfer, vLLM's kernels, FlashMLA 9241ae3).
 set -uo pipefail
 OUT=${OUT:-/tmp/run2}; mkdir -p "$OUT"
@@ -20,7 +20,7 @@ shapes+=";1,1,4096,64,F;1,1,16384,64,F;1,1,65536,64,F"
 shapes+=";1,1,1024,128,F;1,1,4096,128,F;1,1,16384,128,F;1,1,65536,128,F"
 shapes+=";1,2,4096,16,F;1,2,4096,64,F;1,2,4096,128,F;1,2,16384,128,F"
 shapes+=";2,1,4096,32,F;2,1,8192,64,F;2,1,4096,128,F;2,1,16384,128,F;2,2,8192,64,F;2,1,4096,128,T"
-AB_SHAPES="$shapes" AB_VARIANTS="serial+splitcombine+colsplit,auto,serial+splitcombine+tmaout+tmaq=nosplit" AB_ROUNDS=5 \
+AB_SHAPES="$shapes" AB_VARIANTS="serial+splitcombine+colsplit,auto,serial+splitcombine+tmaout+tmaq=nosplit,serial+splitcombine" AB_ROUNDS=5 \
   PYTHONPATH=$PWD timeout 200 python3 scripts/ab_cuda.py "$OUT/ab_b1_b2.csv" >"$OUT/ab_b1_b2.txt" 2>&1
 echo "ab exit $?"
 # b4-b16 with 64-128 heads, where b8 s1 h128 trails both rivals: fewer, longer chunks (half the
