@@ -20,9 +20,11 @@ shapes+=";1,1,4096,64,F;1,1,16384,64,F;1,1,65536,64,F"
 shapes+=";1,1,1024,128,F;1,1,4096,128,F;1,1,16384,128,F;1,1,65536,128,F"
 shapes+=";1,2,4096,16,F;1,2,4096,64,F;1,2,4096,128,F;1,2,16384,128,F"
 shapes+=";2,1,4096,32,F;2,1,8192,64,F;2,1,4096,128,F;2,1,16384,128,F;2,2,8192,64,F;2,1,4096,128,T"
-AB_SHAPES="$shapes" AB_VARIANTS="serial+splitcombine+colsplit,auto,serial+splitcombine+tmaout+tmaq=nosplit,serial+splitcombine" AB_ROUNDS=5 \
+AB_SHAPES="$shapes" AB_VARIANTS="serial+splitcombine+colsplit,auto,serial+splitcombine+tmaout+tmaq=nosplit,serial+splitcombine" AB_ROUNDS=${ROUNDS:-5} \
   PYTHONPATH=$PWD timeout 200 python3 scripts/ab_cuda.py "$OUT/ab_b1_b2.csv" >"$OUT/ab_b1_b2.txt" 2>&1
 echo "ab exit $?"
+# LEAN=1 (device time short): stop after the b1-b2 A/B.
+if [ "${LEAN:-0}" = 1 ]; then tail -31 "$OUT/ab_b1_b2.txt"; exit 0; fi
 # b4-b16 with 64-128 heads, where b8 s1 h128 trails both rivals: fewer, longer chunks (half the
 # parts by the column-split metadata, one thread block each; or the scheduler floor) against `auto`.
 AB_SHAPES="4,1,4096,128,F;8,1,1024,128,F;8,1,4096,128,F;8,1,16384,128,F;8,1,4096,64,F;16,1,4096,128,F;4,1,16384,64,F;8,1,4096,128,T" \
