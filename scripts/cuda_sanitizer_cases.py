@@ -15,7 +15,8 @@ device = torch.device("cuda")
 CASES = [([0, 65, 130, 1], 2, 16, 1, torch.bfloat16, 132),
          ([200, 0, 64], 1, 9, 3, torch.float16, 5),
          ([129], 4, 32, 2, torch.bfloat16, 132),
-         ([300, 0, 64, 129], 2, 128, 1, torch.float16, 16)]  # 4 m-blocks, few parts: the seesaw's pair steps
+         ([300, 0, 64, 129], 2, 128, 1, torch.float16, 16),  # 4 m-blocks, few parts: the seesaw's pair steps
+         ([700, 0], 1, 128, 1, torch.bfloat16, 132)]  # b2 padded: half-parts (column-split) metadata; `auto` runs serial+tmaout+tmaq on it
 # SANITIZE_LONG=1 (the smoke steps; too slow under racecheck): parts of 16-40 blocks, i.e. many
 # refills of every stage, which a pipeline whose barrier phases drift apart needs before it hangs
 # (the short cases above finish first: session 12's +mcast passed them and hung on real shapes).

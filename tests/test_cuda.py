@@ -434,17 +434,21 @@ def test_gpu_cuda_graph_padded_batch(dtype, variant):
 
 
 @pytest.mark.gpu
-def test_gpu_cuda_graph_column_split_follows_the_lengths():
-    """auto at a small padded batch launches the column-split-capable kernel; the GPU scheduler marks
-    a short step split (half the parts) and a long one not, so one captured graph must follow the
-    mark on every replay: graph equals eager and the reference for both."""
+@pytest.mark.parametrize("h_q", [16, 128])
+def test_gpu_cuda_graph_column_split_follows_the_lengths(h_q):
+    """At a small padded batch the GPU scheduler marks a short step split (half the parts) and a long
+    one not, so one captured graph must follow the mark on every replay: graph equals eager and the
+    reference for both. `auto` runs the column-split kernel at 16 rows per kv head and the serial
+    kernel on the same half-parts metadata at 128 (AUTO_COLSPLIT_MAX_ROWS_PER_KV)."""
     device = _device()
-    b_real, b_pad, h_q = 1, 2, 128
-    q, k, bt, sl = make_inputs([40000, 0], 1, h_q, 1, torch.bfloat16, device, seed=8)
+    b_real, b_pad, long_seqlen = 1, 2, 60000  # 60000 tokens: too many units per half-part at h16 and h128
+    q, k, bt, sl = make_inputs([long_seqlen, 0], 1, h_q, 1, torch.bfloat16, device, seed=8)
     num_sms = torch.cuda.get_device_properties(device).multi_processor_count
     md_buf = torch.empty(scheduler.num_sm_parts(num_sms, h_q, 1), 8, dtype=torch.int32, device=device)
     ns_buf = torch.empty(b_pad + 1, dtype=torch.int32, device=device)
-    assert cuda_backend._schedule_code("auto", b_pad * h_q, h_q, b_pad) & cuda_backend.SCHEDULE_FLAGS["colsplit"]
+    colsplit_kernel = bool(cuda_backend._schedule_code("auto", b_pad * h_q, h_q, b_pad)
+                           & cuda_backend.SCHEDULE_FLAGS["colsplit"])
+    assert colsplit_kernel == (h_q <= cuda_backend.AUTO_COLSPLIT_MAX_ROWS_PER_KV)
 
     def step():
         md, ns = cuda_backend.get_mla_metadata_gpu(sl[:b_real], h_q, 1, num_sms)
@@ -459,7 +463,7 @@ def test_gpu_cuda_graph_column_split_follows_the_lengths():
     assert int(md_buf[0, scheduler.COL_COLUMN_SPLIT]) == 1
     graph, (g_out, g_lse) = testing.capture_graph(step)
     assert torch.equal(g_out, eager_out) and torch.equal(g_lse, eager_lse)
-    for seqlen, mark in ((40000, 0), (3000, 1)):  # long: not split; then short again
+    for seqlen, mark in ((long_seqlen, 0), (3000, 1)):  # long: not split; then short again
         sl[0] = seqlen
         q.copy_((torch.randn_like(q, dtype=torch.float32) / 10).to(torch.bfloat16))
         graph.replay()
