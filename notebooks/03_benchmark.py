@@ -41,7 +41,7 @@ SEED: int = 0  # random inputs
 SUITES: list = ["table", "sweep"]  # named shape suites of flashmla.bench.shapes (table, sweep, small, long, quick, all)
 SHAPES: list = []  # extra shapes as "b,s_q,seqlen,h_q[,varlen]" strings, for example "64,1,16K,128"
 PROVIDERS: list = []  # provider names to run; empty list means all (unavailable ones are listed as skipped)
-RECORDED_RUN: str = "../benchmarks/results/bench_h100_2026-12-07_session23"  # committed H100 run whose plots SMOKE mode shows, labelled as recorded; "" for none
+RECORDED_RUN: str = "../benchmarks/results/bench_h100_2026-12-07_session24"  # committed H100 run whose plots SMOKE mode shows, labelled as recorded; "" for none
 
 # %%
 from pathlib import Path
@@ -179,7 +179,7 @@ with steps.step("targets") as step:
 #
 # A CPU cannot show what these plots look like on a Hopper GPU, so in SMOKE mode this step shows the
 # plots **committed from the recorded H100 run** in `RECORDED_RUN`
-# (`benchmarks/results/bench_h100_2026-12-07_session23/`, written by `scripts/gpu_bench.sh`). They are not
+# (`benchmarks/results/bench_h100_2026-12-07_session24/`, written by `scripts/gpu_bench.sh`). They are not
 # this run's output: the GPU, versions and date printed above them are read from that run's
 # `bench_meta.json`. Outside SMOKE mode the plots of section 4 are this run's own, and this step is
 # skipped.
@@ -211,12 +211,12 @@ with steps.step("recorded_h100_run", needs=[
 # %% [markdown]
 # ## What to expect on an H100 (measured)
 #
-# **Measured** by the recorded run `benchmarks/results/bench_h100_2026-12-07_session23/` (`bench.md`,
+# **Measured** by the recorded run `benchmarks/results/bench_h100_2026-12-07_session24/` (`bench.md`,
 # `bench.csv`, `README.md`; the README's table): NVIDIA H100 80GB HBM3 (132 SMs), 2026-12-07,
 # torch 2.11.0+cu130 (CUDA 13.0), Triton 3.6.0, driver 580.159.04, every provider in one process on
-# the same inputs: ours (flashmla 0.1.0, kernels of commit b9eb21f, CUDA and Triton), DeepSeek's
+# the same inputs: ours (flashmla 0.1.0, kernels of commit 4451720, CUDA and Triton), DeepSeek's
 # FlashMLA at 9241ae3 (`flashmla-head`) and as built in vLLM 0.26.0, FlashInfer 0.7.2 `fa3`/`fa2`,
-# vLLM 0.26.0's Triton MLA. Ceilings measured in the same run: copy 3019 GB/s, bf16 matmul 726
+# vLLM 0.26.0's Triton MLA. Ceilings measured in the same run: copy 3018 GB/s, bf16 matmul 782
 # TFLOP/s. Every timed output matched the fp32 reference (relative L2 ≤ 3.1e-3). Times in ms (b = 1:
 # CUDA-graph replay in brackets). "Ours Triton" is the Gluon kernel the Triton backend runs on
 # Hopper; "portable" is the `tl.dot` kernel every other GPU runs. The last column is our CUDA target
@@ -225,23 +225,23 @@ with steps.step("recorded_h100_run", needs=[
 #
 # | b, s_q, seqlen, h_q | ours CUDA | ours Triton | portable | FlashMLA 9241ae3 | FlashMLA (vLLM) | FlashInfer fa3 | vLLM Triton | target |
 # |---|---:|---:|---:|---:|---:|---:|---:|---:|
-# | 128, 1, 4096, 16 | 0.2208 | 0.2295 | 0.2400 | 0.2315 | 0.2415 | 0.2211 | 0.3696 | ≤ 0.2458 |
-# | 128, 1, 8192, 128 | 0.5556 | 0.5271 | 1.1508 | 0.5244 | 0.5690 | 0.5118 | 4.9402 | ≤ 0.5926 |
-# | 128, 2, 8192, 128 | 1.0117 | 1.0667 | 2.0901 | 0.8942 | 1.0136 | 1.0177 | 9.8431 | ≤ 0.9732 |
-# | 128, 1, 8192, 16, varied lengths | 0.4360 | 0.4529 | 0.4760 | 0.4508 | 0.4741 | 0.5091 | 0.8877 | ≤ 0.5022 |
-# | 32, 1, 32768, 128 | 0.5513 | 0.5185 | 1.1195 | 0.5048 | 0.5395 | 0.5678 | 4.5095 | ≤ 0.5576 |
-# | 1, 1, 4096, 128 | 0.0247 (0.0248) | 0.0308 (0.0303) | 0.0382 (0.0374) | 0.0255 (0.0254) | 0.0341 (0.0344) | 0.0236 (0.0237) | 0.0679 (0.0669) | ≤ 0.0263 |
+# | 128, 1, 4096, 16 | 0.2211 | 0.2301 | 0.2419 | 0.2318 | 0.2423 | 0.2210 | 0.3709 | ≤ 0.2458 |
+# | 128, 1, 8192, 128 | 0.5395 | 0.5676 | 1.1668 | 0.5260 | 0.5728 | 0.5420 | 4.9416 | ≤ 0.5926 |
+# | 128, 2, 8192, 128 | 1.0122 | 1.0787 | 2.0636 | 0.8892 | 1.0155 | 1.0236 | 9.8473 | ≤ 0.9732 |
+# | 128, 1, 8192, 16, varied lengths | 0.4364 | 0.4532 | 0.4765 | 0.4506 | 0.4742 | 0.5084 | 0.8937 | ≤ 0.5022 |
+# | 32, 1, 32768, 128 | 0.5503 | 0.5478 | 1.1333 | 0.5051 | 0.5401 | 0.5580 | 4.5441 | ≤ 0.5576 |
+# | 1, 1, 4096, 128 | 0.0233 (0.0231) | 0.0310 (0.0302) | 0.0385 (0.0372) | 0.0256 (0.0251) | 0.0333 (0.0327) | 0.0240 (0.0237) | 0.0685 (0.0668) | ≤ 0.0263 |
 #
 # In that run our CUDA kernel met its target on 32 of the 35 rows that have one, and the same bar
 # measured in the run on 32; the Triton backend met its own bar on all 35, the portable kernel on
 # 23. The CUDA misses are the rows with 128 heads and s_q = 2 (256 query rows per kv head), where
-# FlashMLA 9241ae3 ran at perf-targets.md's own speed and ours took 10-16% longer;
+# FlashMLA 9241ae3 ran at perf-targets.md's own speed and ours took 10-14% longer;
 # docs/kernel-design.md section 7 follows that gap step by step. Against the best
-# other provider of each shape it ran at a geometric mean of 0.96× (0.86× … 1.12×, 53 shapes): 0.96×
-# on the 36 fixed-length shapes (behind FlashMLA 9241ae3 on 14 of them, FlashInfer `fa3` on 8, our
-# own Gluon kernel on 1), ahead of every other provider on 10 of the 17 varied-length ones. At
-# b = 128, 16-64 heads, fixed lengths of 4K-8K, it streams 2.76-2.90 TB/s (91-96% of copy), 3.00
-# TB/s at 32768 tokens; at 128 heads and s_q = 2 it reaches 537-577 TFLOP/s. Both Triton kernels
+# other provider of each shape it ran at a geometric mean of 0.97× (0.88× … 1.12×, 53 shapes): 0.97×
+# on the 36 fixed-length shapes (behind FlashMLA 9241ae3 on 15 of them, FlashInfer `fa3` on 10),
+# ahead of every other provider on 9 of the 17 varied-length ones. At
+# b = 128, 16-64 heads, fixed lengths of 4K-8K, it streams 2.75-2.91 TB/s (91-96% of copy), 3.00
+# TB/s at 32768 tokens; at 128 heads and s_q = 2 it reaches 545-577 TFLOP/s. Both Triton kernels
 # are faster than vLLM's Triton MLA on all 52 shapes it ran; vLLM's Triton MLA crashed (illegal
 # memory access) on b128 s1 32K h128
 # varied. This run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.

@@ -365,3 +365,24 @@ def test_cli_shape_specs_keep_their_commas(capsys):
     assert "b=2,s_q=1,seqlen=100,h_q=16,varlen=0" in out
     assert "b=2,s_q=2,seqlen=300,h_q=32,varlen=1" in out
     assert "2 shapes" in out
+
+
+def test_bench_summary_reads_the_recorded_run():
+    """scripts/bench_summary.py (the README table and the numbers quoted from a run) agrees with the
+    recorded CSV it reads: one table row per perf-targets.md row, each 'met' cell the CSV's flag."""
+    repo = Path(__file__).resolve().parent.parent
+    run = sorted((repo / "benchmarks" / "results").glob("bench_h100_*_session*/bench.csv"))[-1]
+    spec = importlib.util.spec_from_file_location("bench_summary", repo / "scripts" / "bench_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    rows = summary.load(str(run))
+    table = summary.readme_table(rows).splitlines()[2:]
+    targets = [r for r in csv.DictReader(open(run)) if r["provider"] == "flashmla-cuda" and r["target_ms"]]
+    assert len(table) == len(targets) == 35
+    for line, r in zip(table, targets):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == r["shape"]
+        assert cells[1].split()[0] == f"{float(r['ms']):.4f}"
+        assert cells[10] == ("yes" if r["target_met"] == "1" else "**no**")
+    met = sum(r["target_met"] == "1" for r in targets)
+    assert summary.summary(rows).startswith(f"targets met: {met} of 35")
