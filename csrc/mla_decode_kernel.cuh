@@ -984,9 +984,11 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const CUt
       for (int it = 0; it < kNumStages && it < num_iters; ++it) issue_load(it);
     }
     __syncwarp();
-    // P buffer starts free.
-    if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
-    else named_barrier_arrive(kBarPFree, kNumThreads);
+    // P buffer starts free. (With the rendezvous, WG1 meets WG0 at P_FREE at the top of each block
+    // instead, and once more after its last request: never between a request's last PV and its
+    // output, where with +tmaout both warpgroups meet at kBarOutStaged and a P_FREE rendezvous
+    // pending there would wait for WG0 forever, which waits at kBarOutStaged for WG1.)
+    if (!rendezvous) named_barrier_arrive(kBarPFree, kNumThreads);
 
     int it = 0;
 #pragma unroll 1
@@ -1002,6 +1004,7 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const CUt
       for (int block = block_lo; block < block_hi; ++block, ++it) {
         const int stage = it & 1;
         const bool last = block + 1 == block_hi;
+        if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);  // WG1's previous PV is done
         named_barrier_sync(kBarPReady, kNumThreads);
         float rescale[2];
 #pragma unroll
@@ -1029,11 +1032,11 @@ __device__ __forceinline__ void decode_part(const CUtensorMap& kv_map, const CUt
           issue_load(stage);
         }
         __syncwarp();
-        if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);
       }
       const int chunk_idx = req == begin_req ? begin_chunk : 0;
       store_output(o, req, chunk_idx, inv_l);
     }
+    if (rendezvous) named_barrier_sync(kBarPFree, kNumThreads);  // pairs with WG0's last one
   }
 #endif
 }

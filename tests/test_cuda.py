@@ -487,6 +487,21 @@ def test_gpu_public_api_uses_cuda_backend():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("schedule", ["serial+rendezvous+tmaout+tmaq", "serial+rendezvous+tmaout",
+                                      "chained+rendezvous+tmaout+tmaq"])
+def test_gpu_rendezvous_with_tma_output(schedule):
+    """+rendezvous (which a racecheck build, scripts/gpu_racecheck.sh, always takes) with the TMA
+    output of whole requests: both warpgroups meet at the output barrier after a request's last PV,
+    so WG1 must not hold a P_FREE rendezvous across it (that deadlocked until session 24). Four SMs
+    give one part per row tile, so every request is whole and takes the TMA output."""
+    device = _device()
+    q, k, bt, sl = make_inputs([300, 0, 64, 129, 700], 2, 128, 1, torch.bfloat16, device, seed=23)
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
+    out, lse = run_cuda(q, k, bt, sl, True, num_sms=4, schedule=schedule)
+    check_against_reference(out, lse, ref_out.float(), ref_lse, schedule)
+
+
+@pytest.mark.gpu
 def test_gpu_schedules_agree_on_long_sequences():
     """Many blocks per chunk exercise the steady state of both inner loops."""
     device = _device()
