@@ -30,7 +30,8 @@ def load(path: str) -> dict[tuple[str, str], dict]:
 
 def shapes_of(rows: dict, suite: str | None = None) -> list[str]:
     """Shapes in the order the run measured them (our kernel's rows), optionally one suite's."""
-    return [s for (s, p), r in rows.items() if p == OURS and (suite is None or suite in r["suite"].split("+"))]
+    return [s for (s, p), r in rows.items()
+            if p == OURS and (suite is None or suite in r["suite"].split("+"))]
 
 
 def ms(rows: dict, shape: str, provider: str) -> float | None:
@@ -56,12 +57,14 @@ def cell(r: dict | None) -> str:
 def readme_table(rows: dict) -> str:
     head = ["shape (b s_q len h_q lengths)"] + [h for _, h in TABLE_PROVIDERS] + [
         "CUDA target", "met", "same-run bar", "met", "Triton bar", "met"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(TABLE_PROVIDERS) + "---:|:-:|---:|:-:|---:|:-:|"]
+    rule = "|---|" + "---:|" * len(TABLE_PROVIDERS) + "---:|:-:|---:|:-:|---:|:-:|"
+    lines = ["| " + " | ".join(head) + " |", rule]
     for shape in shapes_of(rows, "table"):
         ours, triton = rows[(shape, OURS)], rows.get((shape, "flashmla-triton"), {})
         cells = [shape] + [cell(rows.get((shape, p))) for p, _ in TABLE_PROVIDERS] + [
-            four_digits(ours["target_ms"]), yes_no(ours["target_met"]), four_digits(ours["same_run_target_ms"]),
-            yes_no(ours["same_run_met"]), four_digits(triton.get("target_ms", "")), yes_no(triton.get("target_met", ""))]
+            four_digits(ours["target_ms"]), yes_no(ours["target_met"]),
+            four_digits(ours["same_run_target_ms"]), yes_no(ours["same_run_met"]),
+            four_digits(triton.get("target_ms", "")), yes_no(triton.get("target_met", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -89,7 +92,8 @@ def summary(rows: dict) -> str:
     memory_bound = [s for s in b128 if rows[(s, OURS)]["varlen"] == "0" and rows_per_kv(s) <= 64]
     for label, provider in (("ours", OURS), ("FlashInfer fa3", FA3), ("FlashMLA", FLASHMLA)):
         share = [100 * float(rows[(s, provider)]["gbps"]) / copy_gbps for s in memory_bound if ms(rows, s, provider)]
-        out.append(f"b128 fixed-length rows with <= 64 query rows per kv head ({len(memory_bound)}), {label}: {span(share, 1)}% of copy ({copy_gbps:.0f} GB/s)")
+        out.append(f"b128 fixed-length rows with <= 64 query rows per kv head ({len(memory_bound)}), {label}: "
+                   f"{span(share, 1)}% of copy ({copy_gbps:.0f} GB/s)")
     for label, group in (("fixed <= 64 rows/kv", memory_bound),
                          ("varied <= 64 rows/kv", [s for s in b128 if rows[(s, OURS)]["varlen"] == "1"
                                                    and rows_per_kv(s) <= 64]),
