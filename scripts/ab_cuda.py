@@ -27,7 +27,11 @@ AB_VARIANTS=triton/flashmla._ab_baseline,triton, and "triton@BMxBNxWARPSxSTAGESx
 block configuration with the metadata plan, e.g. triton@128x32x8x2x2; "gluon" the Triton backend's
 warp-specialised Hopper kernel (flashmla/triton_hopper.py) on every row; "ext/MODULE" the
 ``decode(q, k, block_table, cache_seqlens, scale, causal, md, ns) -> (out, lse)`` of any importable
-module (a same-machine reference built outside the repo, say). Variants with a timing probe
+module (a same-machine reference built outside the repo, say); "head" DeepSeek FlashMLA at its
+pinned commit through the bench's flashmla-head provider (.gpu/flashmla-head, its own metadata made
+once outside the timed call); "build/NAME" or "build/NAME/SCHEDULE" our Python glue with the
+flashmla._C of another build of this repository in /tmp/NAME (say main's kernels built in
+/tmp/base beside a patched working tree), schedule `auto` unless named. Variants with a timing probe
 (cuda_backend.PROBE_FLAGS, e.g. auto+noload) are timed without the output check: wrong by design.
 With only Triton variants
 the metadata comes from flashmla.get_mla_metadata (no CUDA build needed; the same tensors).
@@ -59,6 +63,47 @@ def parse_shape(text):
     return b, s_q, mean, h_q, fields[4] == "T"
 
 
+def flashmla_head_runner(shape, q, k, bt, sl):
+    """DeepSeek FlashMLA at its pinned commit, as the bench times it (flashmla-head provider)."""
+    from flashmla.bench import providers, shapes as bench_shapes
+    b, s_q, mean, h_q, varied = shape
+    provider = providers.FlashMLAHead()
+    available, why = provider.availability(q.device)
+    if not available:
+        raise SystemExit(f"variant head: {why}")
+    bench_shape = bench_shapes.Shape(b=b, s_q=s_q, seqlen=mean, h_q=h_q, varlen=varied)
+    inputs = bench_shapes.BenchInputs(bench_shape, q, k, bt, sl, sl.tolist(), 576 ** -0.5)
+    prepared = provider.prepare(inputs)
+    return lambda: prepared.outputs(prepared.run())
+
+
+_OTHER_BUILDS = {}
+
+
+def other_build_runner(build_dir, schedule, q, k, bt, sl, md, ns):
+    """Our decode with the flashmla._C of another build (/tmp/NAME/flashmla/_C*.so) swapped in for the call."""
+    if build_dir not in _OTHER_BUILDS:
+        import glob
+        import importlib.util
+        found = glob.glob(os.path.join("/tmp", build_dir, "flashmla", "_C*.so"))
+        if not found:
+            raise SystemExit(f"variant build/{build_dir}: no flashmla/_C*.so under /tmp/{build_dir}")
+        # The module's last name component must stay "_C" (its init function is PyInit__C).
+        spec = importlib.util.spec_from_file_location(f"ab_build_{len(_OTHER_BUILDS)}._C", found[0])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _OTHER_BUILDS[build_dir] = module
+
+    def run():
+        own = cuda_backend._C
+        cuda_backend._C = _OTHER_BUILDS[build_dir]
+        try:
+            return cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, q.shape[1] > 1, md, ns, schedule=schedule)
+        finally:
+            cuda_backend._C = own
+    return run
+
+
 def main():
     out_csv = sys.argv[1] if len(sys.argv) > 1 else "ab_cuda.csv"
     variants = os.environ.get("AB_VARIANTS", "auto,seesaw").split(",")
@@ -73,7 +118,7 @@ def main():
             shapes = [s for s in shapes if s[0][1] * s[0][3] >= 128]
     device = torch.device("cuda")
     props = torch.cuda.get_device_properties(device)
-    no_cuda_build = all(v.startswith(("triton", "gluon", "ext/")) for v in variants)  # metadata from flashmla then
+    no_cuda_build = all(v.startswith(("triton", "gluon", "ext/", "head")) for v in variants)  # metadata from flashmla then
     print(f"GPU {props.name}, torch {torch.__version__}, triton {triton.__version__}; {rounds} rounds; "
           f"variants {variants}", flush=True)
     head = f"{'shape':<22}" + "".join(f"{v[:20]:>22}" for v in variants) + f"{'target':>9}"
@@ -119,6 +164,13 @@ def main():
                 config = KernelConfig(bm, bn, warps, stages, 1, plan="metadata", dv_split=dv_split)
                 fns[v] = (lambda config=config, md=md, ns=ns: triton_decode.decode_with_config(
                     q, k, bt, sl, 576 ** -0.5, s_q > 1, config=config, tile_scheduler_metadata=md, num_splits=ns))
+                continue
+            if schedule == "head":
+                fns[v] = flashmla_head_runner(shape, q, k, bt, sl)
+                continue
+            if schedule.startswith("build/"):
+                build_dir, _, build_schedule = schedule[len("build/"):].partition("/")
+                fns[v] = other_build_runner(build_dir, build_schedule or "auto", q, k, bt, sl, md, ns)
                 continue
             if schedule.startswith(("triton", "ext/")):
                 module = importlib.import_module(schedule.partition("/")[2] or "flashmla.triton_decode")
