@@ -11,8 +11,9 @@ FlashMLA at its pinned commit, the geometric mean against the best other provide
 from __future__ import annotations
 
 import argparse
-import csv
 import math
+
+from flashmla.bench.report import format_cell, read_typed_csv
 
 OURS = "flashmla-cuda"
 FA3 = "flashinfer-fa3"
@@ -25,7 +26,7 @@ TABLE_PROVIDERS = [(OURS, "**ours CUDA**"), ("flashmla-triton", "**ours Triton**
 
 
 def load(path: str) -> dict[tuple[str, str], dict]:
-    return {(r["shape"], r["provider"]): r for r in csv.DictReader(open(path))}
+    return {(r["shape"], r["provider"]): r for r in read_typed_csv(path)}
 
 
 def shapes_of(rows: dict, suite: str | None = None) -> list[str]:
@@ -36,22 +37,15 @@ def shapes_of(rows: dict, suite: str | None = None) -> list[str]:
 
 def ms(rows: dict, shape: str, provider: str) -> float | None:
     r = rows.get((shape, provider))
-    return float(r["ms"]) if r and r["status"] == "ok" and r["ms"] else None
+    return r["ms"] if r and r["status"] == "ok" else None
 
 
-def yes_no(flag: str) -> str:
-    return {"1": "yes", "0": "**no**"}.get(flag, "")
+def yes_no(verdict: bool | None) -> str:
+    return {True: "yes", False: "**no**"}.get(verdict, "")
 
 
-def four_digits(value: str) -> str:
-    return f"{float(value):.4f}" if value else ""
-
-
-def cell(r: dict | None) -> str:
-    if not r or r["status"] != "ok" or not r["ms"]:
-        return "fail" if r and r["status"] not in ("ok", "skipped") else "-"
-    text = f"{float(r['ms']):.4f}"
-    return text + (f" (g {float(r['ms_graph']):.4f})" if r.get("ms_graph") else "")
+def four_digits(value: float | None) -> str:
+    return f"{value:.4f}" if value else ""
 
 
 def readme_table(rows: dict) -> str:
@@ -61,10 +55,10 @@ def readme_table(rows: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", rule]
     for shape in shapes_of(rows, "table"):
         ours, triton = rows[(shape, OURS)], rows.get((shape, "flashmla-triton"), {})
-        cells = [shape] + [cell(rows.get((shape, p))) for p, _ in TABLE_PROVIDERS] + [
+        cells = [shape] + [format_cell(rows.get((shape, p))) for p, _ in TABLE_PROVIDERS] + [
             four_digits(ours["target_ms"]), yes_no(ours["target_met"]),
             four_digits(ours["same_run_target_ms"]), yes_no(ours["same_run_met"]),
-            four_digits(triton.get("target_ms", "")), yes_no(triton.get("target_met", ""))]
+            four_digits(triton.get("target_ms")), yes_no(triton.get("target_met"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -75,14 +69,14 @@ def span(values: list[float], digits: int = 3) -> str:
 
 def summary(rows: dict) -> str:
     table, every = shapes_of(rows, "table"), shapes_of(rows)
-    met = [s for s in table if rows[(s, OURS)]["target_met"] == "1"]
-    same = [s for s in table if rows[(s, OURS)]["same_run_met"] == "1"]
-    same_all = [s for s in every if rows[(s, OURS)]["same_run_met"] == "1"]
+    met = [s for s in table if rows[(s, OURS)]["target_met"]]
+    same = [s for s in table if rows[(s, OURS)]["same_run_met"]]
+    same_all = [s for s in every if rows[(s, OURS)]["same_run_met"]]
     out = [f"targets met: {len(met)} of {len(table)}; same-run bar: {len(same)} of {len(table)} table rows, "
            f"{len(same_all)} of {len(every)} shapes",
            "misses: " + "; ".join(f"{s} {ms(rows, s, OURS):.4f} vs {rows[(s, OURS)]['target_ms']}"
                                    for s in table if s not in met)]
-    copy_gbps = float(rows[(table[0], OURS)]["copy_gbps"])
+    copy_gbps = rows[(table[0], OURS)]["copy_gbps"]
 
     def rows_per_kv(s: str) -> int:
         r = rows[(s, OURS)]
@@ -91,7 +85,7 @@ def summary(rows: dict) -> str:
     b128 = [s for s in table if rows[(s, OURS)]["b"] == "128"]  # the grid of perf-targets.md's table
     memory_bound = [s for s in b128 if rows[(s, OURS)]["varlen"] == "0" and rows_per_kv(s) <= 64]
     for label, provider in (("ours", OURS), ("FlashInfer fa3", FA3), ("FlashMLA", FLASHMLA)):
-        share = [100 * float(rows[(s, provider)]["gbps"]) / copy_gbps for s in memory_bound if ms(rows, s, provider)]
+        share = [100 * rows[(s, provider)]["gbps"] / copy_gbps for s in memory_bound if ms(rows, s, provider)]
         out.append(f"b128 fixed-length rows with <= 64 query rows per kv head ({len(memory_bound)}), {label}: "
                    f"{span(share, 1)}% of copy ({copy_gbps:.0f} GB/s)")
     for label, group in (("fixed <= 64 rows/kv", memory_bound),
@@ -102,8 +96,8 @@ def summary(rows: dict) -> str:
         for rival in (FA3, FLASHMLA):
             ratios = [ms(rows, s, OURS) / ms(rows, s, rival) for s in group if ms(rows, s, rival)]
             out.append(f"b128 {label}: ours / {rival} time {span(ratios)}")
-    speedups = [float(rows[(s, OURS)]["speedup_vs_best_other"]) for s in every
-                if rows[(s, OURS)].get("speedup_vs_best_other")]
+    speedups = [rows[(s, OURS)]["speedup_vs_best_other"] for s in every
+                if rows[(s, OURS)]["speedup_vs_best_other"]]
     geo = math.exp(sum(map(math.log, speedups)) / len(speedups))
     out.append(f"speed vs best other provider: geomean {geo:.3f}x ({min(speedups):.3f}x-{max(speedups):.3f}x) "
                f"over {len(speedups)} shapes")

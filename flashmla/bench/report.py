@@ -106,7 +106,8 @@ def read_csv(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- tables
-def _cell(r: Optional[dict]) -> str:
+def format_cell(r: Optional[dict]) -> str:
+    """One provider's time on one shape as the tables show it: ms, '(g ...)' graph replay, or why not."""
     if r is None:
         return ""
     st = r.get("status")
@@ -134,7 +135,7 @@ def results_table(rows: list[dict], markdown: bool = True, providers: Optional[l
     verdict = {True: "yes", False: "NO"}
     body = []
     for s in shapes.values():
-        cells = [s["label"]] + [_cell(s["rows"].get(p)) for p in providers]
+        cells = [s["label"]] + [format_cell(s["rows"].get(p)) for p in providers]
         ours = s["rows"].get("flashmla-cuda") or {}
         target = ours.get("target_ms")
         if target is None:
@@ -349,15 +350,22 @@ def write_report(rows: list[dict], meta: dict, ceilings: Ceilings, info: dict, o
     return files
 
 
-def print_csv_table(path: "str | Path", markdown: bool = False) -> str:
-    """The results table of a written bench.csv (for scripts that print it last)."""
+def read_typed_csv(path: "str | Path") -> list[dict]:
+    """A written bench.csv with its timings, bars and ceilings as floats (None where empty) and its
+    verdicts as True / False / None, as the tables and summaries read them."""
     rows = []
     for r in read_csv(Path(path)):
-        for k in ("ms", "ms_graph", "target_ms", "speedup_vs_best_other", "same_run_best_ms", "same_run_target_ms"):
+        for k in ("ms", "ms_graph", "target_ms", "speedup_vs_best_other", "same_run_best_ms", "same_run_target_ms",
+                  "gbps", "copy_gbps"):
             r[k] = float(r[k]) if r.get(k) else None
         for k in ("target_met", "same_run_met"):
             r[k] = {"1": True, "0": False}.get(r.get(k))
         rows.append(r)
-    text = results_table(rows, markdown=markdown)
+    return rows
+
+
+def print_csv_table(path: "str | Path", markdown: bool = False) -> str:
+    """The results table of a written bench.csv (for scripts that print it last)."""
+    text = results_table(read_typed_csv(path), markdown=markdown)
     print(text)
     return text
