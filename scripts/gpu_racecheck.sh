@@ -5,7 +5,8 @@
 # -DFLASHMLA_RACECHECK_BARRIERS makes every handoff bar.sync on both sides and each warpgroup's
 # own syncs mbarriers; nothing else changes (the default build's SASS is the same with or without
 # this code, checked by diff).
-#   scripts/gpu_racecheck.sh [OUT_DIR]   (rebuilds flashmla._C in place, then the normal build again)
+#   scripts/gpu_racecheck.sh [OUT_DIR]   (rebuilds flashmla._C in place, then the normal build again;
+#   RACECHECK_KEEP_BUILD=1 skips that last rebuild when nothing runs after it)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-/tmp}}
@@ -41,7 +42,11 @@ timeout 300 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py -x \
   -k "test_gpu_foundation_grid or (variant_foundation_grid and (seesaw or chained)) or rendezvous_with_tma_output" \
   >"$OUT_DIR/racecheck_build_pytest.log" 2>&1; rc=$?
 tail -1 "$OUT_DIR/racecheck_build_pytest.log"; [ $rc -eq 0 ] || fail=1
-echo "== normal build again"
-build "" "$OUT_DIR/normal_build.log"
+if [ "${RACECHECK_KEEP_BUILD:-0}" = 1 ]; then
+  echo "== normal build NOT restored (RACECHECK_KEEP_BUILD=1): flashmla._C is still the racecheck build"
+else
+  echo "== normal build again"
+  build "" "$OUT_DIR/normal_build.log"
+fi
 echo "gpu_racecheck.sh: $([ $fail -eq 0 ] && echo OK || echo FAILURES)"
 exit $fail
