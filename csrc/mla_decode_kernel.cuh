@@ -1075,6 +1075,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
 namespace flashmla {
 
+// Whether each kernel's opt-in shared-memory size is set yet (once per process and kernel). In an
+// unnamed namespace, not as static locals of launch_main_kernel: g++ gives a function template's
+// static locals STB_GNU_UNIQUE binding, which the dynamic loader merges across every loaded copy
+// of this library, so a second build loaded into the same process (scripts/ab_cuda.py's
+// build/NAME variants) would skip the call for its own kernels and fail to launch.
+namespace {
+bool seesaw_configured[2] = {false, false};  // [ahead]
+bool serial_configured[4] = {false, false, false, false};  // [schedule kind]; slot 0 serves +colsplit
+}  // namespace
+
 template <typename T>
 cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& maps, cudaStream_t stream) {
   const CUtensorMap& kv_map = maps.kv;
@@ -1083,7 +1093,6 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
     if (params.schedule & kFlagColSplit) return cudaErrorInvalidValue;  // serial only (refused in the binding)
     const int ahead = (params.schedule & kFlagAhead) ? 1 : 0;  // +ahead (mla_decode_seesaw.cuh)
     auto kernel = ahead ? mla_decode_seesaw_kernel<T, true> : mla_decode_seesaw_kernel<T, false>;
-    static bool seesaw_configured[2] = {false, false};
     if (!seesaw_configured[ahead]) {
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
       if (err != cudaSuccess) return err;
@@ -1114,11 +1123,10 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
                                              : mla_decode_kernel<T, kScheduleSerial>;
   // The opt-in shared-memory size is a per-function attribute; set it once per process.
   const int slot = col_split ? 0 : kind;  // kind 0 never launches: its slot serves +colsplit
-  static bool configured[4] = {false, false, false, false};
-  if (!configured[slot]) {
+  if (!serial_configured[slot]) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (err != cudaSuccess) return err;
-    configured[slot] = true;
+    serial_configured[slot] = true;
   }
   kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, maps.q, maps.out, params);
   return cudaGetLastError();
