@@ -8,8 +8,9 @@
 # query rows per kv head (README here; docs/kernel-design.md 7.27):
 #   build/base  main's kernels, built in /tmp/base
 #   auto        this tree with vaddr_uniform.patch (V addresses from a warp-uniform select)
-#   build/sleep + mbar_suspend.patch built with -DFLASHMLA_MBAR_SUSPEND_NS=10000000 (try_wait
+#   build/sleep main + mbar_suspend.patch built with -DFLASHMLA_MBAR_SUSPEND_NS=10000000 (try_wait
 #               suspends the warp instead of spinning)
+#   build/both  both patches, with the same flag (run1's build/sleep was this)
 #   head        FlashMLA 9241ae3 (.gpu/flashmla-head)
 # with nvidia-smi sampling SM clock, power and throttle reasons every 200 ms (smi.csv).
 # Carry [".gpu/flashmla-head"]. About 4 minutes on a fresh H100.
@@ -18,22 +19,26 @@ OUT=${OUT:-/tmp/power}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=benchmarks/results/power_leads_h100_2026-12-07
 echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
-rm -rf /tmp/base /tmp/sleep && mkdir -p /tmp/base /tmp/sleep
+rm -rf /tmp/base /tmp/sleep /tmp/both && mkdir -p /tmp/base /tmp/sleep /tmp/both
+# /tmp/base: main; /tmp/sleep: main + mbar_suspend; this tree: + vaddr_uniform; /tmp/both: both
+# (run1's /tmp/sleep was copied after the vaddr patch, so it was both: renamed here).
 cp -r setup.py pyproject.toml flashmla csrc /tmp/base/ && rm -f /tmp/base/flashmla/_C*.so
-git apply "$D/vaddr_uniform.patch" || { echo "vaddr_uniform.patch does not apply"; exit 1; }
 cp -r setup.py pyproject.toml flashmla csrc /tmp/sleep/ && rm -f /tmp/sleep/flashmla/_C*.so
 (cd /tmp/sleep && git apply "$OLDPWD/$D/mbar_suspend.patch") || { echo "mbar_suspend.patch does not apply"; exit 1; }
+git apply "$D/vaddr_uniform.patch" || { echo "vaddr_uniform.patch does not apply"; exit 1; }
+cp -r setup.py pyproject.toml flashmla csrc /tmp/both/ && rm -f /tmp/both/flashmla/_C*.so
+(cd /tmp/both && git apply "$OLDPWD/$D/mbar_suspend.patch") || { echo "mbar_suspend.patch does not apply"; exit 1; }
 build() {  # $1: dir, $2: extra nvcc flags, $3: log
   (cd "$1" && FLASHMLA_BUILD_CUDA=1 FLASHMLA_NVCC_EXTRA="$2" MAX_JOBS=5 python3 setup.py build_ext --inplace --force \
      >"$3" 2>&1; echo "build $1 rc=$?")
 }
 build /tmp/base "" "$OUT/build_base.log" & build /tmp/sleep "-DFLASHMLA_MBAR_SUSPEND_NS=10000000" "$OUT/build_sleep.log" &
-build "$PWD" "" "$OUT/build_vaddr.log" & wait
+build "$PWD" "" "$OUT/build_vaddr.log" & build /tmp/both "-DFLASHMLA_MBAR_SUSPEND_NS=10000000" "$OUT/build_both.log" & wait
 grep -hE "registers|spill" "$OUT"/build_*.log | sort | uniq -c | head -20
 nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_throttle_reasons.active --format=csv,noheader -lms 200 \
   >"$OUT/smi.csv" 2>&1 & smi=$!
 AB_SHAPES="128,2,8192,128,F;128,2,4096,128,T;128,2,8192,128,T;128,2,4096,128,F;128,1,8192,128,F;32,1,32768,128,F" \
-  AB_VARIANTS=build/base,auto,build/sleep,head AB_ROUNDS=6 \
+  AB_VARIANTS=build/base,auto,build/sleep,build/both,head AB_ROUNDS=10 \
   timeout 240 python3 scripts/ab_cuda.py "$OUT/ab_power.csv" >"$OUT/ab_power.txt" 2>&1
 echo "ab exit $?"; kill $smi
 tail -12 "$OUT/ab_power.txt"
