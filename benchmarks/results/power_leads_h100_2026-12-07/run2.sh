@@ -13,7 +13,7 @@
 #   build/both  both patches, with the same flag (run1's build/sleep was this)
 #   head        FlashMLA 9241ae3 (.gpu/flashmla-head)
 # with nvidia-smi sampling SM clock, power and throttle reasons every 200 ms (smi.csv).
-# Carry [".gpu/flashmla-head"]. About 4 minutes on a fresh H100.
+# Carry [".gpu/flashmla-head"]. About 3 minutes on a fresh H100.
 set -uo pipefail
 OUT=${OUT:-/tmp/power}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -38,8 +38,8 @@ grep -hE "registers|spill" "$OUT"/build_*.log | sort | uniq -c | head -20
 nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_throttle_reasons.active --format=csv,noheader -lms 200 \
   >"$OUT/smi.csv" 2>&1 & smi=$!
 AB_SHAPES="128,2,8192,128,F;128,2,4096,128,T;128,2,8192,128,T;128,2,4096,128,F;128,1,8192,128,F;32,1,32768,128,F" \
-  AB_VARIANTS=build/base,auto,build/sleep,build/both,head AB_ROUNDS=10 \
-  timeout 240 python3 scripts/ab_cuda.py "$OUT/ab_power.csv" >"$OUT/ab_power.txt" 2>&1
+  AB_VARIANTS=build/base,auto,build/sleep,build/both,head AB_ROUNDS=8 \
+  timeout 140 python3 scripts/ab_cuda.py "$OUT/ab_power.csv" >"$OUT/ab_power.txt" 2>&1
 echo "ab exit $?"; kill $smi
 tail -12 "$OUT/ab_power.txt"
 git apply -R "$D/vaddr_uniform.patch"; rm -f flashmla/_C*.so  # the next call builds main again
