@@ -1085,6 +1085,15 @@ bool seesaw_configured[2] = {false, false};  // [ahead]
 bool serial_configured[4] = {false, false, false, false};  // [schedule kind]; slot 0 serves +colsplit
 }  // namespace
 
+// The opt-in shared-memory size is a per-function attribute: set it on the first launch only.
+template <typename Kernel>
+cudaError_t opt_in_smem_once(Kernel kernel, int bytes, bool& configured) {
+  if (configured) return cudaSuccess;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  configured = err == cudaSuccess;
+  return err;
+}
+
 template <typename T>
 cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& maps, cudaStream_t stream) {
   const CUtensorMap& kv_map = maps.kv;
@@ -1093,11 +1102,8 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
     if (params.schedule & kFlagColSplit) return cudaErrorInvalidValue;  // serial only (refused in the binding)
     const int ahead = (params.schedule & kFlagAhead) ? 1 : 0;  // +ahead (mla_decode_seesaw.cuh)
     auto kernel = ahead ? mla_decode_seesaw_kernel<T, true> : mla_decode_seesaw_kernel<T, false>;
-    if (!seesaw_configured[ahead]) {
-      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seesaw::kSmemBytes);
-      if (err != cudaSuccess) return err;
-      seesaw_configured[ahead] = true;
-    }
+    if (cudaError_t err = opt_in_smem_once(kernel, seesaw::kSmemBytes, seesaw_configured[ahead]); err != cudaSuccess)
+      return err;
     // Pairs of m-blocks (clusters of 4 do not all fit on the GPCs of an H100 at one block per
     // SM: 32 of 33 resident, a second wave, 1.8x slower; docs/kernel-design.md 7.12).
     if ((params.schedule & kFlagCluster) && params.num_m_blocks % 2 == 0) {
@@ -1121,13 +1127,8 @@ cudaError_t launch_main_kernel(const DecodeParams& params, const KernelMaps& map
                 : kind == kSchedulePipelined ? mla_decode_kernel<T, kSchedulePipelined>
                 : kind == kScheduleChained   ? mla_decode_kernel<T, kScheduleChained>
                                              : mla_decode_kernel<T, kScheduleSerial>;
-  // The opt-in shared-memory size is a per-function attribute; set it once per process.
   const int slot = col_split ? 0 : kind;  // kind 0 never launches: its slot serves +colsplit
-  if (!serial_configured[slot]) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-    if (err != cudaSuccess) return err;
-    serial_configured[slot] = true;
-  }
+  if (cudaError_t err = opt_in_smem_once(kernel, kSmemBytes, serial_configured[slot]); err != cudaSuccess) return err;
   kernel<<<grid, kNumThreads, kSmemBytes, stream>>>(kv_map, maps.q, maps.out, params);
   return cudaGetLastError();
 }

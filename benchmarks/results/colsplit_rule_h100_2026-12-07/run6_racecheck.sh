@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 25: run5_racecheck.sh slimmed to fit one device call behind power_leads/run1.sh, which
+# Session 25: run4_verify.sh slimmed to fit one device call behind power_leads run1 (its run1.sh), which
 # already runs every CUDA GPU test (on this tree plus a seesaw-only patch, so the serial kernel's
 # WG1 P_FREE fix and test_gpu_rendezvous_with_tma_output are covered there). Here only
 # scripts/gpu_racecheck.sh: the racecheck build without a sanitizer (a deadlock shows as a timeout),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run1.sh again (session 25), after its A/B stopped at the first shape: the two builds loaded in one
+# run1 again (session 25; README.md says where its run1.sh is), after its A/B stopped at the first shape: the two builds loaded in one
 # process shared launch_main_kernel's "attribute set" flags (static locals of a template are
 # STB_GNU_UNIQUE), so the second build launched without its opt-in shared memory; fixed in
 # csrc/mla_decode_kernel.cuh. run1 already ran every CUDA GPU test on the patched tree (3550 passed),
