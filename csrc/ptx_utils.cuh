@@ -73,7 +73,8 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
 // Each try_wait may suspend the warp (up to the hint, in ns) until the phase completes, instead of
 // returning at once into a spin loop: a waiting warp then takes no issue slots, and draws less power
 // under the card's cap, beside the other warpgroup's softmax. Measured 1.1% faster on the rows with
-// 256 query rows per kv head (docs/kernel-design.md 7.27, session 26); the same hint as FlashMLA's SASS.
+// 256 query rows per kv head (docs/kernel-design.md 7.27, session 26). The same bound as CUTLASS's
+// barrier wait, which FlashMLA's kernels use (their SASS: TRYWAIT, then NANOSLEEP.SYNCS).
 constexpr uint32_t kMbarSuspendHintNs = 10000000;
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   asm volatile(
