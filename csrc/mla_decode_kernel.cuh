@@ -631,6 +631,12 @@ constexpr int kFlagPVBFirst = 524288;
 // DecodeParams::chunk_done), while the main kernel's last thread blocks still run, instead of
 // after the whole main grid (docs/kernel-design.md 7.22). Same values as without the flag.
 constexpr int kFlagOverlapCombine = 1048576;
+// seesaw +ahead with +tmaout +tmaq: the part's next request's Q tile is loaded as soon as this
+// request's last S has retired (during its last step, not after its output), and a whole request's
+// output is staged in its last block's K stage instead of the Q tile; that stage's refill (the
+// next request's second block) is issued once the output's TMA store has read it
+// (docs/kernel-design.md 7.28). Same values as without the flag.
+constexpr int kFlagEarlyQ = 2097152;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

@@ -167,6 +167,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool tma_out = (p.schedule & kFlagTmaOut) != 0;
   const bool tma_q = (p.schedule & kFlagTmaQ) != 0;
   const bool overlap_combine = (p.schedule & kFlagOverlapCombine) != 0;  // the binding checks chunk_done
+  // +earlyq (kFlagEarlyQ): the next request's Q tile loads during this request's last step, and
+  // the output is staged in the last block's K stage (only with +ahead and the TMA boundary).
+  const bool early_q = kAhead && tma_q && tma_out && (p.schedule & kFlagEarlyQ) != 0;
+  bool q_loaded_early = false;  // early_q: this request's Q tile was issued by the previous one
   uint32_t q_parity = 0;
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
@@ -223,6 +227,21 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     next_load[stage].advance(p, end_req, end_block);
     next_load[stage].advance(p, end_req, end_block);
     return r;
+  };
+  // early_q: the refill of the request's last block's stage (the next request's second block),
+  // held back until the output staged there has been read by its TMA store. Thread 0 issues it.
+  Refill deferred{0, 0};
+  // early_q: the first thread of warpgroup `issuer` loads the Q tile of the part's next non-empty
+  // request after `req`, if there is one. Called once every S of `req` has retired (the caller's
+  // own, and the other warpgroup's, which it has synchronised with since).
+  auto issue_next_q = [&](int req, int issuer) {
+    if (tid != issuer * 128) return;
+    for (int n = req + 1; n <= end_req; ++n) {
+      if ((n == end_req ? end_block : PartCursor::num_blocks(p, n)) > 0) {
+        issue_q_tile_tma(sQ, &q_map, q_bar, m_block, n);
+        return;
+      }
+    }
   };
   // A refill is issued one box per lane: lane i of the warpgroup's first warp issues the i-th
   // box, so the warp issues each instruction once for all of them instead of one elected thread
@@ -353,7 +372,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (tma_q) {
       // By TMA: thread 0 first waits until its TMA stores of the previous output (+tmaout) have
       // read the tile's shared memory; rows past the tensor's end arrive as zeros.
-      if (tid == 0) issue_q_tile_tma(sQ, &q_map, q_bar, m_block, req);
+      if (tid == 0 && !q_loaded_early) issue_q_tile_tma(sQ, &q_map, q_bar, m_block, req);
       mbar_wait(q_bar, q_parity);
       q_parity ^= 1;
       // As after the other path's load: neither warpgroup writes this request's row sums (sSum0/1)
@@ -427,10 +446,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       // Warpgroup w multiplies V boxes 4w..4w+3 (its half of O).
       constexpr int owner_half = stage;
       constexpr int other_half = 1 - stage;
-      const Refill r = plan_refill(stage, idx);
+      const Refill planned = plan_refill(stage, idx);
+      // early_q: the request's last block; its stage's refill waits for the output (deferred).
+      const bool hold = early_q && last;
+      if (hold) deferred = planned;
+      const Refill r = {planned.page, planned.exists && !hold};
       if (wg == stage) {
         issue_qk(s_acc, stage, idx, seqlen, blk, last, stage ? seesaw::kBarZero1 : seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
+        if (hold) issue_next_q(req, stage);  // the other warpgroup's last S retired before this step
         softmax_step(s_acc, row_max, rescale, p_sum, key_limit, blk, std::false_type{});
         pack_p(s_acc, p_frag);
         store_p(stage, p_frag);
@@ -478,7 +502,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     auto pair_step_ahead = [&](auto next_pair_constant, auto unmasked_constant) {
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
       const Refill r0 = plan_refill(0, it);
-      const Refill r1 = plan_refill(1, it + 1);
+      const Refill r1_planned = plan_refill(1, it + 1);
+      // early_q: block B is the request's last; stage 1's refill waits for the output (deferred).
+      const bool hold = !kNextPair && early_q && block + 2 == block_hi;
+      if (hold) deferred = r1_planned;
+      const Refill r1 = {r1_planned.page, r1_planned.exists && !hold};
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
         softmax_and_publish(std::integral_constant<int, 0>{}, s0, block, unmasked_constant);
@@ -490,6 +518,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         refill(0, r0, 0, 4, 0, 0);                      // A' left
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
         SEESAW_TRACE(5);  // other warpgroup's stats received
+        if constexpr (!kNextPair) {
+          if (hold) issue_next_q(req, 0);  // S_A retired here, S_B before WG1 published its stats
+        }
         read_stats(sMax1, sScale1, row_max, s1);
         scale_pair(row_sum, s1);
         rescale_o(o, s1);
@@ -665,14 +696,17 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
     const int chunk_idx = req == begin_req ? begin_chunk : 0;
     const bool whole_request = num_chunks_of(p, req) == 1;  // output in q's dtype
+    // early_q: the last block's K stage (its refill is held back; the Q tile holds the next Q).
+    const int last_stage = (it - 1) & 1;
+    uint8_t* staging = early_q ? sK + last_stage * kTileBytes : sQ;
     if (tma_out && whole_request) {
       // +tmaout: both halves staged in the Q tile's shared memory (free: every S has retired),
       // then thread 0 writes the 8 boxes with TMA stores. Whoever next writes the tile waits for
       // the stores to have read it: thread 0 itself (+tmaq) or, after it, everyone.
-      stage_output_half<T>(sQ, o, wg, inv_l);
+      stage_output_half<T>(staging, o, wg, inv_l);
       fence_proxy_async_smem();
       __syncthreads();
-      if (tid == 0) issue_output_tile_tma(sQ, &out_map, m_block, req);
+      if (tid == 0) issue_output_tile_tma(staging, &out_map, m_block, req);
       if (!tma_q) {
         if (tid == 0) bulk_wait_group_read_all();
         __syncthreads();
@@ -687,6 +721,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       __threadfence();
       __syncthreads();
       if (tid == 0) atomicAdd(p.chunk_done + (static_cast<int64_t>(req) * p.h_kv + kv_head) * p.num_m_blocks + m_block, 1);
+    }
+    if (early_q) {
+      // The held-back refill, once the output store (if any) has read the stage; every PV that
+      // read it retired before the row-sum barrier above.
+      if (tid == 0 && deferred.exists) {
+        bulk_wait_group_read_all();
+        load_boxes(deferred.page, last_stage, 0, kNumBoxes);
+      }
+      deferred.exists = 0;
+      q_loaded_early = true;  // the last step issued the next non-empty request's Q, if any
     }
     SEESAW_TRACE_REQ(18);  // output stores issued
 #ifdef FLASHMLA_SEESAW_TRACE

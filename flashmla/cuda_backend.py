@@ -44,12 +44,15 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # a positive scale; the same bits; 7.20), "pvbfirst" (seesaw+ahead: WG0 issues the next pair's S
 # only after WG1 has issued its second PV; measured neutral, an A/B switch; 7.20), "overlapcombine"
 # (seesaw only: the combine merges each split request as soon as its chunks are stored, overlapping
-# the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22).
+# the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22),
+# "earlyq" (seesaw+ahead+tmaout+tmaq: the next request's Q tile loads during a request's last step
+# and the output is staged in the last block's K stage, whose refill waits for the output store;
+# the same bits; "auto" drops it where that kernel does not run; 7.28).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072,
                   "nomask": 262144, "pvbfirst": 524288,
-                  "overlapcombine": 1048576}
+                  "overlapcombine": 1048576, "earlyq": 2097152}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.
@@ -180,6 +183,12 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
             raise ValueError(f"schedule {name!r}: +overlapcombine needs the seesaw kernel (its thread blocks "
                              f"count the stored chunks)")
         code &= ~SCHEDULE_FLAGS["overlapcombine"]  # auto: only where it picked the seesaw kernel
+    early_q_needs = SCHEDULES["seesaw"] | SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"]
+    if code & SCHEDULE_FLAGS["earlyq"] and code & early_q_needs != early_q_needs:
+        if base != "auto":
+            raise ValueError(f"schedule {name!r}: +earlyq needs the seesaw kernel with +ahead+tmaout+tmaq "
+                             f"(it changes their request boundary)")
+        code &= ~SCHEDULE_FLAGS["earlyq"]  # auto: only where it picked seesaw+ahead
     if code & SCHEDULE_FLAGS["colsplit"] and (code & SCHEDULES["seesaw"] or code & 3 > 1):
         raise ValueError(f"schedule {name!r}: +colsplit is a variant of the serial kernel, and this batch "
                          f"runs the {'seesaw' if code & SCHEDULES['seesaw'] else 'pipelined/chained'} kernel")

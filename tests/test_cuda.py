@@ -123,7 +123,8 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+ahead+tmaout+tmaq+nomask+pvbfirst", 1),
             ("seesaw+ahead+tmaout+tmaq+nomask+overlapcombine", 1), ("seesaw+overlapcombine", 4),
             ("serial+tmaout+tmaq", 1), ("serial+tmaout", 4), ("serial+l2keep+tmaq", 1),
-            ("chained+tmaout+tmaq", 1)]
+            ("chained+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq+nomask+earlyq", 1),
+            ("seesaw+ahead+tmaout+tmaq+earlyq", 4)]
 
 
 def variant_id(variant):
@@ -185,6 +186,16 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     for not_seesaw in ("serial+overlapcombine", "chained+overlapcombine"):
         with pytest.raises(ValueError, match="overlapcombine"):
             cuda_backend._schedule_code(not_seesaw, 10 ** 6)
+    # +earlyq changes the request boundary of seesaw+ahead+tmaout+tmaq: auto keeps it only there
+    EARLYQ = 2097152
+    assert cuda_backend._schedule_code("auto+earlyq", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO | EARLYQ
+    assert cuda_backend._schedule_code("auto+earlyq", 128 * 128, 128) == cuda_backend._schedule_code("auto", 128 * 128, 128)
+    assert cuda_backend._schedule_code("auto+earlyq", 16, 16, 1) == cuda_backend._schedule_code("auto", 16, 16, 1)
+    assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq+earlyq", 10 ** 6) == 16 | 512 | TMA | EARLYQ
+    for without in ("serial+tmaout+tmaq+earlyq", "seesaw+tmaout+tmaq+earlyq", "seesaw+ahead+tmaq+earlyq",
+                    "seesaw+ahead+earlyq"):
+        with pytest.raises(ValueError, match="earlyq"):
+            cuda_backend._schedule_code(without, 10 ** 6)
 
 
 def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
@@ -642,6 +653,10 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
         for schedule in ("seesaw+ahead", "seesaw+ahead+nomask", "seesaw+ahead+nomask+pvbfirst",
                          "seesaw+overlapcombine", "seesaw+ahead+nomask+overlapcombine"):
             assert_same_bits(schedule, seesaw, "seesaw", num_sms)
+        # +earlyq moves when the next Q tile loads and where the output is staged, not a value.
+        tma_boundary = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead+tmaout+tmaq+nomask")
+        assert_same_bits("seesaw+ahead+tmaout+tmaq+nomask+earlyq", tma_boundary, "seesaw+ahead+tmaout+tmaq+nomask",
+                         num_sms)
 
 
 @pytest.mark.gpu
