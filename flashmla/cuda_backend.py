@@ -95,6 +95,9 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # on every row with 128 rows per kv head, which keep the plain seesaw. With "+ahead" comes "+nomask"
 # (its steady-state pair step without masking code where that is exact; the same bits): 2-3%
 # faster on the four rows with 256 rows per kv head in three runs (session 19, docs/kernel-design.md 7.20).
+# And "+earlyq" (the next request's Q tile loaded during a request's last step; the same bits):
+# 0.994 geomean over six b128 s_q2 h128 shapes from 2K to 16K, 1.2-1.4% faster at 2K, 4K varied
+# and 16K, level at 4K and 8K fixed (session 27, docs/kernel-design.md 7.28).
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 # "auto" adds "+tmaout+tmaq" to the serial kernel (not the column split) from this batch size on:
 # a whole request's output staged in the Q tile and written by TMA stores instead of 64 scattered
@@ -166,7 +169,7 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
             and rows_per_kv >= AUTO_SEESAW_MIN_ROWS_PER_KV and query_rows >= AUTO_SEESAW_MIN_QUERY_ROWS):
         code |= SCHEDULES["seesaw"]
         if rows_per_kv >= AUTO_AHEAD_MIN_ROWS_PER_KV:
-            code |= SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"]
+            code |= SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"] | SCHEDULE_FLAGS["earlyq"]
         code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"] | SCHEDULE_FLAGS["overlapcombine"]
     if (base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV
             and (batch is None or batch >= AUTO_L2KEEP_MIN_BATCH)):
@@ -211,7 +214,7 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     AUTO_COLSPLIT_MAX_ROWS_PER_KV query rows per kv head; or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
     TMA at each request boundary; for one kv head), "+overlapcombine" (the combine overlapping the
-    main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask"),
+    main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask+earlyq"),
     "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
     SCHEDULE_FLAGS.
     """

@@ -112,6 +112,8 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 # Each must match the reference on the whole foundation grid before its timings mean anything.
 SEESAW_AUTO = 32768 | 65536 | 1048576  # +tmaout +tmaq +overlapcombine, which "auto" adds to the seesaw
 NOMASK = 262144  # +nomask, which "auto" adds with +ahead
+EARLYQ = 2097152  # +earlyq, which "auto" adds with +ahead
+AHEAD_AUTO = 512 | NOMASK | EARLYQ  # what "auto" adds to the seesaw from AUTO_AHEAD_MIN_ROWS_PER_KV on
 TMA = 32768 | 65536  # +tmaout +tmaq, which "auto" adds to the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH on
 
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
@@ -151,10 +153,10 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     assert cuda_backend._schedule_code("seesaw+wholetile", 10 ** 6) == 16 | 256
     assert cuda_backend._schedule_code("seesaw+ahead", 10 ** 6) == 16 | 512
     assert cuda_backend._schedule_code("seesaw+ahead+noload", 10 ** 6) == 16 | 512 | 1024
-    assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO | 8192 | 16384
+    assert cuda_backend._schedule_code("auto+nopartial+nocombine", 128 * 2 * 128, 2 * 128) == 16 | AHEAD_AUTO | SEESAW_AUTO | 8192 | 16384
     assert set(cuda_backend.PROBE_FLAGS) <= set(cuda_backend.SCHEDULE_FLAGS)
     assert cuda_backend._schedule_code("seesaw+l2hot", 10 ** 6) == 16 | 2048
-    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | 4096 | SEESAW_AUTO
+    assert cuda_backend._schedule_code("auto+cluster", 128 * 2 * 128, 2 * 128) == 16 | AHEAD_AUTO | 4096 | SEESAW_AUTO
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq", 10 ** 6) == 16 | 512 | 32768 | 65536
     assert cuda_backend._schedule_code("serial+wholetile", 16) == 1 | 256
     assert cuda_backend._schedule_code("serial+colsplit", 10 ** 6) == 1 | 131072
@@ -181,14 +183,13 @@ def test_auto_schedule_adds_split_combine_only_for_small_batches():
     with pytest.raises(ValueError, match="seesaw"):  # auto picks the seesaw kernel for this batch
         cuda_backend._schedule_code("auto+colsplit", 128 * 2 * 128, 2 * 128)
     # +overlapcombine needs the seesaw kernel's chunk counts: auto drops it elsewhere
-    assert cuda_backend._schedule_code("auto+overlapcombine", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO
+    assert cuda_backend._schedule_code("auto+overlapcombine", 128 * 2 * 128, 2 * 128) == 16 | AHEAD_AUTO | SEESAW_AUTO
     assert cuda_backend._schedule_code("auto+overlapcombine", 16, 16, 1) == cuda_backend._schedule_code("auto", 16, 16, 1)
     for not_seesaw in ("serial+overlapcombine", "chained+overlapcombine"):
         with pytest.raises(ValueError, match="overlapcombine"):
             cuda_backend._schedule_code(not_seesaw, 10 ** 6)
     # +earlyq changes the request boundary of seesaw+ahead+tmaout+tmaq: auto keeps it only there
-    EARLYQ = 2097152
-    assert cuda_backend._schedule_code("auto+earlyq", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO | EARLYQ
+    assert cuda_backend._schedule_code("auto+earlyq", 128 * 2 * 128, 2 * 128) == 16 | AHEAD_AUTO | SEESAW_AUTO
     assert cuda_backend._schedule_code("auto+earlyq", 128 * 128, 128) == cuda_backend._schedule_code("auto", 128 * 128, 128)
     assert cuda_backend._schedule_code("auto+earlyq", 16, 16, 1) == cuda_backend._schedule_code("auto", 16, 16, 1)
     assert cuda_backend._schedule_code("seesaw+ahead+tmaout+tmaq+earlyq", 10 ** 6) == 16 | 512 | TMA | EARLYQ
@@ -205,8 +206,8 @@ def test_auto_schedule_picks_seesaw_only_for_large_compute_bound_batches():
     otherwise."""
     per_kv, total = cuda_backend.AUTO_SEESAW_MIN_ROWS_PER_KV, cuda_backend.AUTO_SEESAW_MIN_QUERY_ROWS
     ahead_per_kv = cuda_backend.AUTO_AHEAD_MIN_ROWS_PER_KV
-    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | 512 | NOMASK | SEESAW_AUTO  # b128 s_q2 h128
-    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | 512 | NOMASK | SEESAW_AUTO
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 2 * 128) == 16 | AHEAD_AUTO | SEESAW_AUTO  # b128 s_q2 h128
+    assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv) == 16 | AHEAD_AUTO | SEESAW_AUTO
     assert cuda_backend._schedule_code("auto", 10 ** 6, ahead_per_kv - 1) == 16 | SEESAW_AUTO
     assert cuda_backend._schedule_code("auto", total, per_kv) == 16 | SEESAW_AUTO
     assert cuda_backend._schedule_code("auto", 128 * 1 * 128, 128) == 16 | SEESAW_AUTO         # 128 rows per kv head
@@ -250,7 +251,7 @@ def test_auto_schedule_adds_tma_boundary_to_serial_kernel():
     assert cuda_backend._schedule_code("auto", 8 * 128, 128, 8) & TMA == TMA                # b8 h128
     assert cuda_backend._schedule_code("auto", 16, 16, 1) & TMA == 0                        # b1 h16: column split
     assert cuda_backend._schedule_code("auto", 128 * 64, 64) & TMA == 0                     # batch unknown
-    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 256, 128) == 16 | 512 | NOMASK | SEESAW_AUTO
+    assert cuda_backend._schedule_code("auto", 128 * 2 * 128, 256, 128) == 16 | AHEAD_AUTO | SEESAW_AUTO
     assert cuda_backend._schedule_code("serial", 128 * 64, 64, 128) == 1
 
 
