@@ -141,11 +141,9 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
 // the seesaw's +ahead issues S in two commit groups (the range from box 0 begins S).
-// q_rope (not null): Q's last (rope) box as A fragments in registers (load_tile_64x64), so that box's
-// 4 k-steps read only K from shared memory (the seesaw's FLASHMLA_QROPE_REGS experiment).
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, bool kRopeFromRegs = false>
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
-                                                       uint32_t parity, const uint32_t* q_rope = nullptr) {
+                                                       uint32_t parity) {
   if constexpr (kBoxBegin == 0) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
@@ -154,14 +152,7 @@ __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_
   for (int box = kBoxBegin; box < kBoxEnd; ++box) {
     mbar_wait(&bars[box], parity);
     wgmma_fence();
-    if (kRopeFromRegs && box == kNumBoxes - 1) {
-      const uint64_t k_desc = make_smem_desc_sw128(k_addr, 16, 1024);
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        ElemOps<T>::qk_regs(s_acc, &q_rope[4 * k], k_desc + ((box * kBoxBytes + k * 32) >> 4), 1);
-    } else {
-      issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
-    }
+    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
   }
   wgmma_commit();
 }
@@ -338,21 +329,6 @@ __device__ __forceinline__ void store_tile_64x64(uint32_t box_addr, const uint32
     const int group = 2 * j + (matrix >> 1);
     stmatrix_x4(row_addr + ((group ^ (row & 7)) << 4), p_frag[4 * j], p_frag[4 * j + 1], p_frag[4 * j + 2],
                 p_frag[4 * j + 3]);
-  }
-}
-
-// The inverse of store_tile_64x64: a K-major, 128-byte-swizzled 64 x 64 box into the A-operand
-// fragments of 4 k-steps of 16 (frag[4 k .. 4 k + 3] for k-step k), one ldmatrix.x4 per k-step.
-__device__ __forceinline__ void load_tile_64x64(uint32_t box_addr, uint32_t* frag) {
-  const int ltid = opaque_tid();
-  const int lane = ltid % 32;
-  const int matrix = lane / 8;
-  const int row = (ltid % 128) / 32 * 16 + (matrix & 1) * 8 + lane % 8;
-  const uint32_t row_addr = box_addr + row * 128;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int group = 2 * j + (matrix >> 1);
-    ldmatrix_x4(&frag[4 * j], row_addr + ((group ^ (row & 7)) << 4));
   }
 }
 

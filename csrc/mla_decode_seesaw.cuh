@@ -99,12 +99,6 @@ __device__ __forceinline__ void wgmma_retire(float* acc) {
 
 // kAhead (schedule flag +ahead, kFlagAhead): each warpgroup queues the next pair's S on the tensor
 // pipe right behind its last PV of the step, and the softmax opens the step (pair_step_ahead).
-#ifdef FLASHMLA_QROPE_REGS
-constexpr bool kQRopeRegsBuild = true;  // experiment: Q's rope box in registers in the +ahead kernel
-#else
-constexpr bool kQRopeRegsBuild = false;
-#endif
-
 template <typename T, bool kAhead>
 __global__ void __launch_bounds__(kNumThreads, 1)
     mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap kv_map, const __grid_constant__ CUtensorMap q_map,
@@ -178,9 +172,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool early_q = kAhead && tma_q && tma_out && (p.schedule & kFlagEarlyQ) != 0;
   bool q_loaded_early = false;  // early_q: this request's Q tile was issued by the previous one
   uint32_t q_parity = 0;
-  // FLASHMLA_QROPE_REGS builds, +ahead kernel: Q's rope box as A fragments, loaded per request.
-  constexpr bool kQRopeRegs = kAhead && kQRopeRegsBuild;
-  uint32_t q_rope[kQRopeRegs ? 16 : 1];
   const bool whole_tile = (p.schedule & kFlagWholeTile) != 0;  // A/B switch: all boxes before S
   // Timing probes (kFlagProbeNoLoad, kFlagProbeL2Hot): wrong output by design. Without refills
   // every stage keeps its first page, whose mbarrier phase 0 has completed, so all waits use
@@ -294,7 +285,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mbar_wait(&bars[0], parity);
     SEESAW_TRACE(1);  // first K box landed
 #endif
-    issue_qk_as_boxes_land<T, 0, kNumBoxes, kQRopeRegs>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity, q_rope);
+    issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
     SEESAW_TRACE(12);  // last K box landed, S fully issued
   };
   // kUnmasked (a std::bool_constant): the block needs no masking (+nomask's steady state).
@@ -394,7 +385,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       fence_proxy_async_smem();
       __syncthreads();  // both warpgroups (racecheck still reports these accesses; kernel-design 7.4)
     }
-    if constexpr (kQRopeRegs) load_tile_64x64(smem_addr(sQ + seesaw::kRopeBox * kBoxBytes), q_rope);
     SEESAW_TRACE_REQ(14);  // Q tile loaded
     float o[128];
 #pragma unroll
@@ -543,16 +533,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           // +pvbfirst (an experiment): S_A' queues behind WG1's PV_B,right, whose retirement
           // frees stage 1's right half for the next B page.
           if (pvb_first) named_barrier_sync(seesaw::kBarPVBIssued, kNumThreads);
-          issue_qk_as_boxes_land<T, 0, 4, kQRopeRegs>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2),
-                                                      q_rope);
+          issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
           SEESAW_TRACE(1);  // S_A' left boxes issued
           wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
 #pragma unroll
           for (int i = 0; i < 128; ++i) fence_regs(o[i]);
           SEESAW_TRACE(8);  // second PV retired
           refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // B' left and rope (P_B's box)
-          issue_qk_as_boxes_land<T, 4, kNumBoxes, kQRopeRegs>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
-                                                              parity_of(it + 2), q_rope);
+          issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
+                                                  parity_of(it + 2));
           SEESAW_TRACE(12);  // S_A' fully issued
           wgmma_retire<32>(s_acc);
           SEESAW_TRACE(2);  // S_A' retired
