@@ -41,7 +41,7 @@ SEED: int = 0  # random inputs
 SUITES: list = ["table", "sweep"]  # named shape suites of flashmla.bench.shapes (table, sweep, small, long, quick, all)
 SHAPES: list = []  # extra shapes as "b,s_q,seqlen,h_q[,varlen]" strings, for example "64,1,16K,128"
 PROVIDERS: list = []  # provider names to run; empty list means all (unavailable ones are listed as skipped)
-RECORDED_RUN: str = "../benchmarks/results/bench_h100_2026-12-07_session26"  # committed H100 run whose plots SMOKE mode shows, labelled as recorded; "" for none
+RECORDED_RUN: str = "../benchmarks/results/bench_h100_2026-12-07_session27"  # committed H100 run whose plots SMOKE mode shows, labelled as recorded; "" for none
 
 # %%
 from pathlib import Path
@@ -179,7 +179,7 @@ with steps.step("targets") as step:
 #
 # A CPU cannot show what these plots look like on a Hopper GPU, so in SMOKE mode this step shows the
 # plots **committed from the recorded H100 run** in `RECORDED_RUN`
-# (`benchmarks/results/bench_h100_2026-12-07_session26/`, written by `scripts/gpu_bench.sh`). They are not
+# (`benchmarks/results/bench_h100_2026-12-07_session27/`, written by `scripts/gpu_bench.sh`). They are not
 # this run's output: the GPU, versions and date printed above them are read from that run's
 # `bench_meta.json`. Outside SMOKE mode the plots of section 4 are this run's own, and this step is
 # skipped.
@@ -211,13 +211,12 @@ with steps.step("recorded_h100_run", needs=[
 # %% [markdown]
 # ## What to expect on an H100 (measured)
 #
-# **Measured** by the recorded run `benchmarks/results/bench_h100_2026-12-07_session26/` (`bench.md`,
+# **Measured** by the recorded run `benchmarks/results/bench_h100_2026-12-07_session27/` (`bench.md`,
 # `bench.csv`, `README.md`; the README's table): NVIDIA H100 80GB HBM3 (132 SMs), 2026-12-07,
 # torch 2.11.0+cu130 (CUDA 13.0), Triton 3.6.0, driver 580.159.04, every provider in one process on
-# the same inputs: ours (flashmla 0.1.0, kernels of commit 423fdac with the mbarrier suspend hint that
-# is main's since, CUDA and Triton), DeepSeek's
+# the same inputs: ours (flashmla 0.1.0, commit 359c37c: `auto` with `+earlyq`, CUDA and Triton), DeepSeek's
 # FlashMLA at 9241ae3 (`flashmla-head`) and as built in vLLM 0.26.0, FlashInfer 0.7.2 `fa3`/`fa2`,
-# vLLM 0.26.0's Triton MLA. Ceilings measured in the same run: copy 3040 GB/s, bf16 matmul 697
+# vLLM 0.26.0's Triton MLA. Ceilings measured in the same run: copy 3039 GB/s, bf16 matmul 738
 # TFLOP/s. Every timed output matched the fp32 reference (relative L2 ≤ 3.1e-3). Times in ms (b = 1:
 # CUDA-graph replay in brackets). "Ours Triton" is the Gluon kernel the Triton backend runs on
 # Hopper; "portable" is the `tl.dot` kernel every other GPU runs. The last column is our CUDA target
@@ -226,23 +225,23 @@ with steps.step("recorded_h100_run", needs=[
 #
 # | b, s_q, seqlen, h_q | ours CUDA | ours Triton | portable | FlashMLA 9241ae3 | FlashMLA (vLLM) | FlashInfer fa3 | vLLM Triton | target |
 # |---|---:|---:|---:|---:|---:|---:|---:|---:|
-# | 128, 1, 4096, 16 | 0.2144 | 0.2229 | 0.2360 | 0.2229 | 0.2335 | 0.2144 | 0.3678 | ≤ 0.2458 |
-# | 128, 1, 8192, 128 | 0.5578 | 0.5588 | 1.1392 | 0.5163 | 0.5655 | 0.5081 | 4.9013 | ≤ 0.5926 |
-# | 128, 2, 8192, 128 | 1.0053 | 1.0222 | 2.0591 | 0.9277 | 1.0241 | 1.0065 | 9.7640 | ≤ 0.9732 |
-# | 128, 1, 8192, 16, varied lengths | 0.4241 | 0.4400 | 0.4622 | 0.4349 | 0.4580 | 0.4982 | 0.8807 | ≤ 0.5022 |
-# | 32, 1, 32768, 128 | 0.5388 | 0.5203 | 1.1117 | 0.4954 | 0.5288 | 0.5476 | 4.5206 | ≤ 0.5576 |
-# | 1, 1, 4096, 128 | 0.0236 (0.0234) | 0.0305 (0.0303) | 0.0383 (0.0373) | 0.0256 (0.0253) | 0.0332 (0.0326) | 0.0239 (0.0237) | 0.0681 (0.0669) | ≤ 0.0263 |
+# | 128, 1, 4096, 16 | 0.2145 | 0.2233 | 0.2363 | 0.2231 | 0.2339 | 0.2148 | 0.3707 | ≤ 0.2458 |
+# | 128, 1, 8192, 128 | 0.5094 | 0.5683 | 1.1491 | 0.5146 | 0.5560 | 0.5445 | 4.9231 | ≤ 0.5926 |
+# | 128, 2, 8192, 128 | 1.0111 | 1.0595 | 2.0764 | 0.8972 | 1.0195 | 1.0187 | 9.7821 | ≤ 0.9732 |
+# | 128, 1, 8192, 16, varied lengths | 0.4249 | 0.4404 | 0.4632 | 0.4356 | 0.4584 | 0.4980 | 0.8806 | ≤ 0.5022 |
+# | 32, 1, 32768, 128 | 0.5370 | 0.5136 | 1.1230 | 0.4955 | 0.5340 | 0.5636 | 4.5595 | ≤ 0.5576 |
+# | 1, 1, 4096, 128 | 0.0235 (0.0234) | 0.0309 (0.0305) | 0.0384 (0.0373) | 0.0255 (0.0253) | 0.0325 (0.0325) | 0.0239 (0.0238) | 0.0681 (0.0669) | ≤ 0.0263 |
 #
 # In that run our CUDA kernel met its target on 32 of the 35 rows that have one, and the same bar
-# measured in the run on 31; the Triton backend met its own bar on all 35, the portable kernel on
+# measured in the run on 29; the Triton backend met its own bar on all 35, the portable kernel on
 # 23. The CUDA misses are the rows with 128 heads and s_q = 2 (256 query rows per kv head), where
-# ours took 8-14% longer than FlashMLA 9241ae3 (which ran up to 6% slower than perf-targets.md's
-# anchor on this machine); docs/kernel-design.md section 7 follows that gap step by step. Against the best
-# other provider of each shape it ran at a geometric mean of 0.96× (0.87× … 1.14×, 53 shapes): 0.96×
-# on the 36 fixed-length shapes (behind FlashMLA 9241ae3 on 14 of them, FlashInfer `fa3` on 9),
-# ahead of every other provider on 4 of the 17 varied-length ones. At
-# b = 128, 16-64 heads, fixed lengths of 4K-8K, it streams 2.84-3.00 TB/s (93-99% of copy), 3.10
-# TB/s at 32768 tokens; at 128 heads and s_q = 2 it reaches 545-581 TFLOP/s. Both Triton kernels
+# ours took 13-18% longer than FlashMLA 9241ae3 in that run (9-16% in same-process A/Bs);
+# docs/kernel-design.md section 7 follows that gap step by step. Against the best
+# other provider of each shape it ran at a geometric mean of 0.96× (0.85× … 1.12×, 53 shapes): 0.96×
+# on the 36 fixed-length shapes (behind FlashMLA 9241ae3 on 13 of them, FlashInfer `fa3` on 9),
+# ahead of every other provider on 5 of the 17 varied-length ones. At
+# b = 128, 16-64 heads, fixed lengths of 4K-8K, it streams 2.84-3.00 TB/s (93-99% of copy), 3.09
+# TB/s at 32768 tokens; at 128 heads and s_q = 2 it reaches 529-578 TFLOP/s. Both Triton kernels
 # are faster than vLLM's Triton MLA on all 52 shapes it ran; vLLM's Triton MLA crashed (illegal
 # memory access) on b128 s1 32K h128
 # varied. This run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.
