@@ -317,7 +317,11 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   kernel of `auto`'s seesaw merges each split request as soon as all its chunks are stored, while
 #   the main kernel's last thread blocks still run (`+overlapcombine`; section 7.22): the seesaw
 #   kernels unchanged (247 and 248 registers), the combine 54 registers, 0 spills
-#   (`benchmarks/results/pvearly_h100_2026-12-06/run3/build.log`).
+#   (`benchmarks/results/pvearly_h100_2026-12-06/run3/build.log`). Since session 26 every mbarrier
+#   wait passes a suspend-time hint (section 7.27), and since session 27 `auto`'s `+ahead` seesaw
+#   loads the next request's Q tile during a request's last step and stages the output in that
+#   request's last K stage (`+earlyq`; section 7.28): 248 and 251 registers, 0 spills
+#   (`benchmarks/results/earlyq_h100_2026-12-07/run2/build_tree.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
