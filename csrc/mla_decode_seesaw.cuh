@@ -228,16 +228,25 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     next_load[stage].advance(p, end_req, end_block);
     return r;
   };
+  // End of request `req`'s blocks in this part (its first is begin_block for begin_req, else 0).
+  auto block_end_of = [&](int req) { return req == end_req ? end_block : PartCursor::num_blocks(p, req); };
   // early_q: the refill of the request's last block's stage (the next request's second block),
   // held back until the output staged there has been read by its TMA store. Thread 0 issues it.
   Refill deferred{0, 0};
+  // The refill to issue now for `stage` after its block `idx`: the planned one, or, where `hold`
+  // (early_q, the request's last block), none, the planned one being kept in `deferred`.
+  auto plan_refill_unless_held = [&](int stage, int idx, bool hold) {
+    const Refill planned = plan_refill(stage, idx);
+    if (hold) deferred = planned;
+    return Refill{planned.page, planned.exists && !hold};
+  };
   // early_q: the first thread of warpgroup `issuer` loads the Q tile of the part's next non-empty
   // request after `req`, if there is one. Called once every S of `req` has retired (the caller's
   // own, and the other warpgroup's, which it has synchronised with since).
   auto issue_next_q = [&](int req, int issuer) {
     if (tid != issuer * 128) return;
     for (int n = req + 1; n <= end_req; ++n) {
-      if ((n == end_req ? end_block : PartCursor::num_blocks(p, n)) > 0) {
+      if (block_end_of(n) > 0) {
         issue_q_tile_tma(sQ, &q_map, q_bar, m_block, n);
         return;
       }
@@ -365,7 +374,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     SEESAW_TRACE_REQ(13);  // top of the request's iteration
     const int seqlen = p.cache_seqlens[req];
     const int block_lo = req == begin_req ? begin_block : 0;
-    const int block_hi = req == end_req ? end_block : PartCursor::num_blocks(p, req);
+    const int block_hi = block_end_of(req);
     if (block_lo >= block_hi) continue;  // zero-length request
     // The Q tile. Every QK^T of the previous request has retired: each warpgroup waited for its
     // own before the row-sum exchange barrier that ended that request.
@@ -446,11 +455,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       // Warpgroup w multiplies V boxes 4w..4w+3 (its half of O).
       constexpr int owner_half = stage;
       constexpr int other_half = 1 - stage;
-      const Refill planned = plan_refill(stage, idx);
       // early_q: the request's last block; its stage's refill waits for the output (deferred).
       const bool hold = early_q && last;
-      if (hold) deferred = planned;
-      const Refill r = {planned.page, planned.exists && !hold};
+      const Refill r = plan_refill_unless_held(stage, idx, hold);
       if (wg == stage) {
         issue_qk(s_acc, stage, idx, seqlen, blk, last, stage ? seesaw::kBarZero1 : seesaw::kBarZero0);
         wgmma_retire<32>(s_acc);
@@ -502,11 +509,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     auto pair_step_ahead = [&](auto next_pair_constant, auto unmasked_constant) {
       constexpr bool kNextPair = decltype(next_pair_constant)::value;
       const Refill r0 = plan_refill(0, it);
-      const Refill r1_planned = plan_refill(1, it + 1);
       // early_q: block B is the request's last; stage 1's refill waits for the output (deferred).
       const bool hold = !kNextPair && early_q && block + 2 == block_hi;
-      if (hold) deferred = r1_planned;
-      const Refill r1 = {r1_planned.page, r1_planned.exists && !hold};
+      const Refill r1 = plan_refill_unless_held(1, it + 1, hold);
       SEESAW_TRACE(0);  // step starts (this pair's S retired)
       if (wg == 0) {
         softmax_and_publish(std::integral_constant<int, 0>{}, s0, block, unmasked_constant);
@@ -518,9 +523,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         refill(0, r0, 0, 4, 0, 0);                      // A' left
         named_barrier_sync(seesaw::kBarStats1, kNumThreads);    // m1, s1, P_B from WG1
         SEESAW_TRACE(5);  // other warpgroup's stats received
-        if constexpr (!kNextPair) {
-          if (hold) issue_next_q(req, 0);  // S_A retired here, S_B before WG1 published its stats
-        }
+        if (hold) issue_next_q(req, 0);  // S_A retired here, S_B before WG1 published its stats
         read_stats(sMax1, sScale1, row_max, s1);
         scale_pair(row_sum, s1);
         rescale_o(o, s1);
@@ -700,9 +703,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const int last_stage = (it - 1) & 1;
     uint8_t* staging = early_q ? sK + last_stage * kTileBytes : sQ;
     if (tma_out && whole_request) {
-      // +tmaout: both halves staged in the Q tile's shared memory (free: every S has retired),
-      // then thread 0 writes the 8 boxes with TMA stores. Whoever next writes the tile waits for
-      // the stores to have read it: thread 0 itself (+tmaq) or, after it, everyone.
+      // +tmaout: both halves staged in the Q tile's shared memory (free: every S has retired) or,
+      // with early_q, in the last block's K stage; then thread 0 writes the 8 boxes with TMA
+      // stores. Whoever next writes that memory waits for the stores to have read it: thread 0
+      // itself (its next Q load, or early_q's held-back refill) or, after it, everyone.
       stage_output_half<T>(staging, o, wg, inv_l);
       fence_proxy_async_smem();
       __syncthreads();
