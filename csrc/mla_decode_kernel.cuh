@@ -141,15 +141,19 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
 // the seesaw's +ahead issues S in two commit groups (the range from box 0 begins S).
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
+// kRopeAfterLeft (an experiment, FLASHMLA_SB_ROPE_FIRST): the whole page in the order 0-3, 8, 4-7,
+// which is the order the seesaw refills stage 1's boxes in (left and rope, then right).
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, bool kRopeAfterLeft = false>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
                                                        uint32_t parity) {
+  static_assert(!kRopeAfterLeft || (kBoxBegin == 0 && kBoxEnd == kNumBoxes), "the reorder is of a whole page");
   if constexpr (kBoxBegin == 0) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   }
 #pragma unroll
-  for (int box = kBoxBegin; box < kBoxEnd; ++box) {
+  for (int step = kBoxBegin; step < kBoxEnd; ++step) {
+    const int box = !kRopeAfterLeft || step < 4 ? step : (step == 4 ? kNumBoxes - 1 : step - 1);
     mbar_wait(&bars[box], parity);
     wgmma_fence();
     issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
@@ -223,6 +227,28 @@ __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// 2^x for -126 <= x <= 0 on the FMA pipe instead of the MUFU unit (an experiment,
+// FLASHMLA_POLY_EXP): x = j + f with j = round(x) and |f| <= 1/2, 2^f by a degree-5 polynomial
+// (fitted to the relative error, 2.4e-7 at most in fp32 Horner, as ex2.approx), and j added into
+// the exponent field. The MUFU unit computes 16 exponentials per SM clock, 8 cycles per warp
+// instruction, so a softmax's 32 per thread take ~256 cycles of it; a share of them here runs on
+// the otherwise idle FMA pipe at the same time (FlashAttention-4 does this on Blackwell).
+__device__ __forceinline__ float poly_exp2(float x) {
+  x = fmaxf(x, -126.f);                           // keeps 2^j a normal number
+  const float shifted = __fadd_rn(x, 12582912.f);  // 1.5 * 2^23: round(x) in the low mantissa bits
+  const float j = __fadd_rn(shifted, -12582912.f);
+  const float f = __fadd_rn(x, -j);
+  float p = 1.327697653323412e-3f;
+  p = fmaf(p, f, 9.675545617938042e-3f);
+  p = fmaf(p, f, 5.55071160197258e-2f);
+  p = fmaf(p, f, 2.4022120237350464e-1f);
+  p = fmaf(p, f, 6.931469440460205e-1f);
+  p = fmaf(p, f, 1.0000001192092896f);
+  // The low bits of `shifted` hold j in two's complement above 0x4B400000, whose bits shifted
+  // left by 23 vanish: adding (bits << 23) adds j to p's exponent.
+  return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
 }
 
 // Online-softmax step on one thread's two accumulator rows (16 of a block's 64 columns each; a
@@ -301,8 +327,18 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
       float part[4];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
+#ifdef FLASHMLA_POLY_EXP
+        // The first FLASHMLA_POLY_EXP of each row's 16 values on the FMA pipe (unmasked only: the
+        // masked forms pass -inf, which poly_exp2 does not take).
+        constexpr int kPolyCount = kUnmasked ? FLASHMLA_POLY_EXP : 0;
+        const float x0 = fmaf(s_acc[4 * i + 2 * h], scale, -ref);
+        const float x1 = fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref);
+        const float p0 = 2 * i < kPolyCount ? poly_exp2(x0) : fast_exp2(x0);
+        const float p1 = 2 * i + 1 < kPolyCount ? poly_exp2(x1) : fast_exp2(x1);
+#else
         const float p0 = fast_exp2(fmaf(s_acc[4 * i + 2 * h], scale, -ref));
         const float p1 = fast_exp2(fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref));
+#endif
         s_acc[4 * i + 2 * h] = p0;
         s_acc[4 * i + 2 * h + 1] = p1;
         if constexpr (kLowRegisters) part[0] = i == 0 ? p0 + p1 : part[0] + (p0 + p1);
