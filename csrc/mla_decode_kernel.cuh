@@ -229,28 +229,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-// 2^x for -126 <= x <= 0 on the FMA pipe instead of the MUFU unit (an experiment,
-// FLASHMLA_POLY_EXP): x = j + f with j = round(x) and |f| <= 1/2, 2^f by a degree-5 polynomial
-// (fitted to the relative error, 2.4e-7 at most in fp32 Horner, as ex2.approx), and j added into
-// the exponent field. The MUFU unit computes 16 exponentials per SM clock, 8 cycles per warp
-// instruction, so a softmax's 32 per thread take ~256 cycles of it; a share of them here runs on
-// the otherwise idle FMA pipe at the same time (FlashAttention-4 does this on Blackwell).
-__device__ __forceinline__ float poly_exp2(float x) {
-  x = fmaxf(x, -126.f);                           // keeps 2^j a normal number
-  const float shifted = __fadd_rn(x, 12582912.f);  // 1.5 * 2^23: round(x) in the low mantissa bits
-  const float j = __fadd_rn(shifted, -12582912.f);
-  const float f = __fadd_rn(x, -j);
-  float p = 1.327697653323412e-3f;
-  p = fmaf(p, f, 9.675545617938042e-3f);
-  p = fmaf(p, f, 5.55071160197258e-2f);
-  p = fmaf(p, f, 2.4022120237350464e-1f);
-  p = fmaf(p, f, 6.931469440460205e-1f);
-  p = fmaf(p, f, 1.0000001192092896f);
-  // The low bits of `shifted` hold j in two's complement above 0x4B400000, whose bits shifted
-  // left by 23 vanish: adding (bits << 23) adds j to p's exponent.
-  return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
-}
-
 // Online-softmax step on one thread's two accumulator rows (16 of a block's 64 columns each; a
 // row's columns live in the 4 lanes of a quad): masks, raises the running max `row_max` (scaled,
 // base 2), turns s_acc into P = 2^(s scale - max) in place, and returns in `rescale` the factor
@@ -320,25 +298,24 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
     for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+#ifdef FLASHMLA_LAZY_RESCALE
+      // (experiment) The running max moves only when a block's max exceeds it by more than
+      // FLASHMLA_LAZY_RESCALE (log2 units): P is then relative to a max up to that much too low
+      // (P <= 2^threshold), and O and the row sums keep that reference, which cancels in O / l
+      // and in lse = max + log2(l). Most blocks then need no O rescale at all.
+      const float candidate = mx[h] * scale;
+      const float new_max = candidate > row_max[h] + float(FLASHMLA_LAZY_RESCALE) ? candidate : row_max[h];
+#else
       const float new_max = fmaxf(row_max[h], mx[h] * scale);
+#endif
       const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
       rescale[h] = fast_exp2(row_max[h] - ref);
       row_max[h] = new_max;
       float part[4];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-#ifdef FLASHMLA_POLY_EXP
-        // The first FLASHMLA_POLY_EXP of each row's 16 values on the FMA pipe (unmasked only: the
-        // masked forms pass -inf, which poly_exp2 does not take).
-        constexpr int kPolyCount = kUnmasked ? FLASHMLA_POLY_EXP : 0;
-        const float x0 = fmaf(s_acc[4 * i + 2 * h], scale, -ref);
-        const float x1 = fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref);
-        const float p0 = 2 * i < kPolyCount ? poly_exp2(x0) : fast_exp2(x0);
-        const float p1 = 2 * i + 1 < kPolyCount ? poly_exp2(x1) : fast_exp2(x1);
-#else
         const float p0 = fast_exp2(fmaf(s_acc[4 * i + 2 * h], scale, -ref));
         const float p1 = fast_exp2(fmaf(s_acc[4 * i + 2 * h + 1], scale, -ref));
-#endif
         s_acc[4 * i + 2 * h] = p0;
         s_acc[4 * i + 2 * h + 1] = p1;
         if constexpr (kLowRegisters) part[0] = i == 0 ? p0 + p1 : part[0] + (p0 + p1);
@@ -355,16 +332,18 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
 // 8-column group c. One stmatrix.x4 stores groups 2 j and 2 j + 1 of both rows: 4 instructions
 // per thread instead of 16 st.shared.
 __device__ __forceinline__ void store_tile_64x64(uint32_t box_addr, const uint32_t* p_frag) {
-  const int ltid = opaque_tid();  // recomputed here rather than kept live across the main loop
-  const int lane = ltid % 32;
-  const int matrix = lane / 8;  // this lane gives the address of row lane % 8 of that matrix
-  const int row = (ltid % 128) / 32 * 16 + (matrix & 1) * 8 + lane % 8;
-  const uint32_t row_addr = box_addr + row * 128;
+  // Unsigned, so that % and / are masks and shifts (a signed int needs sign fix-ups for them).
+  const uint32_t ltid = static_cast<uint32_t>(opaque_tid());  // recomputed rather than kept live
+  const uint32_t lane = ltid % 32;
+  const uint32_t matrix = lane / 8;  // this lane gives the address of row lane % 8 of that matrix
+  const uint32_t row = (ltid % 128) / 32 * 16 + (matrix & 1) * 8 + lane % 8;
+  // Group 2 j + (matrix >> 1) of the row sits at 16-byte chunk (group ^ row) % 8 of its 128 bytes.
+  // The box is 1024-byte aligned, so bits 4-6 of the address are that chunk, and for j > 0 the
+  // address is the j = 0 address with j << 5 XORed in: one LOP3 each.
+  const uint32_t addr0 = box_addr + row * 128 + ((((matrix >> 1) ^ row) % 8) << 4);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const int group = 2 * j + (matrix >> 1);
-    stmatrix_x4(row_addr + ((group ^ (row & 7)) << 4), p_frag[4 * j], p_frag[4 * j + 1], p_frag[4 * j + 2],
-                p_frag[4 * j + 3]);
+    stmatrix_x4(addr0 ^ (j << 5), p_frag[4 * j], p_frag[4 * j + 1], p_frag[4 * j + 2], p_frag[4 * j + 3]);
   }
 }
 

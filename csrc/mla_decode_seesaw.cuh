@@ -532,20 +532,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         read_stats(sMax1, sScale1, row_max, s1);
         scale_pair(row_sum, s1);
         rescale_o(o, s1);
-#ifdef FLASHMLA_PV_SPLIT
-        // (experiment) PV_B,left as two column halves, so that boxes 0-1 of the next B page
-        // (the first its S reads) are refilled as soon as the first half has retired.
-        if constexpr (kNextPair) {
-          const uint32_t p_b = smem_addr(sK + kTileBytes + seesaw::kRopeBox * kBoxBytes);
-          const uint32_t v_b = smem_addr(sK + kTileBytes);
-          issue_pv_wgmmas_smem<T, 128>(o, p_b, v_b);
-          issue_pv_wgmmas_smem<T, 128>(o + 64, p_b, v_b + 2 * kBoxBytes);
-        } else {
-          issue_pv_smem(o, 1);
-        }
-#else
         issue_pv_smem(o, 1);                            // O_L += P_B V_B,left
-#endif
         if constexpr (kNextPair) {
           // S_A' in two commit groups, as FlashMLA's kernel does: first the left boxes, which
           // WG0 refilled itself mid-step, then, once PV_B,left has retired, stage 1's refill
@@ -556,22 +543,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           if (pvb_first) named_barrier_sync(seesaw::kBarPVBIssued, kNumThreads);
           issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
           SEESAW_TRACE(1);  // S_A' left boxes issued
-#ifdef FLASHMLA_PV_SPLIT
-          wgmma_wait<2>();                              // PV_B,left's first half retired
-#pragma unroll
-          for (int i = 0; i < 64; ++i) fence_regs(o[i]);
-          refill(1, r1, 0, 2, 0, 0);                    // B' boxes 0-1
-          wgmma_wait<1>();                              // its second half
-#pragma unroll
-          for (int i = 64; i < 128; ++i) fence_regs(o[i]);
-          refill(1, r1, 2, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // B' boxes 2-3 and rope
-#else
           wgmma_wait<1>();                              // PV_B,left retired; S_A' may still run
 #pragma unroll
           for (int i = 0; i < 128; ++i) fence_regs(o[i]);
           SEESAW_TRACE(8);  // second PV retired
           refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // B' left and rope (P_B's box)
-#endif
           issue_qk_as_boxes_land<T, 4, kNumBoxes>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0],
                                                   parity_of(it + 2));
           SEESAW_TRACE(12);  // S_A' fully issued
@@ -593,26 +569,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         SEESAW_TRACE(6);
         refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
         rescale_o(o, s1);
-#ifdef FLASHMLA_PV_SPLIT
-        // (experiment) PV_B,right as two column halves: boxes 4-5 of the next B page are refilled
-        // once the first half has retired.
-        if constexpr (kNextPair) {
-          const uint32_t v_b = smem_addr(sK + kTileBytes + 4 * kBoxBytes);
-          issue_pv_wgmmas_regs<T, 128>(o, p_frag, v_b);
-          issue_pv_wgmmas_regs<T, 128>(o + 64, p_frag, v_b + 2 * kBoxBytes);
-          named_barrier_arrive(seesaw::kBarPVBIssued, kNumThreads);
-          wgmma_wait<1>();
-#pragma unroll
-          for (int i = 0; i < 64; ++i) fence_regs(o[i]);
-          refill(1, r1, 4, 6, 0, 0);                    // B' boxes 4-5
-          wgmma_retire<128>(o);
-          refill(1, r1, 6, 8, 0, 0);                    // B' boxes 6-7
-        } else {
-          issue_pv_regs(o, p_frag, 1);
-          wgmma_retire<128>(o);
-          refill(1, r1, 4, 8, 0, 0);
-        }
-#else
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
         SEESAW_TRACE(7);
         // For +pvbfirst; without it nobody waits, and every second step's arrivals just complete
@@ -620,7 +576,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         if constexpr (kNextPair) named_barrier_arrive(seesaw::kBarPVBIssued, kNumThreads);
         wgmma_retire<128>(o);
         refill(1, r1, 4, 8, 0, 0);                      // B' right
-#endif
         SEESAW_TRACE(8);  // second PV retired
         if constexpr (kNextPair) {
           issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);

@@ -469,7 +469,7 @@ def offline_resources(dtype: str = "bf16", capability: int = 90) -> dict:
     report = ptxas_report(ptx, capability)
     return dict(shared_bytes=int(compiled.metadata.shared), n_regs=report["n_regs"], n_spills=report["n_spills"],
                 setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.(\w+)\.sync\.aligned\.u32\s+(\d+)", ptx))),
-                # ptxas' notes on serialised wgmmas (C7510/C7517/C7520) and any warning
+                # ptxas' notes on serialised wgmmas (C7510/C7511/C7517/C7520) and any warning
                 warnings=[line for line in report["log"].splitlines() if "warning" in line.lower() or "C75" in line],
                 compiled=compiled)
 

@@ -21,8 +21,10 @@ for src in csrc/*.cu; do
   if grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$log" >/dev/null; then
     echo "compile_csrc: register SPILLS in $src"; status=1
   fi
-  # C7520/C7510: ptxas serialised the wgmma pipeline (correct but far slower); treat as an error.
-  if grep -E "C7520|C7510" "$log" >/dev/null; then
+  # C7510/C7511/C7520 ("wgmma.mma_async instructions are serialized ..."): ptxas serialised the
+  # wgmma pipeline (correct but far slower: C7511, for lack of registers, cost 40% in session 28's
+  # PV-split experiment); treat every such message as an error.
+  if grep -E "C751[0-9]|C7520|instructions are serialized" "$log" | grep -v "C7519" >/dev/null; then
     echo "compile_csrc: wgmma SERIALIZED by ptxas in $src"; status=1
   fi
   if grep -iE "warning" "$log" >/dev/null; then grep -i warning "$log" || true; fi

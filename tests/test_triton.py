@@ -651,7 +651,7 @@ def test_fast_relaunch_calls_the_c_launcher_without_empty_hooks(monkeypatch):
 def test_gluon_kernel_compiles_for_sm90a_without_a_gpu():
     """The Hopper kernel through Triton's compiler and the ptxas Triton ships (as on a GPU host):
     fits shared memory, three register budgets (loader 24, warpgroup 1 WG1_REGS, warpgroup 0 the
-    rest = 256), and no wgmma that ptxas had to serialise (C7510/C7517/C7520)."""
+    rest = 256), and no wgmma that ptxas had to serialise (C7510/C7511/C7517/C7520)."""
     from flashmla import triton_hopper
     if triton_hopper.gluon is None:
         pytest.skip(triton_hopper._IMPORT_ERROR)
