@@ -141,19 +141,15 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
 // the seesaw's +ahead issues S in two commit groups (the range from box 0 begins S).
-// kRopeAfterLeft (an experiment, FLASHMLA_SB_ROPE_FIRST): the whole page in the order 0-3, 8, 4-7,
-// which is the order the seesaw refills stage 1's boxes in (left and rope, then right).
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, bool kRopeAfterLeft = false>
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
                                                        uint32_t parity) {
-  static_assert(!kRopeAfterLeft || (kBoxBegin == 0 && kBoxEnd == kNumBoxes), "the reorder is of a whole page");
   if constexpr (kBoxBegin == 0) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   }
 #pragma unroll
-  for (int step = kBoxBegin; step < kBoxEnd; ++step) {
-    const int box = !kRopeAfterLeft || step < 4 ? step : (step == 4 ? kNumBoxes - 1 : step - 1);
+  for (int box = kBoxBegin; box < kBoxEnd; ++box) {
     mbar_wait(&bars[box], parity);
     wgmma_fence();
     issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
@@ -229,9 +225,18 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// The online softmax's running max may lag the true row max by up to this much (log2 units), as
+// FlashAttention-4 does: P = 2^(s - max) is then at most 2^8 = 256 (exact in bf16 and fp16, far
+// below fp16's 65504), and O and the row sums carry the same reference, which cancels in O / l and
+// in lse = max + log2(l). What it saves: with random data a new max appears in some row of a warp in
+// most 64-token blocks up to ~8K tokens, and each time the warp rescaled its 128 O accumulators
+// (128 FMULs) on the seesaw's critical path, between a statistics handoff and the next PV.
+constexpr float kLazyMaxLog2 = 8.f;
+
 // Online-softmax step on one thread's two accumulator rows (16 of a block's 64 columns each; a
 // row's columns live in the 4 lanes of a quad): masks, raises the running max `row_max` (scaled,
-// base 2), turns s_acc into P = 2^(s scale - max) in place, and returns in `rescale` the factor
+// base 2; lazily, see kLazyMaxLog2), turns s_acc into P = 2^(s scale - max) in place, and returns
+// in `rescale` the factor
 // that brings values relative to the old max to the new one, and P's partial row sums in `p_sum`.
 // Only one warp per SM sub-partition runs this while the other warpgroup waits on the tensor
 // pipe, so its instruction count and latency set its time (docs/kernel-design.md section 7): the
@@ -298,16 +303,11 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
     for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-#ifdef FLASHMLA_LAZY_RESCALE
-      // (experiment) The running max moves only when a block's max exceeds it by more than
-      // FLASHMLA_LAZY_RESCALE (log2 units): P is then relative to a max up to that much too low
-      // (P <= 2^threshold), and O and the row sums keep that reference, which cancels in O / l
-      // and in lse = max + log2(l). Most blocks then need no O rescale at all.
+      // A lazy running max: it moves only when the block's max exceeds it by more than
+      // kLazyMaxLog2, so that in most blocks every rescale factor is exactly 1 and O is not
+      // rescaled (session 28: 4% faster where 256 query rows share a kv head; kernel-design 7.29).
       const float candidate = mx[h] * scale;
-      const float new_max = candidate > row_max[h] + float(FLASHMLA_LAZY_RESCALE) ? candidate : row_max[h];
-#else
-      const float new_max = fmaxf(row_max[h], mx[h] * scale);
-#endif
+      const float new_max = candidate > row_max[h] + kLazyMaxLog2 ? candidate : row_max[h];
       const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
       rescale[h] = fast_exp2(row_max[h] - ref);
       row_max[h] = new_max;

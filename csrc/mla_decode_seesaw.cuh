@@ -294,12 +294,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     mbar_wait(&bars[0], parity);
     SEESAW_TRACE(1);  // first K box landed
 #endif
-#ifdef FLASHMLA_SB_ROPE_FIRST
-    if (stage == 1) issue_qk_as_boxes_land<T, 0, kNumBoxes, true>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-    else issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-#else
     issue_qk_as_boxes_land<T>(s_acc, smem_addr(sQ), smem_addr(tile), bars, parity);
-#endif
     SEESAW_TRACE(12);  // last K box landed, S fully issued
   };
   // kUnmasked (a std::bool_constant): the block needs no masking (+nomask's steady state).

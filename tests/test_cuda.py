@@ -660,6 +660,45 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
                          num_sms)
 
 
+def ramped_scores_inputs(dtype, device, seed):
+    """Inputs whose scores climb, jump and fall block by block: the last rope dimension of Q is 8 and
+    that of K a per-block level (plus up to 4 log2 units of per-token spread), the levels a walk
+    with steps of -10, +3, +6, +7.9, +9 and +20 log2 units. So the kernels' lazy running max
+    (kLazyMaxLog2 = 8) both lags the true max (P up to 2^8) and has to move (steps above 8)."""
+    seqlens = [4096 + 37, 2500]
+    q, k, bt, sl = make_inputs(seqlens, 2, 128, 1, dtype, device, seed=seed, spare_pages=1)
+    host = torch.Generator().manual_seed(seed)
+    steps = torch.tensor([-10.0, 3.0, 6.0, 7.9, 9.0, 20.0])
+    per_raw_unit = 8 * 576 ** -0.5 * math.log2(math.e)  # log2 units per unit of K[..., 575]
+    table = bt.cpu()
+    for i, n in enumerate(seqlens):
+        pages = math.ceil(n / PAGE)
+        level = torch.cumsum(steps[torch.randint(len(steps), (pages,), generator=host)], 0)
+        level -= level.max()  # the largest level is 0, the walk reaches far below it
+        spread = 4 * torch.rand(pages, PAGE, generator=host)
+        rows = ((level[:, None] + spread) / per_raw_unit).to(dtype)
+        rows[pages - 1, n - (pages - 1) * PAGE:] = float("nan")  # unused tail rows stay poisoned
+        k[table[i, :pages].long().to(device), :, 0, 575] = rows.to(device)
+    q[..., 575] = 8
+    return q, k, bt, sl
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gpu_lazy_running_max_on_climbing_scores(dtype):
+    """The online softmax's running max moves only by more than kLazyMaxLog2 (csrc/
+    mla_decode_kernel.cuh): on scores that climb below that step, jump above it and fall, every
+    kernel path (serial, seesaw, seesaw with +ahead +nomask and the TMA boundary, auto) still
+    matches the fp32 reference, with the parts split (33 SMs) and not."""
+    device = _device()
+    q, k, bt, sl = ramped_scores_inputs(dtype, device, seed=97)
+    ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
+    for schedule in ("auto", "serial", "seesaw", "seesaw+ahead+nomask", "seesaw+ahead+tmaout+tmaq+nomask+earlyq"):
+        for num_sms in (None, 33):
+            out, lse = run_cuda(q, k, bt, sl, True, num_sms, schedule=schedule)
+            check_against_reference(out, lse, ref_out.float(), ref_lse, f"{schedule} num_sms={num_sms}")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("s_q, scale", [(66, 576 ** -0.5), (67, 576 ** -0.5), (80, 576 ** -0.5), (2, -0.07)],
                          ids=["sq66", "sq67", "sq80", "negative-scale"])
