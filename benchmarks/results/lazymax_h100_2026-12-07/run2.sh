@@ -17,7 +17,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/polyexp}; R=$OUT/run2; mkdir -p "$R"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-D=benchmarks/results/polyexp_pvsplit_h100_2026-12-07
+D=benchmarks/results/lazymax_h100_2026-12-07
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)" | tee "$R/gpu.txt"
 declare -A FLAGS=([base]="" [lazy]="-DFLASHMLA_LAZY_RESCALE=8" [lazyrope]="-DFLASHMLA_LAZY_RESCALE=8 -DFLASHMLA_SB_ROPE_FIRST")
 for v in base lazy lazyrope; do
