@@ -321,7 +321,10 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   wait passes a suspend-time hint (section 7.27), and since session 27 `auto`'s `+ahead` seesaw
 #   loads the next request's Q tile during a request's last step and stages the output in that
 #   request's last K stage (`+earlyq`; section 7.28): 248 and 251 registers, 0 spills
-#   (`benchmarks/results/earlyq_h100_2026-12-07/run2/build_tree.log`).
+#   (`benchmarks/results/earlyq_h100_2026-12-07/run2/build_tree.log`). Since session 28 the online
+#   softmax keeps a lazy running max (O is rescaled only when a block's max exceeds the running one
+#   by more than 8 in log2 units; section 7.29): the seesaw kernels 247 and 255 registers, 0 spills
+#   (`benchmarks/results/lazymax_h100_2026-12-07/run3.tar.xz`, `run3/build.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs
