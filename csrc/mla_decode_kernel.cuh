@@ -226,9 +226,9 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 // The online softmax's running max may lag the true row max by up to this much (log2 units), as
-// FlashAttention-4 does: P = 2^(s - max) is then at most 2^8 = 256 (exact in bf16 and fp16, far
-// below fp16's 65504), and O and the row sums carry the same reference, which cancels in O / l and
-// in lse = max + log2(l). What it saves: with random data a new max appears in some row of a warp in
+// FlashAttention-4 does: P = 2^(s - max) is then at most 2^8 = 256 (well inside fp16's range, which
+// ends at 65504), and O and the row sums carry the same reference, which cancels in O / l and in
+// lse = max + log2(l). What it saves: with random data a new max appears in some row of a warp in
 // most 64-token blocks up to ~8K tokens, and each time the warp rescaled its 128 O accumulators
 // (128 FMULs) on the seesaw's critical path, between a statistics handoff and the next PV.
 constexpr float kLazyMaxLog2 = 8.f;
@@ -236,8 +236,8 @@ constexpr float kLazyMaxLog2 = 8.f;
 // Online-softmax step on one thread's two accumulator rows (16 of a block's 64 columns each; a
 // row's columns live in the 4 lanes of a quad): masks, raises the running max `row_max` (scaled,
 // base 2; lazily, see kLazyMaxLog2), turns s_acc into P = 2^(s scale - max) in place, and returns
-// in `rescale` the factor
-// that brings values relative to the old max to the new one, and P's partial row sums in `p_sum`.
+// in `rescale` the factor that brings values relative to the old max to the new one, and P's
+// partial row sums in `p_sum`.
 // Only one warp per SM sub-partition runs this while the other warpgroup waits on the tensor
 // pipe, so its instruction count and latency set its time (docs/kernel-design.md section 7): the
 // max is taken on the raw scores and the scale folded into one FFMA per element (for a positive
