@@ -303,9 +303,8 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
     for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      // A lazy running max: it moves only when the block's max exceeds it by more than
-      // kLazyMaxLog2, so that in most blocks every rescale factor is exactly 1 and O is not
-      // rescaled (session 28: 4% faster where 256 query rows share a kv head; kernel-design 7.29).
+      // Lazy (kLazyMaxLog2): in most blocks the max stays, every rescale factor is exactly 1 and
+      // O is not rescaled (docs/kernel-design.md 7.29).
       const float candidate = mx[h] * scale;
       const float new_max = candidate > row_max[h] + kLazyMaxLog2 ? candidate : row_max[h];
       const float ref = new_max == -INFINITY ? 0.f : new_max;  // all masked so far: no NaN
