@@ -533,8 +533,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           // WG0 refilled itself mid-step, then, once PV_B,left has retired, stage 1's refill
           // (which must not wait for the late right boxes), then the right and rope boxes.
           SEESAW_TRACE(7);  // second PV issued
-          // +pvbfirst (an experiment): S_A' queues behind WG1's PV_B,right, whose retirement
-          // frees stage 1's right half for the next B page.
+          // +pvbfirst ("auto" with +ahead since session 29): S_A' queues behind WG1's PV_B,right,
+          // whose retirement frees stage 1's right half for the next B page.
           if (pvb_first) named_barrier_sync(seesaw::kBarPVBIssued, kNumThreads);
           issue_qk_as_boxes_land<T, 0, 4>(s_acc, smem_addr(sQ), smem_addr(sK), &full_bar[0], parity_of(it + 2));
           SEESAW_TRACE(1);  // S_A' left boxes issued

@@ -42,7 +42,8 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # batches, where half the SMs would idle; 7.16), "nomask" (seesaw+ahead: the
 # steady-state pair step without masking code where that is exact, s_q <= 66 or no causal mask and
 # a positive scale; the same bits; 7.20), "pvbfirst" (seesaw+ahead: WG0 issues the next pair's S
-# only after WG1 has issued its second PV; measured neutral, an A/B switch; 7.20), "overlapcombine"
+# only after WG1 has issued its second PV; the same bits; neutral in 7.20, 0.9% faster after the
+# lazy running max, so "auto" adds it with "+ahead" since session 29, 7.30), "overlapcombine"
 # (seesaw only: the combine merges each split request as soon as its chunks are stored, overlapping
 # the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22),
 # "earlyq" (seesaw+ahead+tmaout+tmaq: the next request's Q tile loads during a request's last step
@@ -98,6 +99,9 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # And "+earlyq" (the next request's Q tile loaded during a request's last step; the same bits):
 # 0.994 geomean over six b128 s_q2 h128 shapes from 2K to 16K, 1.2-1.4% faster at 2K, 4K varied
 # and 16K, level at 4K and 8K fixed (session 27, docs/kernel-design.md 7.28).
+# And "+pvbfirst" (WG0 queues the next pair's S only once WG1 has issued PV_B,right, which frees
+# the next B page; the same bits): 0.995 and 0.991 geomean of "auto" without it in two 10-round
+# A/Bs on the H100 (sessions 28-29, docs/kernel-design.md 7.29-7.30).
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 # "auto" adds "+tmaout+tmaq" to the serial kernel (not the column split) from this batch size on:
 # a whole request's output staged in the Q tile and written by TMA stores instead of 64 scattered
@@ -169,7 +173,8 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
             and rows_per_kv >= AUTO_SEESAW_MIN_ROWS_PER_KV and query_rows >= AUTO_SEESAW_MIN_QUERY_ROWS):
         code |= SCHEDULES["seesaw"]
         if rows_per_kv >= AUTO_AHEAD_MIN_ROWS_PER_KV:
-            code |= SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"] | SCHEDULE_FLAGS["earlyq"]
+            code |= (SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"] | SCHEDULE_FLAGS["earlyq"]
+                     | SCHEDULE_FLAGS["pvbfirst"])
         code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"] | SCHEDULE_FLAGS["overlapcombine"]
     if (base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV
             and (batch is None or batch >= AUTO_L2KEEP_MIN_BATCH)):
@@ -214,7 +219,7 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     AUTO_COLSPLIT_MAX_ROWS_PER_KV query rows per kv head; or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
     TMA at each request boundary; for one kv head), "+overlapcombine" (the combine overlapping the
-    main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask+earlyq"),
+    main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask+earlyq+pvbfirst"),
     "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
     SCHEDULE_FLAGS.
     """

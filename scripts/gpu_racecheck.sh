@@ -21,7 +21,7 @@ echo "== racecheck build (-DFLASHMLA_RACECHECK_BARRIERS)"
 build -DFLASHMLA_RACECHECK_BARRIERS "$OUT_DIR/racecheck_build.log"
 grep -E "registers|spill" "$OUT_DIR/racecheck_build.log" | sort | uniq -c | head -8
 fail=0
-SANITIZE_SCHEDULES=${SANITIZE_SCHEDULES:-serial,serial+splitcombine,chained+splitcombine@4,pipelined,seesaw,seesaw+ahead,seesaw+tmaout+tmaq,seesaw+ahead+tmaout+tmaq,seesaw+ahead+tmaout+tmaq+nomask+earlyq,seesaw+ahead+tmaout+tmaq+earlyq@4}
+SANITIZE_SCHEDULES=${SANITIZE_SCHEDULES:-serial,serial+splitcombine,chained+splitcombine@4,pipelined,seesaw,seesaw+ahead,seesaw+tmaout+tmaq,seesaw+ahead+tmaout+tmaq,seesaw+ahead+tmaout+tmaq+nomask+earlyq,seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst,seesaw+ahead+tmaout+tmaq+earlyq@4}
 export SANITIZE_SCHEDULES PYTHONUNBUFFERED=1
 # The cases without a sanitizer first: a deadlock of the racecheck build (every handoff a
 # rendezvous) then shows as a timeout here, in seconds, not as a sanitizer run that never ends.

@@ -113,7 +113,8 @@ def run_cuda(q, k, bt, sl, causal, num_sms=None, scale=576 ** -0.5, schedule=Non
 SEESAW_AUTO = 32768 | 65536 | 1048576  # +tmaout +tmaq +overlapcombine, which "auto" adds to the seesaw
 NOMASK = 262144  # +nomask, which "auto" adds with +ahead
 EARLYQ = 2097152  # +earlyq, which "auto" adds with +ahead
-AHEAD_AUTO = 512 | NOMASK | EARLYQ  # what "auto" adds to the seesaw from AUTO_AHEAD_MIN_ROWS_PER_KV on
+PVBFIRST = 524288  # +pvbfirst, which "auto" adds with +ahead
+AHEAD_AUTO = 512 | NOMASK | EARLYQ | PVBFIRST  # what "auto" adds to the seesaw from AUTO_AHEAD_MIN_ROWS_PER_KV on
 TMA = 32768 | 65536  # +tmaout +tmaq, which "auto" adds to the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH on
 
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
@@ -126,7 +127,7 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+ahead+tmaout+tmaq+nomask+overlapcombine", 1), ("seesaw+overlapcombine", 4),
             ("serial+tmaout+tmaq", 1), ("serial+tmaout", 4), ("serial+l2keep+tmaq", 1),
             ("chained+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq+nomask+earlyq", 1),
-            ("seesaw+ahead+tmaout+tmaq+earlyq", 4)]
+            ("seesaw+ahead+tmaout+tmaq+earlyq", 4), ("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst", 4)]
 
 
 def variant_id(variant):
@@ -658,6 +659,9 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
         tma_boundary = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw+ahead+tmaout+tmaq+nomask")
         assert_same_bits("seesaw+ahead+tmaout+tmaq+nomask+earlyq", tma_boundary, "seesaw+ahead+tmaout+tmaq+nomask",
                          num_sms)
+        # +pvbfirst with that boundary ("auto" at 256 rows per kv head) only delays WG0's next S.
+        assert_same_bits("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst", tma_boundary,
+                         "seesaw+ahead+tmaout+tmaq+nomask", num_sms)
 
 
 def ramped_scores_inputs(dtype, device, seed):
@@ -693,7 +697,8 @@ def test_gpu_lazy_running_max_on_climbing_scores(dtype):
     device = _device()
     q, k, bt, sl = ramped_scores_inputs(dtype, device, seed=97)
     ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
-    for schedule in ("auto", "serial", "seesaw", "seesaw+ahead+nomask", "seesaw+ahead+tmaout+tmaq+nomask+earlyq"):
+    for schedule in ("auto", "serial", "seesaw", "seesaw+ahead+nomask", "seesaw+ahead+tmaout+tmaq+nomask+earlyq",
+                     "seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst"):
         for num_sms in (None, 33):
             out, lse = run_cuda(q, k, bt, sl, True, num_sms, schedule=schedule)
             check_against_reference(out, lse, ref_out.float(), ref_lse, f"{schedule} num_sms={num_sms}")
