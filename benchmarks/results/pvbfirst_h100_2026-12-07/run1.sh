@@ -14,7 +14,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/next1}; R=$OUT/run1; mkdir -p "$R"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-D=benchmarks/results/next_h100_prepared
+D=benchmarks/results/pvbfirst_h100_2026-12-07  # next_h100_prepared/ when prepared (session 28)
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)" | tee "$R/gpu.txt"
 rm -rf /tmp/late && mkdir -p /tmp/late && cp -r setup.py pyproject.toml flashmla csrc tests scripts /tmp/late/ && rm -f /tmp/late/flashmla/_C*.so
 (cd /tmp/late && git apply "$OLDPWD/$D/late_a_refill.patch") || { echo "late_a_refill.patch does not apply"; exit 1; }
