@@ -567,8 +567,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
         SEESAW_TRACE(7);
         // For +pvbfirst; without it nobody waits, and every second step's arrivals just complete
-        // the barrier's phase.
-        if constexpr (kNextPair) named_barrier_arrive(seesaw::kBarPVBIssued, kNumThreads);
+        // the barrier's phase. The racecheck build syncs here where WG0 waits (racecheck reports
+        // bar.arrive -> bar.sync handoffs as hazards, as publish_barrier says).
+        if constexpr (kNextPair) {
+          if constexpr (kRacecheckBarriers) named_barrier_sync_or_arrive(pvb_first, seesaw::kBarPVBIssued, kNumThreads);
+          else named_barrier_arrive(seesaw::kBarPVBIssued, kNumThreads);
+        }
         wgmma_retire<128>(o);
         refill(1, r1, 4, 8, 0, 0);                      // B' right
         SEESAW_TRACE(8);  // second PV retired

@@ -29,8 +29,9 @@ timeout 90 $PY scripts/cuda_sanitizer_cases.py >"$OUT_DIR/racecheck_build_smoke.
 rc=$?
 echo "racecheck build without a sanitizer: exit $rc ($(grep -c finite=True "$OUT_DIR/racecheck_build_smoke.log") case runs finished; last: $(tail -1 "$OUT_DIR/racecheck_build_smoke.log"))"
 [ $rc -eq 0 ] || fail=1
+smoke_failed=$fail
 for tool in racecheck memcheck; do
-  [ $fail -eq 0 ] || { echo "$tool: not run (the racecheck build failed without a sanitizer)"; continue; }
+  [ $smoke_failed -eq 0 ] || { echo "$tool: not run (the racecheck build failed without a sanitizer)"; continue; }
   log=$OUT_DIR/racecheck_build_$tool.log
   timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 $PY scripts/cuda_sanitizer_cases.py >"$log" 2>&1
   rc=$?
