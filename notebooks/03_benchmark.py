@@ -244,7 +244,11 @@ with steps.step("recorded_h100_run", needs=[
 # (93-99% of copy), 3.10 TB/s at 32768 tokens; at 128 heads and s_q = 2 it reaches 570-633 TFLOP/s.
 # Both Triton kernels are faster than vLLM's Triton MLA on all 52 shapes it ran; vLLM's Triton MLA
 # crashed (illegal memory access) on b128 s1 32K h128
-# varied. This run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.
+# varied. A later run of main with `+pvbfirst` in `auto` (session 29, bit-identical output;
+# `benchmarks/results/bench_h100_2026-12-07_session29/`, on a slower machine start: copy 3020 GB/s)
+# met 33 of 35, missing b128 s2 8K h128 fixed and varied by 1.7% and 1.9%: the 256-row rows sit
+# within 0-3% of their targets, on either side depending on the machine start.
+# This run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.
 
 # %%
 steps.finish();
