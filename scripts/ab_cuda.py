@@ -11,6 +11,8 @@ by how many rounds it beat the first variant in. Method per timing as perf-targe
     AB_VARIANTS=seesaw,seesaw+l2keep AB_ROUNDS=5 python scripts/ab_cuda.py out.csv
     AB_ROWS=compute (default: rows with >= 128 query rows per kv head) | targets | small | all
     AB_GRAPH=1 adds one CUDA-graph replay time per variant on the rows with b <= 8
+    AB_CLOCKS=1 samples the SM clock and board power with nvidia-smi while timing (flashmla.bench.
+    clock_log; the samples in OUT.clocks.csv) and reports each variant's median clock and power
     AB_SHAPES="b,s_q,mean,h_q,F|T;..." times these shapes instead of AB_ROWS (no target column)
 A variant "schedule:N" computes its metadata for N SMs instead of the GPU's count (more or fewer
 scheduler parts; the grid has that many thread blocks), e.g. AB_VARIANTS=auto,auto:264, and
@@ -36,6 +38,7 @@ flashmla._C of another build of this repository in /tmp/NAME (say main's kernels
 With only Triton variants
 the metadata comes from flashmla.get_mla_metadata (no CUDA build needed; the same tensors).
 """
+import contextlib
 import csv
 import datetime
 import importlib
@@ -51,6 +54,7 @@ from bench_cuda import bench, graph_time, load_shapes, make  # noqa: E402
 
 import flashmla  # noqa: E402
 from flashmla import cuda_backend, scheduler, triton_configs, triton_decode  # noqa: E402
+from flashmla.bench.clock_log import ClockLog  # noqa: E402
 from flashmla.triton_configs import KernelConfig  # noqa: E402
 
 
@@ -128,6 +132,7 @@ def main():
           f"variants {variants}", flush=True)
     head = f"{'shape':<22}" + "".join(f"{v[:20]:>22}" for v in variants) + f"{'target':>9}"
     print(head)
+    clocks = ClockLog.start(out_csv + ".clocks.csv") if os.environ.get("AB_CLOCKS") == "1" else None
     rows = []
     for shape, _fm, _fi, target in shapes:
         b, s_q, mean, h_q, varied = shape
@@ -196,7 +201,8 @@ def main():
         for r in range(rounds):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for v in order:
-                times[v].append(bench(fns[v]))
+                with clocks.window((shape, v)) if clocks else contextlib.nullcontext():
+                    times[v].append(bench(fns[v]))
         med = {v: statistics.median(t) for v, t in times.items()}
         # AB_GRAPH=1: also one CUDA-graph replay time per variant at b <= 8, where an eager call
         # can be bound by host time (the difference is host time, not kernel time)
@@ -214,8 +220,23 @@ def main():
                              b=b, s_q=s_q, mean_seqlen=mean, h_q=h_q, varied=varied, variant=v,
                              median_ms=round(med[v], 5), graph_ms=round(graph[v], 5), ratio_vs_first=round(med[v] / med[variants[0]], 4),
                              rounds_faster_than_first=wins[v], rounds=rounds,
-                             all_ms=" ".join(f"{t:.5f}" for t in times[v]), target_ms=target))
+                             all_ms=" ".join(f"{t:.5f}" for t in times[v]), target_ms=target, shape=shape))
         del q, k, bt, sl
+    if clocks:  # the windows' medians, once sampling has stopped (every sample is in the file then)
+        clocks.stop()
+        print(f"{'SM MHz / W while timed':<22}" + "".join(f"{v[:20]:>22}" for v in variants))
+        for shape in dict.fromkeys(r["shape"] for r in rows):
+            stats = {v: clocks.stats((shape, v)) for v in variants}
+            for r in rows:
+                if r["shape"] == shape:
+                    st = stats[r["variant"]]
+                    r.update(sm_mhz=round(st["sm_mhz"], 1), power_w=round(st["power_w"], 1), clock_samples=st["samples"])
+            b, s_q, mean, h_q, varied = shape
+            label = f"{b},{s_q},{mean},{h_q},{'var' if varied else 'fix'}"
+            print(f"{label:<22}" + "".join(f"{stats[v]['sm_mhz']:>9.0f} MHz {stats[v]['power_w']:>5.0f} W" for v in variants),
+                  flush=True)
+    for r in rows:
+        del r["shape"]
     with open(out_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
