@@ -42,8 +42,8 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # batches, where half the SMs would idle; 7.16), "nomask" (seesaw+ahead: the
 # steady-state pair step without masking code where that is exact, s_q <= 66 or no causal mask and
 # a positive scale; the same bits; 7.20), "pvbfirst" (seesaw+ahead: WG0 issues the next pair's S
-# only after WG1 has issued its second PV; the same bits; neutral in 7.20, 0.9% faster after the
-# lazy running max, so "auto" adds it with "+ahead" since session 29, 7.30), "overlapcombine"
+# only after WG1 has issued its second PV; the same bits; neutral in 7.20, 0.5-0.9% faster after
+# the lazy running max, at the A/B's resolution, so "auto" adds it with "+ahead" since session 29; 7.30), "overlapcombine"
 # (seesaw only: the combine merges each split request as soon as its chunks are stored, overlapping
 # the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22),
 # "earlyq" (seesaw+ahead+tmaout+tmaq: the next request's Q tile loads during a request's last step
@@ -100,8 +100,10 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # 0.994 geomean over six b128 s_q2 h128 shapes from 2K to 16K, 1.2-1.4% faster at 2K, 4K varied
 # and 16K, level at 4K and 8K fixed (session 27, docs/kernel-design.md 7.28).
 # And "+pvbfirst" (WG0 queues the next pair's S only once WG1 has issued PV_B,right, which frees
-# the next B page; the same bits): 0.995 and 0.991 geomean of "auto" without it in two 10-round
-# A/Bs on the H100 (sessions 28-29, docs/kernel-design.md 7.29-7.30).
+# the next B page; the same bits): 0.995 and 0.992 geomean of "auto" without it on the four 256-row
+# rows in two 10-round A/Bs on the H100 (sessions 28-29, docs/kernel-design.md 7.29-7.30); ~1% is
+# that A/B's noise (rows it cannot change moved 0.986-0.991), so the gain is small but all eight
+# ratios were below 1.
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 # "auto" adds "+tmaout+tmaq" to the serial kernel (not the column split) from this batch size on:
 # a whole request's output staged in the Q tile and written by TMA stores instead of 64 scattered
