@@ -3,7 +3,7 @@
 Why: on the compute-bound rows both our kernel and FlashMLA run at the H100's 700 W power cap,
 which sets their clocks (docs/kernel-design.md 7.27), and the same code moves by several percent
 between machine starts (7.30). A timing with the clock and power it ran at says which of the two
-moved. ``nvidia-smi -lms`` writes one line per interval; each timing is a wall-clock window, and a
+moved. ``nvidia-smi --loop-ms`` writes one line per interval; each timing is a wall-clock window, and a
 window's statistics are the medians of the samples inside it.
 
     log = ClockLog.start("/tmp/clocks.csv")          # None where nvidia-smi is missing
@@ -82,7 +82,7 @@ class ClockLog:
             out = open(path, "w")
             process = subprocess.Popen(
                 line_buffered + ["nvidia-smi", "-i", "0", f"--query-gpu={','.join(fields)}",
-                                 "--format=csv,noheader,nounits", f"-lms={interval_ms}"],
+                                 "--format=csv,noheader,nounits", f"--loop-ms={interval_ms}"],
                 stdout=out, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # an unknown field makes nvidia-smi exit at once
             if process.poll() is None:
