@@ -24,7 +24,9 @@ import subprocess
 import time
 
 # timestamp first; the rest are read by name. power.draw.instant is the instantaneous reading
-# (power.draw is averaged over a second on recent drivers); older drivers lack it.
+# (power.draw is averaged over a second on recent drivers); older drivers lack it. Either is a
+# sampled sensor (on A100/H100 it is reported to cover only part of each period), so read the
+# power as a level beside the clock, not as energy.
 FIELDS = ("timestamp", "clocks.sm", "power.draw.instant", "temperature.gpu")
 FALLBACK_FIELDS = ("timestamp", "clocks.sm", "power.draw", "temperature.gpu")
 TIMESTAMP_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
