@@ -80,3 +80,15 @@ def test_start_window_stop_with_a_fake_nvidia_smi(monkeypatch, tmp_path):
     stats = log.stats("timed")
     assert stats["samples"] >= 5 and stats["sm_mhz"] == 1700.0 and stats["power_w"] == 650.0
     assert log.stats("never timed")["samples"] == 0
+
+
+def test_samples_are_read_incrementally_and_a_partial_line_waits(tmp_path):
+    path = tmp_path / "clocks.csv"
+    path.write_text(LINES[0] + "\n" + LINES[1][:20])  # the second line is still being written
+    log = clock_log.ClockLog(process=None, path=str(path), fields=clock_log.FIELDS, out=None)
+    assert [when for when, _ in log.samples()] == [at(0)]
+    with open(path, "a") as f:
+        f.write(LINES[1][20:] + "\n" + LINES[3] + "\n")
+    assert [when for when, _ in log.samples()] == [at(0), at(50), at(150)]
+    log.windows["w"] = [(at(40), at(200))]
+    assert log.stats("w")["samples"] == 2

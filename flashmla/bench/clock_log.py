@@ -70,6 +70,7 @@ class ClockLog:
     def __init__(self, process, path, fields, out):
         self.process, self.path, self.fields, self._out = process, path, fields, out
         self.windows = {}
+        self._samples, self._read_to = [], 0  # parsed so far, and up to which byte of the file
 
     @classmethod
     def start(cls, path, interval_ms=50):
@@ -114,8 +115,17 @@ class ClockLog:
                 self.process.kill()
         self._out.close()
 
+    def samples(self):
+        """Every sample written so far; each call parses only the complete lines added since the last."""
+        with open(self.path, "rb") as f:
+            f.seek(self._read_to)
+            new = f.read()
+        complete = new[:new.rfind(b"\n") + 1]  # a line still being written waits for the next call
+        self._read_to += len(complete)
+        self._samples += parse_samples(complete.decode(errors="replace").splitlines(), self.fields)
+        return self._samples
+
     def stats(self, key):
-        """window_stats over every window recorded under ``key`` (the file is re-read each call)."""
-        with open(self.path) as f:
-            samples = parse_samples(f, self.fields)
-        return window_stats(samples, self.windows.get(key, []))
+        """window_stats over every window recorded under ``key``. Called right after a window, the
+        last interval's sample may not be written yet; a window of ~100 ms keeps the others."""
+        return window_stats(self.samples(), self.windows.get(key, []))
