@@ -55,8 +55,8 @@ if any("power.draw.instant" in a for a in sys.argv):
 try:
     while True:
         now = datetime.datetime.now().strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
-        print(f"{{now}}, 1700, 650.0, 60")
-        time.sleep(0.02)
+        print(f"{{now}}, 1700, 650.0, 60", flush=True)
+        time.sleep({interval_s})
 except KeyboardInterrupt:
     pass
 """
@@ -68,7 +68,7 @@ def test_start_window_stop_with_a_fake_nvidia_smi(monkeypatch, tmp_path):
     import sys
     import time
     fake = tmp_path / "nvidia-smi"
-    fake.write_text(FAKE_NVIDIA_SMI.format(python=sys.executable))
+    fake.write_text(FAKE_NVIDIA_SMI.format(python=sys.executable, interval_s=0.02))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
     log = clock_log.ClockLog.start(str(tmp_path / "clocks.csv"), interval_ms=20)
@@ -92,3 +92,33 @@ def test_samples_are_read_incrementally_and_a_partial_line_waits(tmp_path):
     assert [when for when, _ in log.samples()] == [at(0), at(50), at(150)]
     log.windows["w"] = [(at(40), at(200))]
     assert log.stats("w")["samples"] == 2
+
+
+def test_bench_cli_records_clocks_with_a_fake_nvidia_smi(tmp_path):
+    """`python -m flashmla.bench --clocks` on the CPU with a stand-in nvidia-smi (a sample every
+    millisecond; 40 timed calls, so that each window holds several): the timed rows carry its clock and power in bench.csv, the others leave them empty."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    fake_dir = tmp_path / "bin"
+    fake_dir.mkdir()
+    fake = fake_dir / "nvidia-smi"
+    fake.write_text(FAKE_NVIDIA_SMI.format(python=sys.executable, interval_s=0.001))
+    fake.chmod(0o755)
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{fake_dir}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
+           "FLASHMLA_BENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(repo)}
+    env.pop("TRITON_INTERPRET", None)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "flashmla.bench", "--device", "cpu", "--shape", "2,1,100,16",
+                           "--providers", "torch,flashmla-cuda", "--cpu-reps", "40", "--no-e2e", "--no-ceilings",
+                           "--no-plots", "--clocks", "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    assert "clocks: SM clock and board power sampled" in proc.stdout, proc.stdout
+    with open(out / "bench.csv", newline="") as f:
+        rows = {r["provider"]: r for r in csv.DictReader(f)}
+    assert rows["torch"]["status"] == "ok" and float(rows["torch"]["sm_mhz"]) == 1700
+    assert float(rows["torch"]["power_w"]) == 650
+    assert rows["flashmla-cuda"]["status"] == "skipped" and rows["flashmla-cuda"]["sm_mhz"] == ""

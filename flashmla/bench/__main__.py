@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--no-time-reference", action="store_true", help="use the torch reference for checks only")
     how.add_argument("--no-e2e", action="store_true", help="skip the metadata + kernel (end-to-end) timing")
     how.add_argument("--no-ceilings", action="store_true", help="do not measure copy bandwidth / matmul TFLOPS")
+    how.add_argument("--clocks", action="store_true",
+                     help="record the SM clock and board power (nvidia-smi) while each provider is timed")
     how.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                      help="run in supervised child processes (default on a GPU): a crash or hang skips "
                           "that provider on that shape instead of ending the run")
@@ -114,7 +116,8 @@ def main(argv=None) -> int:
     config = BenchConfig(shapes=shapes, providers=chosen, device=device, warmup_ms=args.warmup, rep_ms=args.rep,
                          cpu_reps=args.cpu_reps, graph_max_batch=args.graph_max_batch,
                          time_reference=not args.no_time_reference, e2e=not args.no_e2e,
-                         ceilings=not args.no_ceilings, isolate=args.isolate, attempt_timeout_s=args.attempt_timeout)
+                         ceilings=not args.no_ceilings, isolate=args.isolate, attempt_timeout_s=args.attempt_timeout,
+                         clocks=args.clocks)
     if args.list_providers:
         dev = _prepare_device(config)
         for name, i in probe_providers(get_providers(chosen), dev).items():

@@ -3,7 +3,8 @@
 Files written by :func:`write_report` into the output folder:
 
 * ``bench.csv``: one row per shape x provider (``COLUMNS``): status and reason, ms (and CUDA-graph
-  and end-to-end ms where measured), TFLOPS, GB/s, error against the reference, the
+  and end-to-end ms where measured; with ``--clocks`` the median SM clock and board power while
+  timed), TFLOPS, GB/s, error against the reference, the
   perf-targets.md anchor and target, the speed ratio against the best other provider, versions,
   GPU, date, and the ceilings measured in the same run;
 * ``bench.md``: the environment, the providers (with skip reasons) and a table of ms per shape;
@@ -24,7 +25,8 @@ from .roofline import Ceilings
 
 COLUMNS = [
     "suite", "shape", "b", "s_q", "mean_seqlen", "h_q", "h_kv", "varlen", "causal", "dtype", "total_seqlen",
-    "max_seqlen", "provider", "status", "reason", "ms", "ms_graph", "ms_e2e", "tflops", "gbps", "roofline_ms",
+    "max_seqlen", "provider", "status", "reason", "ms", "ms_graph", "ms_e2e", "sm_mhz", "power_w", "tflops", "gbps",
+    "roofline_ms",
     "err_rel_l2", "err_max_abs", "err_lse", "anchor_ms", "target_ms", "target_met", "best_other",
     "best_other_ms", "speedup_vs_best_other", "same_run_best", "same_run_best_ms", "same_run_target_ms",
     "same_run_met", "version", "gpu", "torch", "triton", "cuda", "date",

@@ -14,6 +14,7 @@ JSON-lines file as they complete, so nothing measured is lost.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -23,6 +24,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -32,6 +34,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from . import roofline, timing
+from .clock_log import ClockLog
 from .providers import OURS, Provider, get_providers
 from .shapes import Shape, anchors, bytes_moved, flops, make_inputs, suites_of, target_table_for
 
@@ -58,6 +61,7 @@ class BenchConfig:
     attempt_timeout_s: float = 300.0
     max_crashes_per_provider: int = 2
     seed: int = 0
+    clocks: bool = False  # the SM clock and board power while each provider is timed (clock_log.py)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -252,8 +256,9 @@ class ContextLost(RuntimeError):
 def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: BenchConfig,
               device: torch.device, meta: dict, ceilings: roofline.Ceilings,
               done: set, on_row: Callable[[dict], None], on_attempt: Callable[[Optional[str]], None],
-              disabled: dict, log: Log = _print) -> None:
-    """Benchmark every provider on one shape; ``on_row`` receives each finished row."""
+              disabled: dict, log: Log = _print, clock_log: Optional[ClockLog] = None) -> None:
+    """Benchmark every provider on one shape; ``on_row`` receives each finished row. With
+    ``clock_log``, each row also gets the median SM clock and board power of its timing."""
     seqlens = shape.seqlens()
     todo = [p for p in providers if (shape.key, p.name) not in done]
     if not todo:
@@ -320,7 +325,11 @@ def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: B
             if p.is_reference and not config.time_reference:
                 emit({**row, "status": STATUS_SKIPPED, "reason": "reference not timed (--no-time-reference)"})
                 continue
-            row["ms"] = timing.bench_ms(prepared.run, device, config.warmup_ms, config.rep_ms, config.cpu_reps)
+            with clock_log.window((shape.key, p.name)) if clock_log else contextlib.nullcontext():
+                row["ms"] = timing.bench_ms(prepared.run, device, config.warmup_ms, config.rep_ms, config.cpu_reps)
+            if clock_log:
+                clock = clock_log.stats((shape.key, p.name))
+                row["sm_mhz"], row["power_w"] = clock["sm_mhz"], clock["power_w"]
             notes = []
             if config.e2e and prepared.run_e2e is not None:
                 try:
@@ -443,6 +452,11 @@ def run_in_process(config: BenchConfig, state_dir: Optional[Path] = None, log: L
         if attempt_path is not None:
             attempt_path.write_text(json.dumps({"attempt": what, "started": time.time(), "pid": os.getpid()}))
 
+    clock_log = None
+    if config.clocks:  # one sampler per process: a supervised run's restarted child starts its own
+        clock_log = ClockLog.start(str((state_dir or Path(tempfile.gettempdir())) / f"clocks_{os.getpid()}.csv"))
+        log("clocks: SM clock and board power sampled by nvidia-smi while each provider is timed"
+            if clock_log else "clocks: NOT recorded (nvidia-smi could not sample; see above)")
     bar = _progress_bar(len(config.shapes), progress, unit="shape")
     if bar is not None:
         log = bar.write  # log lines above the bar instead of through it
@@ -450,7 +464,7 @@ def run_in_process(config: BenchConfig, state_dir: Optional[Path] = None, log: L
         log(f"[{i + 1}/{len(config.shapes)}] {shape.label}  ({shape.key})")
         try:
             run_shape(shape, providers, info, config, device, meta, ceilings, done, on_row, on_attempt,
-                      disabled, log)
+                      disabled, log, clock_log)
         except ContextLost as exc:
             log(f"CUDA context lost ({exc}); exiting so that the supervisor restarts the run")
             if state_dir is not None:
@@ -463,6 +477,8 @@ def run_in_process(config: BenchConfig, state_dir: Optional[Path] = None, log: L
             bar.update(1)
     if bar is not None:
         bar.close()
+    if clock_log:
+        clock_log.stop()
     on_attempt(None)
     return BenchResult(rows=rows, meta=meta, ceilings=ceilings, providers=info)
 
