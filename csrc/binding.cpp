@@ -164,7 +164,7 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
             "probes (wrong output by design), 4096 to launch the seesaw's m-blocks in clusters of two and "
             "32768 / 65536 for TMA output stores / Q loads (not with the column split), 131072 for the serial kernel's "
             "column split, 262144 for the seesaw's unmasked steady state, 524288 for its PV_B,right "
-            "ahead of the next S (an experiment), 1048576 for the seesaw's combine overlapping its tail and "
+            "ahead of the next S, 1048576 for the seesaw's combine overlapping its tail and "
             "2097152 for its early Q load at a request boundary, got ",
             schedule);
   MLA_CHECK(!(schedule & 131072) || ((schedule & 16) == 0 && (schedule & 3) <= 1),

@@ -156,11 +156,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // (only the stage's owner zeroes it). The normal build syncs on the named barrier the caller
   // passes (a constant there, so the instruction keeps an immediate id).
   WarpgroupBarrier tail_zeroed{wg ? seesaw::kBarZero1 : seesaw::kBarZero0, &zeroed_bar[wg]};
-  // A statistics handoff's publishing side: bar.arrive, or bar.sync in a racecheck build (which
-  // reports bar.arrive -> bar.sync handoffs as hazards: scripts/racecheck_toy.cu, mode 0).
-  auto publish_barrier = [](int id) {
-    if constexpr (kRacecheckBarriers) named_barrier_sync(id, kNumThreads);
-    else named_barrier_arrive(id, kNumThreads);
+  // A handoff's publishing side: bar.arrive, or bar.sync in a racecheck build (which reports
+  // bar.arrive -> bar.sync handoffs as hazards: scripts/racecheck_toy.cu, mode 0) where the other
+  // side waits (`consumer_waits`, uniform; where it does not, a bar.sync would never complete).
+  auto publish_barrier = [](int id, bool consumer_waits = true) {
+    if constexpr (kRacecheckBarriers) {
+      if (consumer_waits) named_barrier_sync(id, kNumThreads);
+      else named_barrier_arrive(id, kNumThreads);
+    } else {
+      named_barrier_arrive(id, kNumThreads);
+    }
   };
   const bool early_refill = (p.schedule & kFlagEarlyRefill) != 0;
   // +tmaout / +tmaq (kFlagTmaOut): the request boundary's output and Q tile by TMA (7.13).
@@ -567,12 +572,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
         SEESAW_TRACE(7);
         // For +pvbfirst; without it nobody waits, and every second step's arrivals just complete
-        // the barrier's phase. The racecheck build syncs here where WG0 waits (racecheck reports
-        // bar.arrive -> bar.sync handoffs as hazards, as publish_barrier says).
-        if constexpr (kNextPair) {
-          if constexpr (kRacecheckBarriers) named_barrier_sync_or_arrive(pvb_first, seesaw::kBarPVBIssued, kNumThreads);
-          else named_barrier_arrive(seesaw::kBarPVBIssued, kNumThreads);
-        }
+        // the barrier's phase.
+        if constexpr (kNextPair) publish_barrier(seesaw::kBarPVBIssued, pvb_first);
         wgmma_retire<128>(o);
         refill(1, r1, 4, 8, 0, 0);                      // B' right
         SEESAW_TRACE(8);  // second PV retired

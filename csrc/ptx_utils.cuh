@@ -176,13 +176,6 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
-// bar.sync where `sync`, else bar.arrive: both predicated, no branch (a branch with a wgmma in
-// flight makes ptxas serialise every wgmma). `sync` must be the same for the whole warp.
-__device__ __forceinline__ void named_barrier_sync_or_arrive(bool sync, int id, int threads) {
-  asm volatile(
-      "{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %0, 0;\n\t@p bar.sync %1, %2;\n\t@!p bar.arrive %1, %2;\n\t}"
-      ::"r"(static_cast<int>(sync)), "r"(id), "r"(threads) : "memory");
-}
 
 // ---- wgmma -----------------------------------------------------------------------------------
 __device__ __forceinline__ void wgmma_fence() {

@@ -43,8 +43,8 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # steady-state pair step without masking code where that is exact, s_q <= 66 or no causal mask and
 # a positive scale; the same bits; 7.20), "pvbfirst" (seesaw+ahead: WG0 issues the next pair's S
 # only after WG1 has issued its second PV; the same bits; neutral in 7.20, 0.5-0.9% faster after
-# the lazy running max, at the A/B's resolution, so "auto" adds it with "+ahead" since session 29; 7.30), "overlapcombine"
-# (seesaw only: the combine merges each split request as soon as its chunks are stored, overlapping
+# the lazy running max, at the A/B's resolution, so "auto" adds it with "+ahead" since session 29;
+# 7.30), "overlapcombine" (seesaw only: the combine merges each split request as soon as its chunks are stored, overlapping
 # the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22),
 # "earlyq" (seesaw+ahead+tmaout+tmaq: the next request's Q tile loads during a request's last step
 # and the output is staged in the last block's K stage, whose refill waits for the output store;

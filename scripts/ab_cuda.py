@@ -215,28 +215,22 @@ def main():
         print(f"{label:<22}" + "".join(f"{c:>22}" for c in cells) + f"{target:9.4f}", flush=True)
         if graph[variants[0]] == graph[variants[0]]:
             print(f"{'  (graph)':<22}" + "".join(f"{graph[v]:>22.4f}" for v in variants), flush=True)
+        # AB_CLOCKS=1: each variant's median SM clock and board power over its timings of this shape
+        clock = {v: clocks.stats((shape, v)) for v in variants} if clocks else {}
+        if clocks:
+            print(f"{'  (MHz, W)':<22}" + "".join(f"{clock[v]['sm_mhz']:>15.0f} {clock[v]['power_w']:>6.0f}"
+                                                   for v in variants), flush=True)
         for v in variants:
             rows.append(dict(gpu=props.name, torch=torch.__version__, date=datetime.date.today().isoformat(),
                              b=b, s_q=s_q, mean_seqlen=mean, h_q=h_q, varied=varied, variant=v,
                              median_ms=round(med[v], 5), graph_ms=round(graph[v], 5), ratio_vs_first=round(med[v] / med[variants[0]], 4),
                              rounds_faster_than_first=wins[v], rounds=rounds,
-                             all_ms=" ".join(f"{t:.5f}" for t in times[v]), target_ms=target, shape=shape))
+                             all_ms=" ".join(f"{t:.5f}" for t in times[v]), target_ms=target,
+                             **({"sm_mhz": round(clock[v]["sm_mhz"], 1), "power_w": round(clock[v]["power_w"], 1),
+                                 "clock_samples": clock[v]["samples"]} if clocks else {})))
         del q, k, bt, sl
-    if clocks:  # the windows' medians, once sampling has stopped (every sample is in the file then)
+    if clocks:
         clocks.stop()
-        print(f"{'SM MHz / W while timed':<22}" + "".join(f"{v[:20]:>22}" for v in variants))
-        for shape in dict.fromkeys(r["shape"] for r in rows):
-            stats = {v: clocks.stats((shape, v)) for v in variants}
-            for r in rows:
-                if r["shape"] == shape:
-                    st = stats[r["variant"]]
-                    r.update(sm_mhz=round(st["sm_mhz"], 1), power_w=round(st["power_w"], 1), clock_samples=st["samples"])
-            b, s_q, mean, h_q, varied = shape
-            label = f"{b},{s_q},{mean},{h_q},{'var' if varied else 'fix'}"
-            print(f"{label:<22}" + "".join(f"{stats[v]['sm_mhz']:>9.0f} MHz {stats[v]['power_w']:>5.0f} W" for v in variants),
-                  flush=True)
-    for r in rows:
-        del r["shape"]
     with open(out_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepared in session 29 (2026-12-07), not yet run (~5 device minutes): the side-by-side bench with
+# Prepared in session 29 (2026-12-07), not yet run (~7 device minutes): the side-by-side bench with
 # --clocks, so that each row of bench.csv carries the SM clock and board power it was timed at
 # (flashmla/bench/clock_log.py); prints ours' and FlashMLA's on the h128 rows with b >= 32.
 # Build first (scripts/gpu_bench.sh reuses flashmla._C). Packed into $OUT/run2.tar.xz. Carry [".gpu"].
@@ -19,4 +19,9 @@ rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["status"] == "ok" and 
 for r in rows:
     print(f"{r['shape']:<26} {r['provider']:<14} {float(r['ms']):.4f} ms  {r['sm_mhz']:>7} MHz  {r['power_w']:>6} W")
 PY
+(cd "$OUT" && tar cJf run2.tar.xz run2)
+# The sanitizers again: session 29's review wrote the racecheck build's +pvbfirst handoff through
+# publish_barrier (a branch on the flag where run 3 had a predicated bar.sync / bar.arrive; the
+# same barriers execute, the normal build's SASS is unchanged).
+RACECHECK_KEEP_BUILD=1 timeout 200 bash scripts/gpu_racecheck.sh "$R/sanitizers" 2>&1 | tee "$R/racecheck_summary.txt" | tail -6
 (cd "$OUT" && tar cJf run2.tar.xz run2)

@@ -3,7 +3,8 @@
 # (stats handoff, ld/st_shared_f32) in the +earlyq+pvbfirst case only: WG1's arrival on
 # kBarPVBIssued was a bar.arrive -> bar.sync handoff in the racecheck build too, the pattern
 # racecheck mis-models (scripts/racecheck_toy.cu). The racecheck build now syncs there when
-# +pvbfirst is on (named_barrier_sync_or_arrive); the normal build's SASS is unchanged.
+# +pvbfirst is on (a predicated bar.sync / bar.arrive helper at the time, since folded into
+# publish_barrier); the normal build's SASS is unchanged.
 # memcheck now runs even when racecheck fails. Packed into $OUT/run3.tar.xz.
 set -uo pipefail
 OUT=${OUT:-/tmp/pvb3}; R=$OUT/run3; mkdir -p "$R"
