@@ -33,7 +33,8 @@ module (a same-machine reference built outside the repo, say); "head" DeepSeek F
 pinned commit through the bench's flashmla-head provider (.gpu/flashmla-head, its own metadata made
 once outside the timed call); "build/NAME" or "build/NAME/SCHEDULE" our Python glue with the
 flashmla._C of another build of this repository in /tmp/NAME (say main's kernels built in
-/tmp/base beside a patched working tree), schedule `auto` unless named. Variants with a timing probe
+/tmp/base beside a patched working tree; scripts/ab_build_patched.sh makes one from a patch), schedule
+`auto` unless named. Variants with a timing probe
 (cuda_backend.PROBE_FLAGS, e.g. auto+noload) are timed without the output check: wrong by design.
 With only Triton variants
 the metadata comes from flashmla.get_mla_metadata (no CUDA build needed; the same tensors).

@@ -15,13 +15,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/next1}; R=$OUT/run1; mkdir -p "$R"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.max.sm --format=csv,noheader | head -1)" | tee "$R/gpu.txt"
-rm -rf /tmp/vaddr && mkdir -p /tmp/vaddr && cp -r setup.py pyproject.toml flashmla csrc tests scripts /tmp/vaddr/ && rm -f /tmp/vaddr/flashmla/_C*.so
-(cd /tmp/vaddr && git apply "$OLDPWD/benchmarks/results/power_leads_h100_2026-12-07/vaddr_uniform.patch") || { echo "vaddr_uniform.patch does not apply"; exit 1; }
-build() {  # $1: dir, $2: log
-  (cd "$1" && FLASHMLA_BUILD_CUDA=1 MAX_JOBS=8 python3 setup.py build_ext --inplace --force >"$2" 2>&1
-   echo "build $1 rc=$? $(grep -c 'instructions are serialized' "$2") serialised, $(grep -cE '[1-9][0-9]* bytes spill' "$2") spilling")
-}
-build "$PWD" "$R/build_tree.log" & build /tmp/vaddr "$R/build_vaddr.log" & wait
+bash scripts/ab_build_patched.sh vaddr benchmarks/results/power_leads_h100_2026-12-07/vaddr_uniform.patch "$R" || exit 1
 (cd /tmp/vaddr && PYTHONPATH=/tmp/vaddr timeout 150 python3 -m pytest -q -rs --maxfail=20 -p no:cacheprovider tests/test_cuda.py \
    >"$R/cuda_tests_vaddr.txt" 2>&1; echo "cuda tests (build/vaddr) exit $?: $(tail -n 1 "$R/cuda_tests_vaddr.txt")")
 AB_CLOCKS=1 AB_SHAPES="128,2,8192,128,F;128,2,4096,128,T;128,2,8192,128,T;128,2,4096,128,F;128,1,8192,128,F;32,1,32768,128,F" \
