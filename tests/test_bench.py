@@ -386,3 +386,20 @@ def test_bench_summary_reads_the_recorded_run():
         assert cells[10] == ("yes" if r["target_met"] == "1" else "**no**")
     met = sum(r["target_met"] == "1" for r in targets)
     assert summary.summary(rows).startswith(f"targets met: {met} of 35")
+
+
+def test_settle_idles_before_every_timed_provider(monkeypatch, tmp_path):
+    """--settle S: the same idle before each provider's timing (after its check), none for rows
+    that are not timed; the report's timing line says so."""
+    from flashmla.bench import runner
+    sleeps = []
+    monkeypatch.setattr(runner.time, "sleep", lambda s: sleeps.append(s))
+    config = runner.BenchConfig(shapes=[S.parse_shape("2,1,100,16")], providers=["torch", "flashmla-cuda"],
+                                device="cpu", cpu_reps=1, e2e=False, ceilings=False, isolate=False, settle_s=0.25)
+    monkeypatch.setenv("FLASHMLA_BENCH_CACHE", str(tmp_path / "cache"))
+    result = runner.run_in_process(config, progress=False, log=lambda msg: None)
+    timed = [r for r in result.rows if r["status"] == "ok"]
+    assert timed and sleeps == [0.25] * len(timed), (sleeps, [(r["provider"], r["status"]) for r in result.rows])
+    assert result.meta["settle_s"] == 0.25
+    assert "each provider after 0.25 s idle" in "\n".join(report.environment_lines(result.meta, result.ceilings))
+    assert runner.BenchConfig.from_json(config.to_json()).settle_s == 0.25  # the supervised child gets it

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--no-ceilings", action="store_true", help="do not measure copy bandwidth / matmul TFLOPS")
     how.add_argument("--clocks", action="store_true",
                      help="record the SM clock and board power (nvidia-smi) while each provider is timed")
+    how.add_argument("--settle", type=float, default=0.0, metavar="S",
+                     help="idle the GPU S seconds before each provider's timing, so that every provider starts "
+                          "from the same power state whatever ran before it (default: %(default)s)")
     how.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                      help="run in supervised child processes (default on a GPU): a crash or hang skips "
                           "that provider on that shape instead of ending the run")
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
                          cpu_reps=args.cpu_reps, graph_max_batch=args.graph_max_batch,
                          time_reference=not args.no_time_reference, e2e=not args.no_e2e,
                          ceilings=not args.no_ceilings, isolate=args.isolate, attempt_timeout_s=args.attempt_timeout,
-                         clocks=args.clocks)
+                         clocks=args.clocks, settle_s=args.settle)
     if args.list_providers:
         dev = _prepare_device(config)
         for name, i in probe_providers(get_providers(chosen), dev).items():

@@ -157,12 +157,13 @@ def results_table(rows: list[dict], markdown: bool = True, providers: Optional[l
 
 
 def environment_lines(meta: dict, ceilings: Ceilings) -> list[str]:
+    settle = f"; each provider after {meta['settle_s']:g} s idle" if meta.get("settle_s") else ""
     lines = [f"- GPU: {meta.get('gpu')}" + (f" ({meta.get('sm_count')} SMs)" if meta.get("sm_count") else ""),
              f"- date: {meta.get('date')}",
              f"- torch {meta.get('torch')} (CUDA {meta.get('torch_cuda')}), Triton {meta.get('triton')}, "
              f"driver {meta.get('driver')}, Python {meta.get('python')}",
              f"- flashmla {meta.get('flashmla')}" + (f" ({meta.get('flashmla_commit')})" if meta.get("flashmla_commit") else ""),
-             f"- timing: {meta.get('timing')} (warmup {meta.get('warmup_ms')} ms, rep {meta.get('rep_ms')} ms)"]
+             f"- timing: {meta.get('timing')} (warmup {meta.get('warmup_ms')} ms, rep {meta.get('rep_ms')} ms{settle})"]
     if ceilings.copy_gbps:
         lines.append(f"- ceilings measured in this run: device copy {ceilings.copy_gbps:.0f} GB/s (read + write), "
                      f"read {ceilings.read_gbps or 0:.0f} GB/s, bf16 matmul 8192^3 {ceilings.matmul_tflops or 0:.0f} TFLOPS")

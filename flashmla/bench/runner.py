@@ -62,6 +62,11 @@ class BenchConfig:
     max_crashes_per_provider: int = 2
     seed: int = 0
     clocks: bool = False  # the SM clock and board power while each provider is timed (clock_log.py)
+    # Seconds the card idles before each provider's timing. Under the H100's 700 W cap the clock
+    # falls within a fraction of a second of sustained work, so a one-pass bench times each
+    # provider in whatever power state the work before it left (docs/benchmarking.md); an equal
+    # idle makes every provider start its timing from the same state. 0 = time right away.
+    settle_s: float = 0.0
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -102,6 +107,7 @@ def collect_meta(device: torch.device, config: BenchConfig) -> dict:
         "timing": timing.method_name(device),
         "warmup_ms": config.warmup_ms,
         "rep_ms": config.rep_ms,
+        "settle_s": config.settle_s,
         "gpu": "cpu",
         "sm_count": None,
     }
@@ -325,6 +331,10 @@ def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: B
             if p.is_reference and not config.time_reference:
                 emit({**row, "status": STATUS_SKIPPED, "reason": "reference not timed (--no-time-reference)"})
                 continue
+            if config.settle_s > 0:  # the same idle before every provider's timing (BenchConfig.settle_s)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                time.sleep(config.settle_s)
             with clock_log.window((shape.key, p.name)) if clock_log else contextlib.nullcontext():
                 row["ms"] = timing.bench_ms(prepared.run, device, config.warmup_ms, config.rep_ms, config.cpu_reps)
             if clock_log:

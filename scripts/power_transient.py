@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""How a kernel's time per call moves in the first second after the GPU was idle (GPU host).
+
+Under the H100's 700 W cap the SM clock falls within a fraction of a second of sustained
+tensor-core work, so a timing's result depends on what ran before it: a one-pass bench times
+each provider in whatever power state the previous work left, an interleaved A/B times every
+variant in the capped steady state. This script shows the transient itself. For each shape and
+variant (rounds in rotated order):
+
+  trace  IDLE_S seconds idle, then CALLS calls, each after an L2 clear (a 256 MB zero, as
+         triton.testing.do_bench does) and each timed by its own CUDA event pair;
+  hot    right after the trace, do_bench (warmup 25 ms, rep 100 ms, median): the steady state;
+  cold   IDLE_S seconds idle, then the same do_bench: what a bench with `--settle` measures.
+
+    PT_VARIANTS=auto,head PT_SHAPES="128,2,8192,128,F;128,2,4096,128,T" PT_ROUNDS=3 \
+        python scripts/power_transient.py OUT.csv
+Variants are ab_cuda.py's `auto`-style schedules of our kernel and `head` (FlashMLA at its
+pinned commit, .gpu/flashmla-head). With PT_CLOCKS=1 nvidia-smi samples the SM clock and power
+every 50 ms during each trace (flashmla.bench.clock_log; a trace of ~0.7 s holds ~14 samples).
+Prints the median time of calls in a few index ranges, so the drift reads as one line per
+variant; OUT.csv has every call (ms, and ms since the trace's first call).
+"""
+import contextlib
+import csv
+import os
+import statistics
+import sys
+import time
+
+import torch
+import triton
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ab_cuda import flashmla_head_runner, parse_shape  # noqa: E402
+from bench_cuda import make  # noqa: E402
+
+from flashmla import cuda_backend  # noqa: E402
+from flashmla.bench.clock_log import ClockLog  # noqa: E402
+
+RANGES = ((0, 10), (10, 50), (50, 150), (150, 300), (300, 10 ** 9))
+
+
+def runner(variant, shape, q, k, bt, sl):
+    b, s_q, mean, h_q, varied = shape
+    if variant == "head":
+        return flashmla_head_runner(shape, q, k, bt, sl)
+    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, torch.cuda.get_device_properties(0).multi_processor_count)
+    return lambda: cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=variant)
+
+
+def trace(fn, calls, l2):
+    """Per-call times (ms) and start offsets (ms from the first call) of `calls` back-to-back calls."""
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
+    for i in range(calls):
+        l2.zero_()
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)], [starts[0].elapsed_time(s) for s in starts]
+
+
+def do_bench(fn):
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def idle(seconds):
+    torch.cuda.synchronize()
+    time.sleep(seconds)
+
+
+def main():
+    out_csv = sys.argv[1] if len(sys.argv) > 1 else "power_transient.csv"
+    variants = os.environ.get("PT_VARIANTS", "auto,head").split(",")
+    shapes = [parse_shape(t) for t in os.environ.get("PT_SHAPES", "128,2,8192,128,F").split(";")]
+    rounds = int(os.environ.get("PT_ROUNDS", "3"))
+    calls = int(os.environ.get("PT_CALLS", "600"))
+    idle_s = float(os.environ.get("PT_IDLE_S", "1.5"))
+    clocks = ClockLog.start(out_csv + ".clocks.csv") if os.environ.get("PT_CLOCKS") == "1" else None
+    l2 = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+    print(f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}; {rounds} rounds, {calls} calls per "
+          f"trace, {idle_s} s idle before each trace and each cold do_bench", flush=True)
+    ranges = [r for r in RANGES if r[0] < calls]
+    head = "".join(f"{f'[{lo},{min(hi, calls)})':>12}" for lo, hi in ranges)
+    rows = []
+    for shape in shapes:
+        q, k, bt, sl, _ = make(*shape, torch.device("cuda"))
+        fns = {v: runner(v, shape, q, k, bt, sl) for v in variants}
+        ref, _ = fns[variants[0]]()
+        for v in variants[1:]:
+            out, _ = fns[v]()
+            if not (out.float() - ref.float()).abs().max().item() <= 5e-2 * ref.float().abs().max().item():
+                sys.exit(f"variant {v} gives a different output on {shape}")
+        label = ",".join(str(x) for x in shape[:4]) + (",var" if shape[4] else ",fix")
+        print(f"\n{label}: median ms of the calls in each index range after {idle_s} s idle; "
+              f"then do_bench cold (after idle) and hot (right after the trace)", flush=True)
+        print(f"{'variant':<10}{'round':>6}" + head + f"{'cold':>10}{'hot':>10}" + ("   MHz / W in trace" if clocks else ""))
+        summary = {v: {"cold": [], "hot": [], "ranges": [[] for _ in ranges]} for v in variants}
+        for r in range(rounds):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for v in order:
+                fns[v]()  # any lazy set-up out of the trace
+                idle(idle_s)
+                with clocks.window((label, v, r)) if clocks else contextlib.nullcontext():
+                    ms, t0 = trace(fns[v], calls, l2)
+                hot = do_bench(fns[v])
+                idle(idle_s)
+                cold = do_bench(fns[v])
+                meds = [statistics.median(ms[lo:hi]) for lo, hi in ranges]
+                for i, m in enumerate(meds):
+                    summary[v]["ranges"][i].append(m)
+                summary[v]["cold"].append(cold)
+                summary[v]["hot"].append(hot)
+                clock_text = ""
+                if clocks:
+                    c = clocks.stats((label, v, r))
+                    clock_text = f"   {c['sm_mhz']:.0f} / {c['power_w']:.0f} ({c['samples']} samples)"
+                print(f"{v:<10}{r:>6}" + "".join(f"{m:>12.4f}" for m in meds) + f"{cold:>10.4f}{hot:>10.4f}" + clock_text,
+                      flush=True)
+                for i, (m, t) in enumerate(zip(ms, t0)):
+                    rows.append(dict(shape=label, variant=v, round=r, call=i, ms=round(m, 5), t_ms=round(t, 3),
+                                     cold_ms=round(cold, 5), hot_ms=round(hot, 5)))
+        for v in variants:
+            s = summary[v]
+            print(f"{v:<10}{'med':>6}" + "".join(f"{statistics.median(x):>12.4f}" for x in s["ranges"])
+                  + f"{statistics.median(s['cold']):>10.4f}{statistics.median(s['hot']):>10.4f}", flush=True)
+        del q, k, bt, sl, fns
+    if clocks:
+        clocks.stop()
+    with open(out_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {out_csv} ({len(rows)} calls)")
+
+
+if __name__ == "__main__":
+    main()
