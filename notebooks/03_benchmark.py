@@ -247,7 +247,12 @@ with steps.step("recorded_h100_run", needs=[
 # varied. A later run of main with `+pvbfirst` in `auto` (session 29, bit-identical output;
 # `benchmarks/results/bench_h100_2026-12-07_session29/`, on a slower machine start: copy 3020 GB/s)
 # met 33 of 35, missing b128 s2 8K h128 fixed and varied by 1.7% and 1.9%: the 256-row rows sit
-# within 0-3% of their targets, on either side depending on the machine start.
+# within 0-3% of their targets, on either side depending on the machine start. Session 30 measured
+# why (`benchmarks/results/power_state_h100_2026-12-07/`, docs/kernel-design.md 7.31): after an idle
+# the H100 runs these kernels at its full clock for 30-130 ms before its 700 W cap steps the clock
+# down 6-10%, and do_bench's 100 ms window lands on that step, so a compute-bound timing depends on
+# what ran just before it. `python -m flashmla.bench --settle 1` gives every provider the same idle
+# first; `scripts/power_transient.py` draws the transient call by call.
 # This run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.
 
 # %%

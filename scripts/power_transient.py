@@ -19,6 +19,10 @@ pinned commit, .gpu/flashmla-head). With PT_CLOCKS=1 nvidia-smi samples the SM c
 every 50 ms during each trace (flashmla.bench.clock_log; a trace of ~0.7 s holds ~14 samples).
 Prints the median time of calls in a few index ranges, so the drift reads as one line per
 variant; OUT.csv has every call (ms, and ms since the trace's first call).
+
+    python scripts/power_transient.py --plot OUT.png A.csv [B.csv ...]   (no GPU needed)
+draws every trace (time per call against time since the idle ended), one panel per shape, with
+the stretch that a do_bench started at the trace's first call would time shaded.
 """
 import contextlib
 import csv
@@ -70,7 +74,48 @@ def idle(seconds):
     time.sleep(seconds)
 
 
+def plot(png, csv_paths):
+    """One panel per shape: each round's per-call times against time since the idle ended."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    traces = {}  # shape -> (variant, round) -> [(t_ms, ms)]
+    for path in csv_paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                traces.setdefault(r["shape"], {}).setdefault((r["variant"], int(r["round"])), []).append(
+                    (float(r["t_ms"]), float(r["ms"])))
+    cols = min(3, len(traces))
+    rows = -(-len(traces) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    colours = {}
+    for ax, (shape, by_run) in zip(axes.flat, traces.items()):
+        for (variant, rnd), points in sorted(by_run.items()):
+            colour = colours.setdefault(variant, f"C{len(colours)}")
+            ax.plot([t for t, _ in points], [m for _, m in points], lw=0.7, color=colour,
+                    label=variant if rnd == 0 else None)
+        per_call = statistics.median(statistics.median(m for _, m in pts) for pts in by_run.values())
+        start = 5 * per_call + 25  # do_bench: ~5 calls to estimate, 25 ms warm-up, then 100 ms timed
+        ax.axvspan(start, start + 100, color="0.85", zorder=0, label="do_bench's timed 100 ms")
+        later = sorted(m for pts in by_run.values() for _, m in pts[1:])  # the first call pays set-up
+        ax.set_ylim(later[0] * 0.98, later[-1] * 1.02)
+        ax.set_title(shape.replace(",fix", " fixed").replace(",var", " varied"), fontsize=9)
+        ax.set_xlabel("ms since the idle ended")
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ms per call (L2 cleared before each)")
+    for ax in axes.flat[len(traces):]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Time per call from idle into the 700 W cap (H100; b, s_q, mean len, h_q)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
 def main():
+    if len(sys.argv) > 3 and sys.argv[1] == "--plot":
+        return plot(sys.argv[2], sys.argv[3:])
     out_csv = sys.argv[1] if len(sys.argv) > 1 else "power_transient.csv"
     variants = os.environ.get("PT_VARIANTS", "auto,head").split(",")
     shapes = [parse_shape(t) for t in os.environ.get("PT_SHAPES", "128,2,8192,128,F").split(";")]
