@@ -40,7 +40,6 @@ With only Triton variants
 the metadata comes from flashmla.get_mla_metadata (no CUDA build needed; the same tensors).
 """
 import contextlib
-import csv
 import datetime
 import importlib
 import os
@@ -51,7 +50,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cuda import bench, graph_time, load_shapes, make  # noqa: E402
+from bench_cuda import bench, graph_time, load_shapes, make, write_csv  # noqa: E402
 
 import flashmla  # noqa: E402
 from flashmla import cuda_backend, scheduler, triton_configs, triton_decode  # noqa: E402
@@ -232,10 +231,7 @@ def main():
         del q, k, bt, sl
     if clocks:
         clocks.stop()
-    with open(out_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out_csv, rows)
     for v in variants[1:]:
         ratios = [r["ratio_vs_first"] for r in rows if r["variant"] == v]
         geo = statistics.geometric_mean(ratios)

@@ -13,7 +13,6 @@ first variant timed again at the end (the noise floor), and writes a CSV to argv
 
     python scripts/bench_whole_requests.py out.csv
 """
-import csv
 import datetime
 import os
 import sys
@@ -22,7 +21,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cuda import bench, load_shapes, make  # noqa: E402
+from bench_cuda import bench, load_shapes, make, write_csv  # noqa: E402
 
 from flashmla import cuda_backend, scheduler  # noqa: E402
 
@@ -56,10 +55,7 @@ def main():
                              torch=torch.__version__, date=datetime.date.today().isoformat()))
         line = f"{b},{s_q},{mean},{h_q}".ljust(22) + "".join(f"{times[s]:12.4f}" for s in SLACKS)
         print(line + f"{times['again']:10.4f}{target:9.4f}", flush=True)
-    with open(out_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out_csv, rows)
     print(f"wrote {out_csv}")
 
 

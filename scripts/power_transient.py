@@ -36,7 +36,7 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ab_cuda import flashmla_head_runner, parse_shape  # noqa: E402
-from bench_cuda import make  # noqa: E402
+from bench_cuda import make, write_csv  # noqa: E402
 
 from flashmla import cuda_backend  # noqa: E402
 from flashmla.bench.clock_log import ClockLog  # noqa: E402
@@ -173,10 +173,7 @@ def main():
         del q, k, bt, sl, fns
     if clocks:
         clocks.stop()
-    with open(out_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out_csv, rows)
     print(f"wrote {out_csv} ({len(rows)} calls)")
 
 

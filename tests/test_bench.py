@@ -393,7 +393,7 @@ def test_settle_idles_before_every_timed_provider(monkeypatch, tmp_path):
     that are not timed; the report's timing line says so."""
     from flashmla.bench import runner
     sleeps = []
-    monkeypatch.setattr(runner.time, "sleep", lambda s: sleeps.append(s))
+    monkeypatch.setattr(runner, "settle", lambda device, seconds: sleeps.append(seconds))
     config = runner.BenchConfig(shapes=[S.parse_shape("2,1,100,16")], providers=["torch", "flashmla-cuda"],
                                 device="cpu", cpu_reps=1, e2e=False, ceilings=False, isolate=False, settle_s=0.25)
     monkeypatch.setenv("FLASHMLA_BENCH_CACHE", str(tmp_path / "cache"))
@@ -403,3 +403,21 @@ def test_settle_idles_before_every_timed_provider(monkeypatch, tmp_path):
     assert result.meta["settle_s"] == 0.25
     assert "each provider after 0.25 s idle" in "\n".join(report.environment_lines(result.meta, result.ceilings))
     assert runner.BenchConfig.from_json(config.to_json()).settle_s == 0.25  # the supervised child gets it
+
+
+def test_power_transient_plot_draws_every_trace(tmp_path):
+    """scripts/power_transient.py --plot (no GPU): one panel per shape from the traces' CSV."""
+    rows = ["shape,variant,round,call,ms,t_ms,cold_ms,hot_ms"]
+    for shape in ('"128,2,8192,128,fix"', '"32,1,32768,128,fix"'):
+        for variant, base in (("auto", 0.9), ("head", 0.8)):
+            for call in range(200):
+                ms = base * (1.1 if call > 80 else 1.0)  # a step down of the clock, as on the H100
+                rows.append(f"{shape},{variant},0,{call},{ms},{call * ms:.3f},{base},{base * 1.1}")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "power_transient.py"), "--plot",
+                           str(tmp_path / "t.png"), str(tmp_path / "t.csv")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = (tmp_path / "t.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

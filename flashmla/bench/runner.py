@@ -259,6 +259,13 @@ class ContextLost(RuntimeError):
         self.provider = provider
 
 
+def settle(device: torch.device, seconds: float) -> None:
+    """The same idle before every provider's timing (BenchConfig.settle_s): the queued work first."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    time.sleep(seconds)
+
+
 def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: BenchConfig,
               device: torch.device, meta: dict, ceilings: roofline.Ceilings,
               done: set, on_row: Callable[[dict], None], on_attempt: Callable[[Optional[str]], None],
@@ -331,10 +338,8 @@ def run_shape(shape: Shape, providers: Sequence[Provider], info: dict, config: B
             if p.is_reference and not config.time_reference:
                 emit({**row, "status": STATUS_SKIPPED, "reason": "reference not timed (--no-time-reference)"})
                 continue
-            if config.settle_s > 0:  # the same idle before every provider's timing (BenchConfig.settle_s)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                time.sleep(config.settle_s)
+            if config.settle_s > 0:
+                settle(device, config.settle_s)
             with clock_log.window((shape.key, p.name)) if clock_log else contextlib.nullcontext():
                 row["ms"] = timing.bench_ms(prepared.run, device, config.warmup_ms, config.rep_ms, config.cpu_reps)
             if clock_log:
