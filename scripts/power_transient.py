@@ -14,7 +14,8 @@ variant (rounds in rotated order):
 
     PT_VARIANTS=auto,head PT_SHAPES="128,2,8192,128,F;128,2,4096,128,T" PT_ROUNDS=3 \
         python scripts/power_transient.py OUT.csv
-Variants are ab_cuda.py's `auto`-style schedules of our kernel and `head` (FlashMLA at its
+Variants are ab_cuda.py's `auto`-style schedules of our kernel, `build/NAME[/SCHEDULE]` (another
+build of this repository in /tmp/NAME, scripts/ab_build_patched.sh) and `head` (FlashMLA at its
 pinned commit, .gpu/flashmla-head). With PT_CLOCKS=1 nvidia-smi samples the SM clock and power
 every 50 ms during each trace (flashmla.bench.clock_log; a trace of ~0.7 s holds ~14 samples).
 Prints the median time of calls in a few index ranges, so the drift reads as one line per
@@ -35,7 +36,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab_cuda import flashmla_head_runner, parse_shape  # noqa: E402
+from ab_cuda import flashmla_head_runner, other_build_runner, parse_shape  # noqa: E402
 from bench_cuda import make, write_csv  # noqa: E402
 
 from flashmla import cuda_backend  # noqa: E402
@@ -49,6 +50,9 @@ def runner(variant, shape, q, k, bt, sl):
     if variant == "head":
         return flashmla_head_runner(shape, q, k, bt, sl)
     md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, torch.cuda.get_device_properties(0).multi_processor_count)
+    if variant.startswith("build/"):  # another build of this repository in /tmp/NAME, as in ab_cuda.py
+        build_dir, _, schedule = variant[len("build/"):].partition("/")
+        return other_build_runner(build_dir, schedule or "auto", q, k, bt, sl, md, ns)
     return lambda: cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=variant)
 
 
