@@ -113,6 +113,75 @@ def other_build_runner(build_dir, schedule, q, k, bt, sl, md, ns):
     return run
 
 
+def variant_runner(v, shape, q, k, bt, sl, props, no_cuda_build=False):
+    """The call that variant ``v`` (see the module docstring) times on these tensors, with its
+    metadata made here, outside the timed call."""
+    s_q, h_q = shape[1], shape[3]
+    schedule, _, sms = v.partition(":")
+    num_sms = int(sms or props.multi_processor_count)
+    schedule, _, split_text = schedule.partition("=")
+    column_split = {"": None, "split": True, "nosplit": False}.get(split_text, "bad")
+    if column_split == "bad" or (split_text and no_cuda_build):
+        raise SystemExit(f"variant {v!r}: '=split' / '=nosplit' only, with the CUDA build's metadata")
+    overhead = None
+    if "%" in schedule:
+        schedule, _, overhead_text = schedule.partition("%")
+        overhead = int(overhead_text)
+        if no_cuda_build:
+            raise SystemExit(f"variant {v!r}: another chunk overhead needs the CUDA build")
+    floor = 1
+    if "@" in schedule and not schedule.startswith("triton@"):
+        schedule, _, floor_text = schedule.partition("@")
+        floor = int(floor_text)
+        if no_cuda_build:
+            raise SystemExit(f"variant {v!r}: a scheduler floor needs the CUDA build's metadata")
+    if no_cuda_build:
+        md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
+    elif overhead is not None:  # the Python scheduler's tensors, on the GPU (same format)
+        md, ns = scheduler.compute_tile_scheduler_metadata(sl, s_q * h_q, 1, num_sms, floor,
+                                                           column_split=column_split, overhead_blocks=overhead)
+    else:
+        md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms, floor, column_split)
+    if schedule == "gluon":  # the Triton backend's warp-specialised Hopper kernel
+        return (lambda md=md, ns=ns: triton_decode.decode_with_config(
+            q, k, bt, sl, 576 ** -0.5, s_q > 1, config=triton_configs.GLUON_CONFIG,
+            tile_scheduler_metadata=md, num_splits=ns))
+    if schedule.startswith("triton@"):
+        bm, bn, warps, stages, dv_split = (int(x) for x in schedule[len("triton@"):].split("x"))
+        config = KernelConfig(bm, bn, warps, stages, 1, plan="metadata", dv_split=dv_split)
+        return (lambda config=config, md=md, ns=ns: triton_decode.decode_with_config(
+            q, k, bt, sl, 576 ** -0.5, s_q > 1, config=config, tile_scheduler_metadata=md, num_splits=ns))
+    if schedule == "head":
+        return flashmla_head_runner(shape, q, k, bt, sl)
+    if schedule.startswith("build/"):
+        build_dir, _, build_schedule = schedule[len("build/"):].partition("/")
+        return other_build_runner(build_dir, build_schedule or "auto", q, k, bt, sl, md, ns)
+    if schedule.startswith(("triton", "ext/")):
+        module = importlib.import_module(schedule.partition("/")[2] or "flashmla.triton_decode")
+        return (lambda module=module, md=md, ns=ns:
+                module.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns))
+    return (lambda schedule=schedule, md=md, ns=ns:
+            cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=schedule))
+
+
+def check_variants_agree(fns, variants, shape):
+    """A coarse guard (tests/test_cuda.py checks each against the reference): every variant's
+    output close to the first's, except timing probes (wrong by design)."""
+    ref, _ = fns[variants[0]]()
+    for v in variants[1:]:
+        out, _ = fns[v]()
+        if set(v.partition(":")[0].split("+")) & set(cuda_backend.PROBE_FLAGS):
+            print(f"  {v}: a timing probe, its output is wrong by design and is not checked", flush=True)
+            continue
+        if not (out.float() - ref.float()).abs().max().item() <= 5e-2 * ref.float().abs().max().item():
+            sys.exit(f"variant {v} gives a different output on {shape}")
+
+
+def rotated(variants, r):
+    """Round r's order: the variants rotated by r, so that none is always timed first."""
+    return variants[r % len(variants):] + variants[:r % len(variants)]
+
+
 def main():
     out_csv = sys.argv[1] if len(sys.argv) > 1 else "ab_cuda.csv"
     variants = os.environ.get("AB_VARIANTS", "auto,seesaw").split(",")
@@ -137,69 +206,11 @@ def main():
     for shape, _fm, _fi, target in shapes:
         b, s_q, mean, h_q, varied = shape
         q, k, bt, sl, _ = make(*shape, device)
-        fns = {}
-        for v in variants:
-            schedule, _, sms = v.partition(":")
-            num_sms = int(sms or props.multi_processor_count)
-            schedule, _, split_text = schedule.partition("=")
-            column_split = {"": None, "split": True, "nosplit": False}.get(split_text, "bad")
-            if column_split == "bad" or (split_text and no_cuda_build):
-                raise SystemExit(f"variant {v!r}: '=split' / '=nosplit' only, with the CUDA build's metadata")
-            overhead = None
-            if "%" in schedule:
-                schedule, _, overhead_text = schedule.partition("%")
-                overhead = int(overhead_text)
-                if no_cuda_build:
-                    raise SystemExit(f"variant {v!r}: another chunk overhead needs the CUDA build")
-            floor = 1
-            if "@" in schedule and not schedule.startswith("triton@"):
-                schedule, _, floor_text = schedule.partition("@")
-                floor = int(floor_text)
-                if no_cuda_build:
-                    raise SystemExit(f"variant {v!r}: a scheduler floor needs the CUDA build's metadata")
-            if no_cuda_build:
-                md, ns = flashmla.get_mla_metadata(sl, s_q * h_q, 1, num_sms=num_sms)
-            elif overhead is not None:  # the Python scheduler's tensors, on the GPU (same format)
-                md, ns = scheduler.compute_tile_scheduler_metadata(sl, s_q * h_q, 1, num_sms, floor,
-                                                                   column_split=column_split, overhead_blocks=overhead)
-            else:
-                md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, num_sms, floor, column_split)
-            if schedule == "gluon":  # the Triton backend's warp-specialised Hopper kernel
-                fns[v] = (lambda md=md, ns=ns: triton_decode.decode_with_config(
-                    q, k, bt, sl, 576 ** -0.5, s_q > 1, config=triton_configs.GLUON_CONFIG,
-                    tile_scheduler_metadata=md, num_splits=ns))
-                continue
-            if schedule.startswith("triton@"):
-                bm, bn, warps, stages, dv_split = (int(x) for x in schedule[len("triton@"):].split("x"))
-                config = KernelConfig(bm, bn, warps, stages, 1, plan="metadata", dv_split=dv_split)
-                fns[v] = (lambda config=config, md=md, ns=ns: triton_decode.decode_with_config(
-                    q, k, bt, sl, 576 ** -0.5, s_q > 1, config=config, tile_scheduler_metadata=md, num_splits=ns))
-                continue
-            if schedule == "head":
-                fns[v] = flashmla_head_runner(shape, q, k, bt, sl)
-                continue
-            if schedule.startswith("build/"):
-                build_dir, _, build_schedule = schedule[len("build/"):].partition("/")
-                fns[v] = other_build_runner(build_dir, build_schedule or "auto", q, k, bt, sl, md, ns)
-                continue
-            if schedule.startswith(("triton", "ext/")):
-                module = importlib.import_module(schedule.partition("/")[2] or "flashmla.triton_decode")
-                fns[v] = (lambda module=module, md=md, ns=ns:
-                          module.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns))
-                continue
-            fns[v] = (lambda schedule=schedule, md=md, ns=ns:
-                      cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=schedule))
-        ref, _ = fns[variants[0]]()
-        for v in variants[1:]:  # a coarse guard; tests/test_cuda.py checks each against the reference
-            out, _ = fns[v]()
-            if set(v.partition(":")[0].split("+")) & set(cuda_backend.PROBE_FLAGS):
-                print(f"  {v}: a timing probe, its output is wrong by design and is not checked", flush=True)
-                continue
-            if not (out.float() - ref.float()).abs().max().item() <= 5e-2 * ref.float().abs().max().item():
-                sys.exit(f"variant {v} gives a different output on {shape}")
+        fns = {v: variant_runner(v, shape, q, k, bt, sl, props, no_cuda_build) for v in variants}
+        check_variants_agree(fns, variants, shape)
         times = {v: [] for v in variants}
         for r in range(rounds):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            order = rotated(variants, r)
             for v in order:
                 with clocks.window((shape, v)) if clocks else contextlib.nullcontext():
                     times[v].append(bench(fns[v]))

@@ -14,9 +14,9 @@ variant (rounds in rotated order):
 
     PT_VARIANTS=auto,head PT_SHAPES="128,2,8192,128,F;128,2,4096,128,T" PT_ROUNDS=3 \
         python scripts/power_transient.py OUT.csv
-Variants are ab_cuda.py's `auto`-style schedules of our kernel, `build/NAME[/SCHEDULE]` (another
-build of this repository in /tmp/NAME, scripts/ab_build_patched.sh) and `head` (FlashMLA at its
-pinned commit, .gpu/flashmla-head). With PT_CLOCKS=1 nvidia-smi samples the SM clock and power
+Variants are scripts/ab_cuda.py's (its variant_runner): schedules of our kernel such as `auto`,
+`build/NAME[/SCHEDULE]` (another build of this repository in /tmp/NAME, scripts/ab_build_patched.sh),
+`head` (FlashMLA at its pinned commit, .gpu/flashmla-head). With PT_CLOCKS=1 nvidia-smi samples the SM clock and power
 every 50 ms during each trace (flashmla.bench.clock_log; a trace of ~0.7 s holds ~14 samples).
 Prints the median time of calls in a few index ranges, so the drift reads as one line per
 variant; OUT.csv has every call (ms, and ms since the trace's first call).
@@ -30,30 +30,17 @@ import csv
 import os
 import statistics
 import sys
-import time
 
 import torch
-import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab_cuda import flashmla_head_runner, other_build_runner, parse_shape  # noqa: E402
-from bench_cuda import make, write_csv  # noqa: E402
+from ab_cuda import check_variants_agree, parse_shape, rotated, variant_runner  # noqa: E402
+from bench_cuda import bench, make, write_csv  # noqa: E402
 
-from flashmla import cuda_backend  # noqa: E402
 from flashmla.bench.clock_log import ClockLog  # noqa: E402
+from flashmla.bench.runner import settle  # noqa: E402
 
 RANGES = ((0, 10), (10, 50), (50, 150), (150, 300), (300, 10 ** 9))
-
-
-def runner(variant, shape, q, k, bt, sl):
-    b, s_q, mean, h_q, varied = shape
-    if variant == "head":
-        return flashmla_head_runner(shape, q, k, bt, sl)
-    md, ns = cuda_backend.get_mla_metadata_gpu(sl, s_q * h_q, 1, torch.cuda.get_device_properties(0).multi_processor_count)
-    if variant.startswith("build/"):  # another build of this repository in /tmp/NAME, as in ab_cuda.py
-        build_dir, _, schedule = variant[len("build/"):].partition("/")
-        return other_build_runner(build_dir, schedule or "auto", q, k, bt, sl, md, ns)
-    return lambda: cuda_backend.decode(q, k, bt, sl, 576 ** -0.5, s_q > 1, md, ns, schedule=variant)
 
 
 def trace(fn, calls, l2):
@@ -67,15 +54,6 @@ def trace(fn, calls, l2):
         ends[i].record()
     torch.cuda.synchronize()
     return [s.elapsed_time(e) for s, e in zip(starts, ends)], [starts[0].elapsed_time(s) for s in starts]
-
-
-def do_bench(fn):
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-
-
-def idle(seconds):
-    torch.cuda.synchronize()
-    time.sleep(seconds)
 
 
 def plot(png, csv_paths):
@@ -127,35 +105,32 @@ def main():
     calls = int(os.environ.get("PT_CALLS", "600"))
     idle_s = float(os.environ.get("PT_IDLE_S", "1.5"))
     clocks = ClockLog.start(out_csv + ".clocks.csv") if os.environ.get("PT_CLOCKS") == "1" else None
-    l2 = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
-    print(f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}; {rounds} rounds, {calls} calls per "
+    device = torch.device("cuda")
+    props = torch.cuda.get_device_properties(device)
+    l2 = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=device)
+    print(f"GPU {props.name}, torch {torch.__version__}; {rounds} rounds, {calls} calls per "
           f"trace, {idle_s} s idle before each trace and each cold do_bench", flush=True)
     ranges = [r for r in RANGES if r[0] < calls]
     head = "".join(f"{f'[{lo},{min(hi, calls)})':>12}" for lo, hi in ranges)
     rows = []
     for shape in shapes:
-        q, k, bt, sl, _ = make(*shape, torch.device("cuda"))
-        fns = {v: runner(v, shape, q, k, bt, sl) for v in variants}
-        ref, _ = fns[variants[0]]()
-        for v in variants[1:]:
-            out, _ = fns[v]()
-            if not (out.float() - ref.float()).abs().max().item() <= 5e-2 * ref.float().abs().max().item():
-                sys.exit(f"variant {v} gives a different output on {shape}")
+        q, k, bt, sl, _ = make(*shape, device)
+        fns = {v: variant_runner(v, shape, q, k, bt, sl, props) for v in variants}
+        check_variants_agree(fns, variants, shape)
         label = ",".join(str(x) for x in shape[:4]) + (",var" if shape[4] else ",fix")
         print(f"\n{label}: median ms of the calls in each index range after {idle_s} s idle; "
               f"then do_bench cold (after idle) and hot (right after the trace)", flush=True)
         print(f"{'variant':<10}{'round':>6}" + head + f"{'cold':>10}{'hot':>10}" + ("   MHz / W in trace" if clocks else ""))
         summary = {v: {"cold": [], "hot": [], "ranges": [[] for _ in ranges]} for v in variants}
         for r in range(rounds):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]
-            for v in order:
+            for v in rotated(variants, r):
                 fns[v]()  # any lazy set-up out of the trace
-                idle(idle_s)
+                settle(device, idle_s)
                 with clocks.window((label, v, r)) if clocks else contextlib.nullcontext():
                     ms, t0 = trace(fns[v], calls, l2)
-                hot = do_bench(fns[v])
-                idle(idle_s)
-                cold = do_bench(fns[v])
+                hot = bench(fns[v])
+                settle(device, idle_s)
+                cold = bench(fns[v])
                 meds = [statistics.median(ms[lo:hi]) for lo, hi in ranges]
                 for i, m in enumerate(meds):
                     summary[v]["ranges"][i].append(m)
