@@ -156,7 +156,7 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
   p.num_m_blocks = static_cast<int>(num_m_blocks);
   p.softmax_scale = static_cast<float>(softmax_scale);
   p.causal = causal && s_q > 1;
-  MLA_CHECK(schedule >= 0 && schedule <= 4194303,
+  MLA_CHECK(schedule >= 0 && schedule <= 16777215,
             "schedule must be 0 (auto), 1 (serial), 2 (pipelined), 3 (chained) or 16 (seesaw), plus 4 for "
             "rendezvous barriers, 8 for the column-split combine, 32 for L2 evict_normal K loads, 64 for "
             "the seesaw's early refill, 128 for 128-byte L2 promotion, 256 to wait for whole K tiles, 512 "
@@ -164,8 +164,9 @@ std::vector<at::Tensor> decode(const at::Tensor& q, const at::Tensor& k_cache, c
             "probes (wrong output by design), 4096 to launch the seesaw's m-blocks in clusters of two and "
             "32768 / 65536 for TMA output stores / Q loads (not with the column split), 131072 for the serial kernel's "
             "column split, 262144 for the seesaw's unmasked steady state, 524288 for its PV_B,right "
-            "ahead of the next S, 1048576 for the seesaw's combine overlapping its tail and "
-            "2097152 for its early Q load at a request boundary, got ",
+            "ahead of the next S, 1048576 for the seesaw's combine overlapping its tail, "
+            "2097152 for its early Q load at a request boundary, 4194304 for its chained PVs and 8388608 for "
+            "S_B over the right boxes first after them, got ",
             schedule);
   MLA_CHECK(!(schedule & 131072) || ((schedule & 16) == 0 && (schedule & 3) <= 1),
             "schedule: the column split (131072) is a variant of the serial kernel (schedule 0 or 1 without "

@@ -141,10 +141,11 @@ __device__ __forceinline__ void wait_all_boxes(uint64_t* bars, uint32_t parity) 
 // spin loop: the explicit fence after it keeps ptxas from inserting its own on that path, which
 // would make it serialise every wgmma of the kernel (C7520). Boxes [kBoxBegin, kBoxEnd) only:
 // the seesaw's +ahead issues S in two commit groups (the range from box 0 begins S).
-template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes>
+// kFirstBox: the box S starts on (its range zeroes the accumulators), for S in another box order.
+template <typename T, int kBoxBegin = 0, int kBoxEnd = kNumBoxes, int kFirstBox = 0>
 __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_addr, uint32_t k_addr, uint64_t* bars,
                                                        uint32_t parity) {
-  if constexpr (kBoxBegin == 0) {
+  if constexpr (kBoxBegin == kFirstBox) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) s_acc[i] = 0.f;
   }
@@ -152,7 +153,7 @@ __device__ __forceinline__ void issue_qk_as_boxes_land(float* s_acc, uint32_t q_
   for (int box = kBoxBegin; box < kBoxEnd; ++box) {
     mbar_wait(&bars[box], parity);
     wgmma_fence();
-    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == 0);
+    issue_qk_box<T>(s_acc, q_addr, k_addr, box, box == kFirstBox);
   }
   wgmma_commit();
 }
@@ -651,6 +652,15 @@ constexpr int kFlagOverlapCombine = 1048576;
 // next request's second block) is issued once the output's TMA store has read it
 // (docs/kernel-design.md 7.28). Same values as without the flag.
 constexpr int kFlagEarlyQ = 2097152;
+// seesaw +ahead +nomask (an experiment): in the unmasked steady state WG1 takes block B's row max
+// before its statistics wait; where block B keeps the running max m0 in every row of the tile (a
+// warpgroup vote, with no wgmma in flight), s1 is 1 everywhere, O_R needs no rescale between its
+// two PVs, and PV_B,right is queued right behind PV_A,right instead of after PV_A,right has retired
+// and the next A page's refill has been issued. Same values as without the flag.
+constexpr int kFlagChainPV = 4194304;
+// with +chainpv (an experiment): where WG1 chained its PVs, the next S_B takes stage 1's right
+// boxes first (WG1 refills them as soon as PV_B,right retires), then the left and rope boxes.
+constexpr int kFlagSBRightFirst = 8388608;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds
 // when one row tile serves a kv head (2.5-3.5% faster there; slower with two or more tiles, whose

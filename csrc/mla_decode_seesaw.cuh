@@ -55,6 +55,7 @@ constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
 constexpr int kBarZero1 = 9;   // WG1 alone
 constexpr int kBarPVBIssued = 10;  // +pvbfirst, WG1 -> WG0: PV_B,right is issued (pair_step_ahead)
+constexpr int kBarChainVote = 11;   // +chainpv, WG1 alone: does block B keep the running max? (pair_step_ahead)
 
 // Instrumented build only (FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE, scripts/seesaw_trace.py):
 // clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
@@ -319,6 +320,21 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool steady_unmasked = (p.schedule & kFlagNoMask) != 0 && (!p.causal || p.s_q <= kUnmaskedMaxSq) &&
                                scale_log2 > 0.f;
   const bool pvb_first = (p.schedule & kFlagPVBFirst) != 0;
+  const bool chain_pv = (p.schedule & kFlagChainPV) != 0;
+  const bool sb_right_first = (p.schedule & kFlagSBRightFirst) != 0;
+  // +chainpv: this thread's two rows' max over an unmasked block's S (the same values and the same
+  // NaN-ignoring fmaxf as online_softmax_step's, so the same lazy-max decision).
+  auto block_row_max_unmasked = [&](const float* s, float* mx) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float m8[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]);
+      mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+    }
+  };
   auto rescale_o_in_flight = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
 #pragma unroll
@@ -558,9 +574,44 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           refill(1, r1, 0, 4, seesaw::kRopeBox, seesaw::kRopeBox + 1);
         }
       } else {
+        // +chainpv (unmasked steady state only): block B's row max before the wait, so that the
+        // lazy-max decision for block B is known before any PV is issued.
+        constexpr bool kMayChain = kNextPair && decltype(unmasked_constant)::value;
+        float mx_b[2] = {0.f, 0.f};
+        if constexpr (kMayChain) {
+          if (chain_pv) block_row_max_unmasked(s_acc, mx_b);
+        }
         named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
         SEESAW_TRACE(5);
         read_stats(sMax0, sScale0, row_max, s0);
+        bool chained = false;
+        if constexpr (kMayChain) {
+          // online_softmax_step moves the max of row h iff mx * scale > m0 + kLazyMaxLog2; where no
+          // row of the tile does, s1 = 2^0 = 1 exactly in every row. One answer for the warpgroup
+          // (its wgmmas are collective); nothing is in flight here, so the branch is safe.
+          if (chain_pv) {
+            const int keeps = !(mx_b[0] * scale_log2 > row_max[0] + kLazyMaxLog2) &&
+                              !(mx_b[1] * scale_log2 > row_max[1] + kLazyMaxLog2);
+            chained = named_barrier_all(seesaw::kBarChainVote, 128, keeps) != 0;
+          }
+        }
+        if (chained) {
+          rescale_o(o, s0);
+          issue_pv_smem(o, 0);                          // O_R += P_A V_A,right, during the softmax
+          SEESAW_TRACE(4);
+          softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1, unmasked_constant);
+          issue_pv_regs(o, p_frag, 1);                  // O_R += P_B V_B,right (s1 = 1: no rescale)
+          SEESAW_TRACE(7);
+          publish_barrier(seesaw::kBarPVBIssued, pvb_first);
+          wgmma_wait<1>();                              // PV_A,right retired; PV_B,right may run
+#pragma unroll
+          for (int i = 0; i < 128; ++i) fence_regs(o[i]);
+          SEESAW_TRACE(6);
+          refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
+          wgmma_retire<128>(o);
+          refill(1, r1, 4, 8, 0, 0);                    // B' right
+          SEESAW_TRACE(8);  // second PV retired
+        } else {
         rescale_o(o, s0);
         issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
         SEESAW_TRACE(4);
@@ -577,8 +628,18 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         wgmma_retire<128>(o);
         refill(1, r1, 4, 8, 0, 0);                      // B' right
         SEESAW_TRACE(8);  // second PV retired
+        }
         if constexpr (kNextPair) {
-          issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
+          if (chained && sb_right_first && block + 4 != block_hi) {  // nothing in flight: safe branch
+            // (+sbrightfirst) S_B' over the right boxes first; not the request's last block (no tail).
+            const uint32_t k1 = smem_addr(sK + kTileBytes);
+            uint64_t* bars1 = &full_bar[kNumBoxes];
+            issue_qk_as_boxes_land<T, 4, 8, 4>(s_acc, smem_addr(sQ), k1, bars1, parity_of(it + 3));
+            issue_qk_as_boxes_land<T, 0, 4, 4>(s_acc, smem_addr(sQ), k1, bars1, parity_of(it + 3));
+            issue_qk_as_boxes_land<T, 8, kNumBoxes, 4>(s_acc, smem_addr(sQ), k1, bars1, parity_of(it + 3));
+          } else {
+            issue_qk(s_acc, 1, it + 3, seqlen, block + 3, block + 4 == block_hi, seesaw::kBarZero1);
+          }
           wgmma_retire<32>(s_acc);
           SEESAW_TRACE(2);  // S_B' retired
         }

@@ -176,6 +176,17 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
+// A named barrier that also ANDs a predicate over the `threads` threads that reach it: 1 when
+// every one of them passed a nonzero `pred` (one result for the whole group, so a uniform choice).
+__device__ __forceinline__ int named_barrier_all(int id, int threads, int pred) {
+  int all;
+  asm volatile(
+      "{\n.reg .pred p, q;\nsetp.ne.b32 p, %1, 0;\nbar.red.and.pred q, %2, %3, p;\nselp.b32 %0, 1, 0, q;\n}"
+      : "=r"(all)
+      : "r"(pred), "r"(id), "r"(threads)
+      : "memory");
+  return all;
+}
 
 // ---- wgmma -----------------------------------------------------------------------------------
 __device__ __forceinline__ void wgmma_fence() {

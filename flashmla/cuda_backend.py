@@ -48,12 +48,16 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22),
 # "earlyq" (seesaw+ahead+tmaout+tmaq: the next request's Q tile loads during a request's last step
 # and the output is staged in the last block's K stage, whose refill waits for the output store;
-# the same bits; "auto" drops it where that kernel does not run; 7.28).
+# the same bits; "auto" drops it where that kernel does not run; 7.28), "chainpv" (seesaw+ahead+nomask,
+# an experiment: where block B keeps the running max in every row, WG1 queues PV_B,right right
+# behind PV_A,right instead of after its retirement; the same bits; 7.32), "sbrightfirst" (with
+# "chainpv", an experiment: the next S_B starts on stage 1's right boxes; rounding may differ; 7.32).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072,
                   "nomask": 262144, "pvbfirst": 524288,
-                  "overlapcombine": 1048576, "earlyq": 2097152}
+                  "overlapcombine": 1048576, "earlyq": 2097152, "chainpv": 4194304,
+                  "sbrightfirst": 8388608}
 # Timing probes of the seesaw kernel, for scripts/ab_cuda.py only: their OUTPUT IS WRONG by design.
 # "+noload" issues no K refill (the time the kernel would take if loads cost nothing), "+l2hot"
 # reloads one page per thread block over and over (loads that always hit L2); docs/kernel-design.md 7.12.

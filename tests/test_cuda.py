@@ -127,7 +127,9 @@ VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 
             ("seesaw+ahead+tmaout+tmaq+nomask+overlapcombine", 1), ("seesaw+overlapcombine", 4),
             ("serial+tmaout+tmaq", 1), ("serial+tmaout", 4), ("serial+l2keep+tmaq", 1),
             ("chained+tmaout+tmaq", 1), ("seesaw+ahead+tmaout+tmaq+nomask+earlyq", 1),
-            ("seesaw+ahead+tmaout+tmaq+earlyq", 4), ("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst", 4)]
+            ("seesaw+ahead+tmaout+tmaq+earlyq", 4), ("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst", 4),
+            ("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst+chainpv", 4),
+            ("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst+chainpv+sbrightfirst", 1)]
 
 
 def variant_id(variant):
@@ -652,7 +654,9 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
         # when WG0 issues the next S: the same bits too.
         seesaw = run_cuda(q, k, bt, sl, s_q > 1, num_sms, schedule="seesaw")
         # +overlapcombine merges the same partials with the same arithmetic, only earlier.
+        # +chainpv queues PV_B,right earlier only where s1 is exactly 1 (no rescale skipped).
         for schedule in ("seesaw+ahead", "seesaw+ahead+nomask", "seesaw+ahead+nomask+pvbfirst",
+                         "seesaw+ahead+nomask+chainpv", "seesaw+ahead+nomask+pvbfirst+chainpv",
                          "seesaw+overlapcombine", "seesaw+ahead+nomask+overlapcombine"):
             assert_same_bits(schedule, seesaw, "seesaw", num_sms)
         # +earlyq moves when the next Q tile loads and where the output is staged, not a value.
@@ -661,6 +665,8 @@ def test_gpu_variants_bit_identical_where_predicted(shape):
                          num_sms)
         # +pvbfirst with that boundary ("auto" at 256 rows per kv head) only delays WG0's next S.
         assert_same_bits("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst", tma_boundary,
+                         "seesaw+ahead+tmaout+tmaq+nomask", num_sms)
+        assert_same_bits("seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst+chainpv", tma_boundary,
                          "seesaw+ahead+tmaout+tmaq+nomask", num_sms)
 
 
@@ -698,10 +704,19 @@ def test_gpu_lazy_running_max_on_climbing_scores(dtype):
     q, k, bt, sl = ramped_scores_inputs(dtype, device, seed=97)
     ref_out, ref_lse = reference.decode(q.float(), k.float(), bt, sl, 576 ** -0.5, True)
     for schedule in ("auto", "serial", "seesaw", "seesaw+ahead+nomask", "seesaw+ahead+tmaout+tmaq+nomask+earlyq",
-                     "seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst"):
+                     "seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst",
+                     "seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst+chainpv",
+                     "seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst+chainpv+sbrightfirst"):
         for num_sms in (None, 33):
             out, lse = run_cuda(q, k, bt, sl, True, num_sms, schedule=schedule)
             check_against_reference(out, lse, ref_out.float(), ref_lse, f"{schedule} num_sms={num_sms}")
+    # +chainpv takes its early path only where block B keeps the max; here it also has to fall back
+    # (steps above 8), and either way the bits are those of the same schedule without it.
+    base = "seesaw+ahead+tmaout+tmaq+nomask+earlyq+pvbfirst"
+    for num_sms in (None, 33):
+        out, lse = run_cuda(q, k, bt, sl, True, num_sms, schedule=base)
+        chain_out, chain_lse = run_cuda(q, k, bt, sl, True, num_sms, schedule=base + "+chainpv")
+        assert torch.equal(out, chain_out) and torch.equal(lse, chain_lse), f"+chainpv changed the bits (num_sms={num_sms})"
 
 
 @pytest.mark.gpu
