@@ -43,7 +43,8 @@ constexpr int kSmemQ = 0;
 constexpr int kSmemK = kTileBytes;                            // stage s at kSmemK + s * kTileBytes
 constexpr int kSmemRowVals = kSmemK + 2 * kTileBytes;         // 6 arrays of 64 floats (below)
 constexpr int kSmemBars = kSmemRowVals + 6 * kRowsPerTile * 4;
-constexpr int kSmemUsed = kSmemBars + (2 * kNumBoxes + 3) * 8;  // full[stage * 9 + box], zeroed[wg], q
+constexpr int kSmemVote = kSmemBars + (2 * kNumBoxes + 3) * 8;  // after full[stage * 9 + box], zeroed[wg], q
+constexpr int kSmemUsed = kSmemVote + 2 * 4 * 4;              // racecheck build's +chainpv vote: [2][4] floats
 constexpr int kSmemBytes = kSmemUsed + 1024;                  // slack to align the base
 static_assert(kSmemBytes <= 227 * 1024, "shared memory budget of one sm_90 thread block");
 
@@ -119,6 +120,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem + seesaw::kSmemBars);
   uint64_t* zeroed_bar = full_bar + 2 * kNumBoxes;  // WarpgroupBarrier mbarriers (racecheck build)
   uint64_t* q_bar = zeroed_bar + 2;                  // +tmaq: the Q tile's 9 boxes
+  float* sVote = reinterpret_cast<float*>(smem + seesaw::kSmemVote);  // racecheck build: +chainpv's vote
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -592,7 +594,21 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           if (chain_pv) {
             const int keeps = !(mx_b[0] * scale_log2 > row_max[0] + kLazyMaxLog2) &&
                               !(mx_b[1] * scale_log2 > row_max[1] + kLazyMaxLog2);
-            chained = named_barrier_all(seesaw::kBarChainVote, 128, keeps) != 0;
+            if constexpr (kRacecheckBarriers) {
+              // racecheck reports correct cross-warpgroup handoffs as hazards once a warpgroup-only
+              // named barrier is in the block (WarpgroupBarrier): there the vote goes through
+              // shared memory (one slot per warp, two sets alternating by step) and WG1's mbarrier.
+              float* slots = sVote + 4 * ((it >> 1) & 1);
+              const int warp_keeps = __all_sync(0xffffffff, keeps);
+              if (lane == 0) st_shared_f32(smem_addr(slots + warp_in_wg), warp_keeps ? 1.f : 0.f);
+              tail_zeroed.sync();
+              float all = 1.f;
+#pragma unroll
+              for (int w = 0; w < 4; ++w) all = fminf(all, ld_shared_f32(smem_addr(slots + w)));
+              chained = all > 0.5f;
+            } else {
+              chained = named_barrier_all(seesaw::kBarChainVote, 128, keeps) != 0;
+            }
           }
         }
         if (chained) {

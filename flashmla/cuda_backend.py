@@ -180,7 +180,7 @@ def _schedule_code(schedule: str | None, query_rows: int | None = None, rows_per
         code |= SCHEDULES["seesaw"]
         if rows_per_kv >= AUTO_AHEAD_MIN_ROWS_PER_KV:
             code |= (SCHEDULE_FLAGS["ahead"] | SCHEDULE_FLAGS["nomask"] | SCHEDULE_FLAGS["earlyq"]
-                     | SCHEDULE_FLAGS["pvbfirst"])
+                     | SCHEDULE_FLAGS["pvbfirst"] | SCHEDULE_FLAGS["chainpv"] | SCHEDULE_FLAGS["sbrightfirst"])
         code |= SCHEDULE_FLAGS["tmaout"] | SCHEDULE_FLAGS["tmaq"] | SCHEDULE_FLAGS["overlapcombine"]
     if (base == "auto" and rows_per_kv is not None and rows_per_kv <= AUTO_L2KEEP_MAX_ROWS_PER_KV
             and (batch is None or batch >= AUTO_L2KEEP_MIN_BATCH)):

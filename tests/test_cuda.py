@@ -114,7 +114,7 @@ SEESAW_AUTO = 32768 | 65536 | 1048576  # +tmaout +tmaq +overlapcombine, which "a
 NOMASK = 262144  # +nomask, which "auto" adds with +ahead
 EARLYQ = 2097152  # +earlyq, which "auto" adds with +ahead
 PVBFIRST = 524288  # +pvbfirst, which "auto" adds with +ahead
-AHEAD_AUTO = 512 | NOMASK | EARLYQ | PVBFIRST  # what "auto" adds to the seesaw from AUTO_AHEAD_MIN_ROWS_PER_KV on
+AHEAD_AUTO = 512 | NOMASK | EARLYQ | PVBFIRST | 4194304 | 8388608  # what "auto" adds to the seesaw from AUTO_AHEAD_MIN_ROWS_PER_KV on
 TMA = 32768 | 65536  # +tmaout +tmaq, which "auto" adds to the serial kernel from AUTO_SERIAL_TMA_MIN_BATCH on
 
 VARIANTS = [("seesaw", 1), ("chained", 1), ("serial+splitcombine", 1), ("auto", 4), ("chained+splitcombine", 8),
