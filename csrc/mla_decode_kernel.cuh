@@ -652,14 +652,18 @@ constexpr int kFlagOverlapCombine = 1048576;
 // next request's second block) is issued once the output's TMA store has read it
 // (docs/kernel-design.md 7.28). Same values as without the flag.
 constexpr int kFlagEarlyQ = 2097152;
-// seesaw +ahead +nomask (an experiment): in the unmasked steady state WG1 takes block B's row max
-// before its statistics wait; where block B keeps the running max m0 in every row of the tile (a
-// warpgroup vote, with no wgmma in flight), s1 is 1 everywhere, O_R needs no rescale between its
-// two PVs, and PV_B,right is queued right behind PV_A,right instead of after PV_A,right has retired
-// and the next A page's refill has been issued. Same values as without the flag.
+// seesaw +ahead +nomask ("auto" adds it with +sbrightfirst from 256 query rows per kv head): in the
+// unmasked steady state WG1 takes block B's row max before its statistics wait; where block B keeps
+// the running max m0 in every row of the tile (a warpgroup vote, with no wgmma in flight), s1 is 1
+// everywhere, O_R needs no rescale between its two PVs, and PV_B,right is queued right behind
+// PV_A,right instead of after PV_A,right has retired and the next A page's refill has been issued.
+// Same values as without the flag. Alone it is 3-4% slower (PV_B,right now runs before PV_B,left,
+// so stage 1's right half is refilled first while S_B' starts on the left half): with
+// kFlagSBRightFirst 1.5-3.5% faster (docs/kernel-design.md 7.32).
 constexpr int kFlagChainPV = 4194304;
-// with +chainpv (an experiment): where WG1 chained its PVs, the next S_B takes stage 1's right
-// boxes first (WG1 refills them as soon as PV_B,right retires), then the left and rope boxes.
+// with +chainpv: where WG1 chained its PVs, the next S_B takes stage 1's right boxes first (WG1
+// refills them as soon as PV_B,right retires), then the left and rope boxes (another summation
+// order of S: not the same bits as without it).
 constexpr int kFlagSBRightFirst = 8388608;
 
 // L2 policy of the K-page loads: evict_first, or evict_normal with +l2keep, which `auto` adds

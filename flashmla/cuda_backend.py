@@ -48,10 +48,11 @@ SCHEDULES = {"auto": 0, "serial": 1, "pipelined": 2, "chained": 3, "seesaw": 16}
 # the main kernel's last thread blocks; "auto" drops it where the seesaw kernel does not run; 7.22),
 # "earlyq" (seesaw+ahead+tmaout+tmaq: the next request's Q tile loads during a request's last step
 # and the output is staged in the last block's K stage, whose refill waits for the output store;
-# the same bits; "auto" drops it where that kernel does not run; 7.28), "chainpv" (seesaw+ahead+nomask,
-# an experiment: where block B keeps the running max in every row, WG1 queues PV_B,right right
-# behind PV_A,right instead of after its retirement; the same bits; 7.32), "sbrightfirst" (with
-# "chainpv", an experiment: the next S_B starts on stage 1's right boxes; rounding may differ; 7.32).
+# the same bits; "auto" drops it where that kernel does not run; 7.28), "chainpv" (seesaw+ahead+nomask:
+# where block B keeps the running max in every row, WG1 queues PV_B,right right behind PV_A,right
+# instead of after its retirement; the same bits; 7.32), "sbrightfirst" (with "chainpv": the next
+# S_B starts on stage 1's right boxes, which that order refills first; another summation order of
+# S; 7.32).
 SCHEDULE_FLAGS = {"rendezvous": 4, "splitcombine": 8, "l2keep": 32, "earlyrefill": 64, "l2promo128": 128,
                   "wholetile": 256, "ahead": 512, "noload": 1024, "l2hot": 2048, "cluster": 4096,
                   "nopartial": 8192, "nocombine": 16384, "tmaout": 32768, "tmaq": 65536, "colsplit": 131072,
@@ -107,7 +108,10 @@ AUTO_SEESAW_MIN_QUERY_ROWS = 4096
 # the next B page; the same bits): 0.995 and 0.992 geomean of "auto" without it on the four 256-row
 # rows in two 10-round A/Bs on the H100 (sessions 28-29, docs/kernel-design.md 7.29-7.30); ~1% is
 # that A/B's noise (rows it cannot change moved 0.986-0.991), so the gain is small but all eight
-# ratios were below 1.
+# ratios were below 1. And "+chainpv+sbrightfirst" (WG1's two PVs queued back to back where the lazy
+# max did not move, and the next S_B on the boxes that chaining frees first): 0.980-0.990 of "auto"
+# without them on the four 256-row rows (5-6 of 6 rounds), 2.6-3.5% faster call by call at full
+# clock and at the 700 W cap (session 31, docs/kernel-design.md 7.32).
 AUTO_AHEAD_MIN_ROWS_PER_KV = 256
 # "auto" adds "+tmaout+tmaq" to the serial kernel (not the column split) from this batch size on:
 # a whole request's output staged in the Q tile and written by TMA stores instead of 64 scattered
@@ -225,7 +229,8 @@ def decode(q, k_cache, block_table, cache_seqlens, softmax_scale: float, causal:
     AUTO_COLSPLIT_MAX_ROWS_PER_KV query rows per kv head; or the seesaw kernel for large batches with at least
     AUTO_SEESAW_MIN_ROWS_PER_KV query rows per kv head, with "+tmaout+tmaq" (output and Q tile by
     TMA at each request boundary; for one kv head), "+overlapcombine" (the combine overlapping the
-    main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on, "+ahead+nomask+earlyq+pvbfirst"),
+    main kernel's tail) and, from AUTO_AHEAD_MIN_ROWS_PER_KV on,
+    "+ahead+nomask+earlyq+pvbfirst+chainpv+sbrightfirst"),
     "serial", "pipelined", "chained" or "seesaw", with optional flags; see SCHEDULES and
     SCHEDULE_FLAGS.
     """

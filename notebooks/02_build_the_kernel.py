@@ -326,7 +326,10 @@ with steps.step("gluon_kernel_compiles_for_sm90a",
 #   by more than 8 in log2 units; section 7.29): the seesaw kernels 247 and 255 registers, 0 spills
 #   (`benchmarks/results/lazymax_h100_2026-12-07/run3.tar.xz`, `run3/build.log`). Since session 29
 #   `auto`'s `+ahead` seesaw has warpgroup 0 queue the next S only once warpgroup 1 has issued the
-#   PV that frees the next page (`+pvbfirst`, a runtime flag: the same build; section 7.30).
+#   PV that frees the next page (`+pvbfirst`, a runtime flag: the same build; section 7.30). Since
+#   session 31 warpgroup 1 queues its two PVs back to back where the lazy max did not move, and the
+#   next S starts on the half page freed first (`+chainpv+sbrightfirst`; section 7.32): 255 and 247
+#   registers, 0 spills (`benchmarks/results/chainpv_h100_2026-12-07/run1.tar.xz`, `build_tree.log`).
 # - **Schedule**: the card has 132 SMs, so the schedule for the 8 requests above has 132 parts, as
 #   it has here without a GPU (`NUM_SMS = 0` falls back to 132).
 # - **GPU scheduler**: bit-identical to the torch one on 32 cases, 1 to 264 SMs

@@ -252,7 +252,12 @@ with steps.step("recorded_h100_run", needs=[
 # the H100 runs these kernels at its full clock for 30-130 ms before its 700 W cap steps the clock
 # down 6-10%, and do_bench's 100 ms window lands on that step, so a compute-bound timing depends on
 # what ran just before it. `python -m flashmla.bench --settle 1` gives every provider the same idle
-# first; `scripts/power_transient.py` draws the transient call by call.
+# first; `scripts/power_transient.py` draws the transient call by call. Session 31 then took
+# 1.5-3.5% off those rows (`+chainpv+sbrightfirst` in `auto`: warpgroup 1's two PVs queued back to
+# back where the lazy max did not move, and the next S on the half page that this frees first;
+# docs/kernel-design.md 7.32): two runs on two machine starts met **all 35** targets
+# (`benchmarks/results/bench_h100_2026-12-07_session31_run4/` and `..._session31/`; b128 s2 8K h128
+# 0.960 and 0.905 ms against 0.973).
 # This run's own numbers are in `OUTPUT_DIR/03_bench/bench.md`.
 
 # %%
