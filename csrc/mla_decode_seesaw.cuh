@@ -29,6 +29,11 @@
 // issued in another order: each warpgroup queues the next pair's S right behind its last PV, so
 // a step opens with the softmax and the tensor pipe does not drain at step boundaries
 // (pair_step_ahead; docs/kernel-design.md 7.10).
+//
+// +chainpv +sbrightfirst (`auto` with +ahead): where block B leaves the lazy running max where m0
+// put it in every row (a vote of WG1 before its first PV), s1 is 1, so WG1 queues PV_B,right right
+// behind PV_A,right without the retirement and O rescale between them; stage 1's right half is
+// then freed first, and the next S_B starts on it (docs/kernel-design.md 7.32).
 #pragma once
 
 #include <type_traits>
@@ -628,22 +633,22 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           refill(1, r1, 4, 8, 0, 0);                    // B' right
           SEESAW_TRACE(8);  // second PV retired
         } else {
-        rescale_o(o, s0);
-        issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
-        SEESAW_TRACE(4);
-        softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1, unmasked_constant);
-        wgmma_retire<128>(o);
-        SEESAW_TRACE(6);
-        refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
-        rescale_o(o, s1);
-        issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
-        SEESAW_TRACE(7);
-        // For +pvbfirst; without it nobody waits, and every second step's arrivals just complete
-        // the barrier's phase.
-        if constexpr (kNextPair) publish_barrier(seesaw::kBarPVBIssued, pvb_first);
-        wgmma_retire<128>(o);
-        refill(1, r1, 4, 8, 0, 0);                      // B' right
-        SEESAW_TRACE(8);  // second PV retired
+          rescale_o(o, s0);
+          issue_pv_smem(o, 0);                            // O_R += P_A V_A,right, during the softmax
+          SEESAW_TRACE(4);
+          softmax_and_publish(std::integral_constant<int, 1>{}, s1, block + 1, unmasked_constant);
+          wgmma_retire<128>(o);
+          SEESAW_TRACE(6);
+          refill(0, r0, 4, 8, seesaw::kRopeBox, seesaw::kRopeBox + 1);  // A' right and rope
+          rescale_o(o, s1);
+          issue_pv_regs(o, p_frag, 1);                    // O_R += P_B V_B,right
+          SEESAW_TRACE(7);
+          // For +pvbfirst; without it nobody waits, and every second step's arrivals just complete
+          // the barrier's phase.
+          if constexpr (kNextPair) publish_barrier(seesaw::kBarPVBIssued, pvb_first);
+          wgmma_retire<128>(o);
+          refill(1, r1, 4, 8, 0, 0);                      // B' right
+          SEESAW_TRACE(8);  // second PV retired
         }
         if constexpr (kNextPair) {
           if (chained && sb_right_first && block + 4 != block_hi) {  // nothing in flight: safe branch
