@@ -234,6 +234,16 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // (128 FMULs) on the seesaw's critical path, between a statistics handoff and the next PV.
 constexpr float kLazyMaxLog2 = 8.f;
 
+// The max of this thread's 16 scores of row h (0: row r, 1: row r + 8) of a 64-column S tile, by
+// a depth-4 tree (NaN-ignoring fmaxf). online_softmax_step's default form, and the seesaw's
+// +chainpv, which must reach the same lazy-max decision before the softmax runs.
+__device__ __forceinline__ float thread_row_max(const float* s_acc, int h) {
+  float m8[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
+  return fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
+}
+
 // Online-softmax step on one thread's two accumulator rows (16 of a block's 64 columns each; a
 // row's columns live in the 4 lanes of a quad): masks, raises the running max `row_max` (scaled,
 // base 2; lazily, see kLazyMaxLog2), turns s_acc into P = 2^(s scale - max) in place, and returns
@@ -292,10 +302,7 @@ __device__ __forceinline__ void online_softmax_step(float* s_acc, float* row_max
 #pragma unroll
         for (int i = 1; i < 8; ++i) mx[h] = fmaxf(mx[h], fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]));
       } else {
-        float m8[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
-        mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
+        mx[h] = thread_row_max(s_acc, h);
       }
     }
 #pragma unroll
@@ -547,6 +554,27 @@ struct WarpgroupBarrier {
       parity ^= 1;
     } else {
       named_barrier_sync(id, 128);
+    }
+  }
+  // sync() that also tells whether `pred` was nonzero in all 128 threads (one answer for the whole
+  // warpgroup). The normal build reduces on the named barrier (bar.red.and; `named_id` is `id`,
+  // passed by a caller that knows it as a constant, so the instruction keeps an immediate id); the
+  // racecheck build passes one flag per warp through `slots` (4 floats in shared memory; consecutive
+  // calls must alternate between two such sets, so that a set is rewritten only after the sync() in
+  // between has ordered every read of it).
+  __device__ __forceinline__ bool all(int pred, float* slots, int named_id) {
+    if constexpr (kRacecheckBarriers) {
+      const int lane = opaque_tid() % 32;
+      const int warp = (opaque_tid() % 128) / 32;
+      const int warp_all = __all_sync(0xffffffff, pred);
+      if (lane == 0) st_shared_f32(smem_addr(slots + warp), warp_all ? 1.f : 0.f);
+      sync();
+      float every = 1.f;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) every = fminf(every, ld_shared_f32(smem_addr(slots + w)));
+      return every > 0.5f;
+    } else {
+      return named_barrier_all(named_id, 128, pred) != 0;
     }
   }
 };

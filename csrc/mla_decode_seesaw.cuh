@@ -59,9 +59,8 @@ constexpr int kRopeBox = 8;  // holds P once S of its block is done
 constexpr int kBarStats0 = 5;  // WG0 -> WG1: m0, s0 and P_A are published
 constexpr int kBarStats1 = 6;  // WG1 -> WG0: m1, s1 and P_B are published
 constexpr int kBarZero0 = 8;   // WG0 alone: tail rows of its stage zeroed
-constexpr int kBarZero1 = 9;   // WG1 alone
+constexpr int kBarZero1 = 9;   // WG1 alone (and its +chainpv vote)
 constexpr int kBarPVBIssued = 10;  // +pvbfirst, WG1 -> WG0: PV_B,right is issued (pair_step_ahead)
-constexpr int kBarChainVote = 11;   // +chainpv, WG1 alone: does block B keep the running max? (pair_step_ahead)
 
 // Instrumented build only (FLASHMLA_NVCC_EXTRA=-DFLASHMLA_SEESAW_TRACE, scripts/seesaw_trace.py):
 // clock64() at each handoff of the first kTraceSteps two-block steps of every thread block, so
@@ -160,10 +159,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   const int row_in_tile[2] = {warp_in_wg * 16 + (lane >> 2), warp_in_wg * 16 + (lane >> 2) + 8};
   const uint64_t policy = kv_load_policy(p);  // evict_first unless +l2keep
-  // Racecheck build: this warpgroup's own sync after zeroing a page's tail rows, as an mbarrier
-  // (only the stage's owner zeroes it). The normal build syncs on the named barrier the caller
-  // passes (a constant there, so the instruction keeps an immediate id).
-  WarpgroupBarrier tail_zeroed{wg ? seesaw::kBarZero1 : seesaw::kBarZero0, &zeroed_bar[wg]};
+  // This warpgroup's own barrier: its sync after zeroing a page's tail rows (only the stage's owner
+  // zeroes it; in the racecheck build as an mbarrier, while the normal build syncs on the named
+  // barrier the caller passes, a constant there, so the instruction keeps an immediate id), and
+  // WG1's +chainpv vote (WarpgroupBarrier::all).
+  WarpgroupBarrier own_barrier{wg ? seesaw::kBarZero1 : seesaw::kBarZero0, &zeroed_bar[wg]};
   // A handoff's publishing side: bar.arrive, or bar.sync in a racecheck build (which reports
   // bar.arrive -> bar.sync handoffs as hazards: scripts/racecheck_toy.cu, mode 0) where the other
   // side waits (`consumer_waits`, uniform; where it does not, a bar.sync would never complete).
@@ -297,7 +297,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (whole_tile || zero_tail) wait_all_boxes(bars, parity);
     if (zero_tail) {  // V boxes only
       if constexpr (kRacecheckBarriers) {
-        zero_tail_rows(tile, valid_rows, 8, tail_zeroed);
+        zero_tail_rows(tile, valid_rows, 8, own_barrier);
       } else {
         NamedWarpgroupBarrier zeroed{zero_bar};
         zero_tail_rows(tile, valid_rows, 8, zeroed);
@@ -329,19 +329,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const bool pvb_first = (p.schedule & kFlagPVBFirst) != 0;
   const bool chain_pv = (p.schedule & kFlagChainPV) != 0;
   const bool sb_right_first = (p.schedule & kFlagSBRightFirst) != 0;
-  // +chainpv: this thread's two rows' max over an unmasked block's S (the same values and the same
-  // NaN-ignoring fmaxf as online_softmax_step's, so the same lazy-max decision).
-  auto block_row_max_unmasked = [&](const float* s, float* mx) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float m8[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) m8[i] = fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]);
-      mx[h] = fmaxf(fmaxf(fmaxf(m8[0], m8[1]), fmaxf(m8[2], m8[3])), fmaxf(fmaxf(m8[4], m8[5]), fmaxf(m8[6], m8[7])));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-    }
-  };
   auto rescale_o_in_flight = [&](float* o, const float* rescale) { rescale_rows(o, rescale); };
   auto pack_p = [&](const float* s_acc, uint32_t* p_frag) {
 #pragma unroll
@@ -586,7 +573,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         constexpr bool kMayChain = kNextPair && decltype(unmasked_constant)::value;
         float mx_b[2] = {0.f, 0.f};
         if constexpr (kMayChain) {
-          if (chain_pv) block_row_max_unmasked(s_acc, mx_b);
+          if (chain_pv) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {  // as online_softmax_step: the thread's tree, then the quad's
+              mx_b[h] = thread_row_max(s_acc, h);
+              mx_b[h] = fmaxf(mx_b[h], __shfl_xor_sync(0xffffffff, mx_b[h], 1));
+              mx_b[h] = fmaxf(mx_b[h], __shfl_xor_sync(0xffffffff, mx_b[h], 2));
+            }
+          }
         }
         named_barrier_sync(seesaw::kBarStats0, kNumThreads);    // m0, s0, P_A from WG0
         SEESAW_TRACE(5);
@@ -599,23 +593,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           if (chain_pv) {
             const int keeps = !(mx_b[0] * scale_log2 > row_max[0] + kLazyMaxLog2) &&
                               !(mx_b[1] * scale_log2 > row_max[1] + kLazyMaxLog2);
-            if constexpr (kRacecheckBarriers) {
-              // racecheck reports correct cross-warpgroup handoffs as hazards once a warpgroup-only
-              // named barrier is in the block (WarpgroupBarrier): there the vote goes through
-              // shared memory (one slot per warp, two sets alternating by step) and WG1's mbarrier.
-              float* slots = sVote + 4 * ((it >> 1) & 1);
-              const int warp_keeps = __all_sync(0xffffffff, keeps);
-              if (lane == 0) st_shared_f32(smem_addr(slots + warp_in_wg), warp_keeps ? 1.f : 0.f);
-              tail_zeroed.sync();
-              float all = 1.f;
-#pragma unroll
-              for (int w = 0; w < 4; ++w) all = fminf(all, ld_shared_f32(smem_addr(slots + w)));
-              chained = all > 0.5f;
-            } else {
-              chained = named_barrier_all(seesaw::kBarChainVote, 128, keeps) != 0;
-            }
+            // WG1's own barrier (the one its tail zeroing syncs on); the racecheck build's slot
+            // sets alternate by step.
+            chained = own_barrier.all(keeps, sVote + 4 * ((it >> 1) & 1), seesaw::kBarZero1);
           }
         }
+        // Both branches start alike (PV_A,right, then the softmax): branching after PV_A,right's
+        // issue would put a branch beside a wgmma in flight, which makes ptxas serialise them all.
         if (chained) {
           rescale_o(o, s0);
           issue_pv_smem(o, 0);                          // O_R += P_A V_A,right, during the softmax
